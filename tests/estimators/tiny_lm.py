@@ -4,7 +4,9 @@ Token 0 is the sentence end ``"\\n"``, tokens 1 … V−2 are letters, token V�
 (never generated: log-prob −inf, which also exercises the 0·log 0 handling). The next-token
 logits are a fixed pseudo-random function of the last ``order`` tokens and the position
 (mod 3), seeded; ``perturb`` mixes in a second seeded table so that two models are close.
-Every protocol call is counted in ``calls``.
+Every protocol call is counted in ``calls``. :class:`ScoredTinyLM` adds the optional
+``sample_scored`` extension (samples + their exact scores in one call); plain :class:`TinyLM`
+exercises the generic fallback (``sample`` then ``continuation_logprobs``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from bebkit.models.protocol import ContinuationScores, StopCondition, check_prefix
+from bebkit.models.protocol import (
+    ContinuationScores,
+    StopCondition,
+    check_prefix,
+    reference_step_kl,
+)
 
 LETTERS = "\nabcdefghijklmnop"
 
@@ -97,13 +104,15 @@ class TinyLM:
         continuations: Sequence[Sequence[int]],
         *,
         with_dists: bool = False,
+        reference: np.ndarray | None = None,
     ) -> ContinuationScores:
         self.calls["continuation_logprobs"] += 1
         pre = check_prefix(prefix)
         t_max = max((len(y) for y in continuations), default=0)
         n = len(continuations)
         tok = np.zeros((n, t_max))
-        dists = np.zeros((n, t_max, self._v)) if with_dists else None
+        keep = with_dists or reference is not None
+        dists = np.zeros((n, t_max, self._v)) if keep else None
         for i, y in enumerate(continuations):
             for t, v in enumerate(y):
                 d = self.logprobs(pre + [int(x) for x in y[:t]])
@@ -111,7 +120,10 @@ class TinyLM:
                 if dists is not None:
                     dists[i, t] = d
         lengths = np.array([len(y) for y in continuations])
-        return ContinuationScores(tok, lengths, dists)
+        step_kl = None
+        if reference is not None and dists is not None:
+            step_kl = reference_step_kl(np.asarray(reference), dists, lengths)
+        return ContinuationScores(tok, lengths, dists if with_dists else None, step_kl)
 
     def sample(
         self,
@@ -126,6 +138,11 @@ class TinyLM:
     ) -> list[list[int]]:
         self.calls["sample"] += 1
         assert temperature == 1.0 and top_k is None and top_p is None
+        return self._draw(prefix, n, stop, rng)
+
+    def _draw(
+        self, prefix: Sequence[int], n: int, stop: StopCondition, rng: np.random.Generator
+    ) -> list[list[int]]:
         pre = check_prefix(prefix)
         out = []
         for _ in range(n):
@@ -138,3 +155,30 @@ class TinyLM:
                     break
             out.append(y)
         return out
+
+
+class ScoredTinyLM(TinyLM):
+    """:class:`TinyLM` with ``sample_scored``: one call returns samples and their exact scores."""
+
+    def sample_scored(
+        self,
+        prefix: Sequence[int],
+        n: int,
+        stop: StopCondition,
+        *,
+        rng: np.random.Generator,
+        with_dists: bool = False,
+    ) -> tuple[list[list[int]], ContinuationScores]:
+        self.calls["sample_scored"] += 1
+        ys = self._draw(prefix, n, stop, rng)
+        pre = check_prefix(prefix)
+        t_max = max((len(y) for y in ys), default=0)
+        tok = np.zeros((n, t_max))
+        dists = np.zeros((n, t_max, self._v)) if with_dists else None
+        for i, y in enumerate(ys):
+            for t, v in enumerate(y):
+                d = self.logprobs(pre + y[:t])
+                tok[i, t] = d[v]
+                if dists is not None:
+                    dists[i, t] = d
+        return ys, ContinuationScores(tok, np.array([len(y) for y in ys]), dists)

@@ -283,3 +283,54 @@ def test_default_bos_without_bos_token() -> None:
     assert lm.bos_token_ids == []
     lm = HFLanguageModel(make_llama(), tok, bos_token_ids=[3])
     assert lm.bos_token_ids == [3]
+
+
+@pytest.mark.parametrize("with_dists", [False, True])
+def test_sample_scored_equals_sample_then_score(
+    tiny_model: Any, tiny_tokenizer: Any, with_dists: bool
+) -> None:
+    from bebkit.models.protocol import ScoredSampler
+
+    lm = HFLanguageModel(tiny_model, tiny_tokenizer, batch_size=4)
+    assert isinstance(lm, ScoredSampler)
+    prefix = [2, 4, 6, 8]
+    stop = StopCondition(max_new_tokens=5, stop_token_ids=frozenset({28, 29, 30}))
+    ys, sc = lm.sample_scored(prefix, 10, stop, rng=np.random.default_rng(7), with_dists=with_dists)
+    # same draws as the plain sampler with the same rng
+    assert ys == lm.sample(prefix, 10, stop, rng=np.random.default_rng(7))
+    ref = lm.continuation_logprobs(prefix, ys, with_dists=with_dists)
+    np.testing.assert_array_equal(sc.lengths, ref.lengths)
+    assert sc.token_logprobs.shape == ref.token_logprobs.shape
+    np.testing.assert_allclose(sc.token_logprobs, ref.token_logprobs, atol=1e-5)
+    np.testing.assert_allclose(sc.totals, ref.totals, atol=1e-5)
+    if with_dists:
+        assert sc.dists is not None and ref.dists is not None
+        for i, y in enumerate(ys):
+            np.testing.assert_allclose(sc.dists[i, : len(y)], ref.dists[i, : len(y)], atol=1e-5)
+    else:
+        assert sc.dists is None
+
+
+def test_continuation_step_kl_against_reference(tiny_llama: Any, tiny_tokenizer: Any) -> None:
+    from bebkit.models.protocol import reference_step_kl
+
+    other = make_llama(seed=1)  # a second random model: the reference distributions R
+    p = HFLanguageModel(other, tiny_tokenizer, batch_size=2)
+    q = HFLanguageModel(tiny_llama, tiny_tokenizer, batch_size=2)
+    prefix = [2, 4, 6]
+    conts = [[11, 12, 28], [5], [13, 14, 15, 16], [7, 30]]
+    rp = p.continuation_logprobs(prefix, conts, with_dists=True)
+    assert rp.dists is not None and rp.dists.dtype == np.float32
+    got = q.continuation_logprobs(prefix, conts, reference=rp.dists)
+    full = q.continuation_logprobs(prefix, conts, with_dists=True)
+    assert got.dists is None and got.step_kl is not None and full.dists is not None
+    np.testing.assert_allclose(got.token_logprobs, full.token_logprobs, atol=1e-6)
+    expect = reference_step_kl(rp.dists.astype(np.float64), full.dists, full.lengths)
+    np.testing.assert_allclose(got.step_kl, expect, rtol=1e-5, atol=1e-6)
+    assert np.all(got.step_kl[1, 1:] == 0) and np.all(got.step_kl > -1e-6)
+    # a model against itself: zero KL at every step
+    same = p.continuation_logprobs(prefix, conts, reference=rp.dists)
+    assert same.step_kl is not None
+    np.testing.assert_allclose(same.step_kl, 0.0, atol=1e-6)
+    with pytest.raises(ValueError, match="reference"):
+        q.continuation_logprobs(prefix, conts, reference=rp.dists[:2])

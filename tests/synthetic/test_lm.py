@@ -126,3 +126,30 @@ def test_impossible_prefix_raises(world) -> None:  # type: ignore[no-untyped-def
         lm.next_token_logprobs([[0, END]])
     with pytest.raises(InputError):
         lm.sequence_logprobs([[2, 3]])
+
+
+@pytest.mark.parametrize("with_dists", [False, True])
+def test_sample_scored_matches_sample_and_continuation_logprobs(world, with_dists) -> None:  # type: ignore[no-untyped-def]
+    from bebkit.models.protocol import ScoredSampler, reference_step_kl
+
+    lm = world.language_model()
+    assert isinstance(lm, ScoredSampler)
+    prefix = world.encode_sentences([4])
+    stop = StopCondition(12, lm.sentence_end_token_ids)
+    ys, sc = lm.sample_scored(prefix, 30, stop, rng=np.random.default_rng(3), with_dists=with_dists)
+    assert ys == lm.sample(prefix, 30, stop, rng=np.random.default_rng(3))
+    ref = lm.continuation_logprobs(prefix, ys, with_dists=True)
+    np.testing.assert_array_equal(sc.lengths, ref.lengths)
+    np.testing.assert_allclose(sc.token_logprobs, ref.token_logprobs, rtol=1e-12, atol=1e-12)
+    if with_dists:
+        assert sc.dists is not None and ref.dists is not None
+        for i, y in enumerate(ys):
+            np.testing.assert_array_equal(sc.dists[i, : len(y)], ref.dists[i, : len(y)])
+        # per-step KL against a reference equals the numpy formula on full distributions
+        other = world.component_model(0)
+        full = other.continuation_logprobs(prefix, ys, with_dists=True)
+        got = other.continuation_logprobs(prefix, ys, reference=sc.dists)
+        assert got.dists is None and got.step_kl is not None and full.dists is not None
+        np.testing.assert_allclose(
+            got.step_kl, reference_step_kl(sc.dists, full.dists, full.lengths), rtol=1e-12
+        )

@@ -212,12 +212,18 @@ class HFLanguageModel:
         continuations: Sequence[TokenIds],
         *,
         with_dists: bool = False,
+        reference: np.ndarray | None = None,
     ) -> ContinuationScores:
         """``log P(y_t | s, y_<t)`` for every continuation ``y`` after the shared prefix ``s``.
 
         The prefix is encoded once; each batch of continuations runs on a replica of its KV
         cache. Continuations are right-padded after the prefix, which needs no attention mask:
         under the causal mask a real token never sees the padding that follows it.
+
+        ``dists`` come back as float32 (they are float32 log-softmaxes). With ``reference``
+        (``[N, ≥T, V]`` log-dists R), ``step_kl[i, t] = Σ_v R(v)(log R(v) − log P(v|h_t))`` is
+        computed batch by batch in torch (float32 terms, float64 sums over V), so no
+        ``[N, T, V]`` array of P is ever materialised.
         """
         pre = check_prefix(prefix)
         conts = [[int(t) for t in c] for c in continuations]
@@ -225,58 +231,65 @@ class HFLanguageModel:
         lengths = np.array([len(c) for c in conts], dtype=np.int64)
         width = int(lengths.max()) if n else 0
         token_lp = np.zeros((n, width), dtype=np.float64)
-        dists = np.zeros((n, width, self._vocab_size), dtype=np.float64) if with_dists else None
+        dists = np.zeros((n, width, self._vocab_size), dtype=np.float32) if with_dists else None
+        ref = _reference_tensor(reference, n, width, self._vocab_size)
+        step_kl = np.zeros((n, width), dtype=np.float64) if ref is not None else None
+        out_scores = ContinuationScores(token_lp, lengths, dists, step_kl)
         if width == 0:
-            return ContinuationScores(token_logprobs=token_lp, lengths=lengths, dists=dists)
+            return out_scores
         cache, first = self._encode_prefix(pre)  # first: log P(· | s), [1, V]
-        first_np = first[0].double().cpu().numpy()
-        order = sorted(range(n), key=lambda i: len(conts[i]), reverse=True)
+        nonempty = [i for i in range(n) if conts[i]]
+        # Step 0 has the same context for every row: one [n, V] operation for all of them.
+        first_cpu = first[0].cpu()
+        sel = torch.tensor(nonempty, dtype=torch.long)
+        tok0 = torch.tensor([conts[i][0] for i in nonempty], dtype=torch.long)
+        token_lp[nonempty, 0] = first_cpu[tok0].double().numpy()
+        if dists is not None:
+            dists[nonempty, 0] = first_cpu.numpy()
+        if ref is not None and step_kl is not None:
+            r0 = ref[sel, 0].to(first.device)
+            step_kl[nonempty, 0] = _kl_terms(r0, first).cpu().numpy()
+        order = sorted(nonempty, key=lambda i: len(conts[i]), reverse=True)
         start = 0
-        while start < n:
+        while start < len(order):
             longest = len(conts[order[start]])
-            if longest == 0:
+            if longest < 2:
                 break
             rows = self._rows_per_batch(longest - 1)
             idx = order[start : start + rows]
             start += rows
-            for i in idx:
-                if conts[i]:
-                    token_lp[i, 0] = first_np[conts[i][0]]
-                    if dists is not None:
-                        dists[i, 0] = first_np
-            if longest == 1:
-                continue
+            b = len(idx)
             # Feed y_0 … y_{T−2}; the logits at step t give the distribution of y_{t+1}.
-            feed = torch.full((len(idx), longest - 1), self._pad_id, dtype=torch.long)
+            feed = torch.full((b, longest - 1), self._pad_id, dtype=torch.long)
+            tgt = torch.zeros((b, longest - 1), dtype=torch.long)
+            lens = torch.tensor([len(conts[i]) for i in idx], dtype=torch.long)
             for r, i in enumerate(idx):
-                c = conts[i][:-1]
-                if c:
-                    feed[r, : len(c)] = torch.tensor(c, dtype=torch.long)
+                c = conts[i]
+                feed[r, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
+                tgt[r, : len(c) - 1] = torch.tensor(c[1:], dtype=torch.long)
             out = self._forward(
                 input_ids=feed.to(self.device),
-                past_key_values=self._expand_cache(cache, len(idx)),
+                past_key_values=self._expand_cache(cache, b),
                 use_cache=True,
             )
             logits = out.logits.float()  # [b, T−1, V]
-            if dists is not None:
+            if dists is not None or ref is not None:
                 logits = logits.log_softmax(dim=-1)
-                lse = None
+                picked = logits.gather(-1, tgt.to(logits.device)[..., None])[..., 0]
             else:
                 # log p = logit − logsumexp(logits): avoids a second [b, T−1, V] tensor.
-                lse = torch.logsumexp(logits, dim=-1)
-            for r, i in enumerate(idx):
-                length = len(conts[i])
-                if length < 2:
-                    continue
-                tgt = torch.tensor(conts[i][1:], dtype=torch.long, device=logits.device)
-                rows = logits[r, : length - 1]
-                picked = rows.gather(-1, tgt[:, None])[:, 0]
-                if lse is not None:
-                    picked = picked - lse[r, : length - 1]
-                token_lp[i, 1:length] = picked.double().cpu().numpy()
-                if dists is not None:
-                    dists[i, 1:length] = rows.double().cpu().numpy()
-        return ContinuationScores(token_logprobs=token_lp, lengths=lengths, dists=dists)
+                picked = logits.gather(-1, tgt.to(logits.device)[..., None])[..., 0]
+                picked = picked - torch.logsumexp(logits, dim=-1)
+            valid = torch.arange(longest - 1)[None, :] < (lens - 1)[:, None]  # [b, T−1]
+            picked_np = torch.where(valid, picked.cpu().double(), 0.0).numpy()
+            token_lp[idx, 1:longest] = picked_np
+            if dists is not None:
+                dists[idx, 1:longest] = logits.cpu().numpy()
+            if ref is not None and step_kl is not None:
+                rb = ref[torch.tensor(idx, dtype=torch.long), 1:longest].to(logits.device)
+                kl = _kl_terms(rb, logits).cpu()
+                step_kl[idx, 1:longest] = torch.where(valid, kl, 0.0).numpy()
+        return out_scores
 
     # ----------------------------------------------------------------- protocol: sampling
     @torch.inference_mode()
@@ -298,15 +311,49 @@ class HFLanguageModel:
         KV cache), so all live rows always share one sequence length and need no padding.
         Deterministic given ``rng``: a ``torch.Generator`` is seeded from it.
         """
-        pre = check_prefix(prefix)
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
         if top_p is not None and not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+        return self._sample(prefix, n, stop, rng, temperature, top_k, top_p, None)
+
+    @torch.inference_mode()
+    def sample_scored(
+        self,
+        prefix: TokenIds,
+        n: int,
+        stop: StopCondition,
+        *,
+        rng: np.random.Generator,
+        with_dists: bool = False,
+    ) -> tuple[list[list[int]], ContinuationScores]:
+        """``sample`` at temperature 1 plus the scores the sampler computed on the way.
+
+        ``token_logprobs[i, t] = log P(y_t | s, y_<t)`` is read from the very distribution
+        ``y_t`` was drawn from, and ``dists`` (float32) are those distributions: equal to
+        :meth:`continuation_logprobs` on the same samples up to float32 rounding, for no
+        extra forward pass. Same samples as :meth:`sample` for the same ``rng``.
+        """
+        rec = _Recorder(n, stop.max_new_tokens, self._vocab_size if with_dists else 0)
+        samples = self._sample(prefix, n, stop, rng, 1.0, None, None, rec)
+        return samples, rec.scores(samples)
+
+    def _sample(
+        self,
+        prefix: TokenIds,
+        n: int,
+        stop: StopCondition,
+        rng: np.random.Generator,
+        temperature: float,
+        top_k: int | None,
+        top_p: float | None,
+        rec: _Recorder | None,
+    ) -> list[list[int]]:
+        pre = check_prefix(prefix)
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
         if n == 0:
             return []
         dev = self.device
@@ -318,7 +365,19 @@ class HFLanguageModel:
         while len(samples) < n:
             b = min(self.batch_size, n - len(samples))
             samples.extend(
-                self._sample_batch(cache, first, b, stop, stop_ids, gen, temperature, top_k, top_p)
+                self._sample_batch(
+                    cache,
+                    first,
+                    b,
+                    stop,
+                    stop_ids,
+                    gen,
+                    temperature,
+                    top_k,
+                    top_p,
+                    rec,
+                    len(samples),
+                )
             )
         return samples
 
@@ -333,6 +392,8 @@ class HFLanguageModel:
         temperature: float,
         top_k: int | None,
         top_p: float | None,
+        rec: _Recorder | None = None,
+        row0: int = 0,
     ) -> list[list[int]]:
         cache = self._expand_cache(prefix_cache, b)
         logp = first.expand(b, -1)
@@ -341,6 +402,8 @@ class HFLanguageModel:
         for step in range(stop.max_new_tokens):
             probs = _sampling_probs(logp, temperature, top_k, top_p)
             tok = torch.multinomial(probs, 1, generator=gen)[:, 0]
+            if rec is not None:
+                rec.record(live + row0, step, logp, tok)
             tok_cpu = tok.cpu()
             for r, t in zip(live.tolist(), tok_cpu.tolist(), strict=True):
                 out[r].append(int(t))
@@ -408,6 +471,53 @@ class HFLanguageModel:
                 arr[idx] = vals
             out[spec] = arr
         return out
+
+
+class _Recorder:
+    """Collects, while sampling, ``log P(y_t | ·)`` of each drawn token and (optionally) ``log P(· | ·)``."""
+
+    def __init__(self, n: int, steps: int, vocab: int) -> None:
+        self.token_lp = torch.zeros((n, steps), dtype=torch.float64)
+        # float32 [N, T, V]: the distributions are float32 log-softmaxes; zeros beyond a
+        # row's length keep every entry finite.
+        self.dists = torch.zeros((n, steps, vocab), dtype=torch.float32) if vocab else None
+
+    def record(self, rows: torch.Tensor, step: int, logp: torch.Tensor, tok: torch.Tensor) -> None:
+        picked = logp.gather(-1, tok[:, None])[:, 0]
+        self.token_lp[rows, step] = picked.double().cpu()
+        if self.dists is not None:
+            self.dists[rows, step] = logp.cpu()
+
+    def scores(self, samples: list[list[int]]) -> ContinuationScores:
+        lengths = np.array([len(y) for y in samples], dtype=np.int64)
+        width = int(lengths.max()) if samples else 0
+        tok = self.token_lp[:, :width].numpy()
+        dists = self.dists[:, :width].numpy() if self.dists is not None else None
+        return ContinuationScores(token_logprobs=tok, lengths=lengths, dists=dists)
+
+
+def _reference_tensor(
+    reference: np.ndarray | None, n: int, width: int, vocab: int
+) -> torch.Tensor | None:
+    """``reference`` as a float32 CPU tensor (zero-copy for float32 numpy input), shape-checked."""
+    if reference is None:
+        return None
+    ref = torch.as_tensor(np.asarray(reference)).float()
+    if ref.ndim != 3 or ref.shape[0] != n or ref.shape[1] < width or ref.shape[2] != vocab:
+        raise ValueError(
+            f"reference must have shape [{n}, >={width}, {vocab}], got {tuple(ref.shape)}"
+        )
+    return ref
+
+
+def _kl_terms(ref: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """``Σ_v R(v)(log R(v) − log Q(v))`` over the last axis: float32 terms, float64 sum.
+
+    R = 0 contributes 0 (also where log Q = −inf); R > 0 = Q gives +inf.
+    """
+    p = ref.exp()
+    terms = torch.where(p > 0, p * (ref - logq), 0.0)
+    return terms.sum(dim=-1, dtype=torch.float64)
 
 
 def _layer_index(spec: LayerSpec, n_states: int) -> int:

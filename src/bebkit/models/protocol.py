@@ -10,7 +10,12 @@ Conventions
   (it starts with the model's BOS token when the model has one); a *continuation* ``y`` is
   scored or sampled after it.
 * All returned log-probabilities are natural-log, float64 numpy arrays, computed in float32
-  or better (never bf16) because KL and log-ratio estimates are differences of them.
+  or better (never bf16) because KL and log-ratio estimates are differences of them. Full
+  ``[N, T, V]`` distributions may be float32 (a float64 copy of a 49k-token vocabulary is
+  201 MB for 64 × 8 tokens and buys no precision: they are computed in float32).
+* :class:`ScoredSampler` is an optional extension: a sampler that returns the log-probs it
+  already computed while sampling. :func:`sample_scored` uses it when a model has it and
+  falls back to ``sample`` + ``continuation_logprobs`` otherwise.
 * Sampling is pure ancestral sampling at temperature 1 with no top-k / top-p unless asked:
   the paper's code silently used top-k = 50, which biases every KL estimate upwards.
 """
@@ -51,13 +56,18 @@ class ContinuationScores:
             ``t < lengths[i]`` and 0 beyond (T = longest continuation).
         lengths: ``[N]`` number of real tokens of each continuation.
         dists: optional ``[N, T, V]`` full next-token log-distributions
-            ``log P(· | s, y⁽ⁱ⁾_<t)`` (rows beyond ``lengths[i]`` are undefined); needed by
-            Rao-Blackwellised estimators, which sum the exact per-step KL along a path.
+            ``log P(· | s, y⁽ⁱ⁾_<t)`` (float32 or float64; rows beyond ``lengths[i]`` are
+            undefined); needed by Rao-Blackwellised estimators, which sum the exact per-step
+            KL along a path.
+        step_kl: optional ``[N, T]`` float64 ``KL(R(·|h_t) ‖ P(·|h_t))`` against the
+            ``reference`` log-distributions R passed to ``continuation_logprobs``, where
+            ``h_t = (s, y⁽ⁱ⁾_<t)``; 0 beyond ``lengths[i]``.
     """
 
     token_logprobs: np.ndarray
     lengths: np.ndarray
     dists: np.ndarray | None = None
+    step_kl: np.ndarray | None = None
 
     @property
     def totals(self) -> np.ndarray:
@@ -115,8 +125,15 @@ class LanguageModel(Protocol):
         continuations: Sequence[TokenIds],
         *,
         with_dists: bool = False,
+        reference: np.ndarray | None = None,
     ) -> ContinuationScores:
-        """``log P(y_t | s, y_<t)`` for every continuation y after the shared prefix s."""
+        """``log P(y_t | s, y_<t)`` for every continuation y after the shared prefix s.
+
+        With ``reference`` (``[N, ≥T, V]`` log-distributions R, e.g. another model's
+        ``dists`` on the same continuations) also the exact per-step
+        ``KL(R(·|h_t) ‖ P(·|h_t))`` in ``step_kl``, computed without returning P's own
+        ``[N, T, V]`` distributions.
+        """
         ...
 
     def sample(
@@ -132,6 +149,71 @@ class LanguageModel(Protocol):
     ) -> list[list[int]]:
         """``n`` independent continuations ``y ~ P(· | s)`` (ancestral, temperature 1 by default)."""
         ...
+
+
+@runtime_checkable
+class ScoredSampler(LanguageModel, Protocol):
+    """A :class:`LanguageModel` whose sampler also returns the log-probs of what it sampled.
+
+    An ancestral sampler computes ``log P(· | s, y_<t)`` at every step anyway; returning it
+    saves the second pass that re-scores P's own samples (a third of a KL estimate's tokens).
+    There are no temperature / top-k / top-p arguments on purpose: the scores are those of P
+    itself, so the samples must be exact draws from P.
+    """
+
+    def sample_scored(
+        self,
+        prefix: TokenIds,
+        n: int,
+        stop: StopCondition,
+        *,
+        rng: np.random.Generator,
+        with_dists: bool = False,
+    ) -> tuple[list[list[int]], ContinuationScores]:
+        """``n`` continuations ``y ~ P(· | s)`` (temperature 1) and their :class:`ContinuationScores`.
+
+        Same samples as ``sample(prefix, n, stop, rng=rng)`` and the same scores (up to
+        float32 rounding) as ``continuation_logprobs(prefix, samples, with_dists=...)``.
+        """
+        ...
+
+
+def sample_scored(
+    model: LanguageModel,
+    prefix: TokenIds,
+    n: int,
+    stop: StopCondition,
+    *,
+    rng: np.random.Generator,
+    with_dists: bool = False,
+) -> tuple[list[list[int]], ContinuationScores]:
+    """Samples ``y ~ P(· | s)`` with their scores; one pass when the model is a :class:`ScoredSampler`.
+
+    Fallback for other models: ``sample`` then ``continuation_logprobs`` (two passes).
+    """
+    method = getattr(model, "sample_scored", None)
+    if callable(method):
+        ys, sc = method(prefix, n, stop, rng=rng, with_dists=with_dists)
+        return [[int(t) for t in y] for y in ys], sc
+    ys = [[int(t) for t in y] for y in model.sample(prefix, n, stop, rng=rng)]
+    return ys, model.continuation_logprobs(prefix, ys, with_dists=with_dists)
+
+
+def reference_step_kl(reference: np.ndarray, dists: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``[N, T]`` exact ``KL(R(·|h)‖P(·|h)) = Σ_v R(v|h)(log R(v|h) − log P(v|h))`` in float64.
+
+    ``reference`` and ``dists`` are ``[N, ≥T, V]`` log-distributions (T = ``dists``' width);
+    zero beyond each path's length; a token with R = 0 contributes 0, with R > 0 = P: +inf.
+    """
+    t = dists.shape[1]
+    r = np.asarray(reference[:, :t], dtype=np.float64)
+    d = np.asarray(dists, dtype=np.float64)
+    pr = np.exp(r)
+    with np.errstate(invalid="ignore"):
+        terms = np.where(pr > 0, pr * (r - d), 0.0)
+    kl = terms.sum(axis=-1)
+    mask = np.arange(t)[None, :] < np.asarray(lengths)[:, None]
+    return np.where(mask, kl, 0.0)
 
 
 def check_prefix(prefix: TokenIds) -> list[int]:

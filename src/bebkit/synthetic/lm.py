@@ -26,7 +26,13 @@ import numpy as np
 from scipy.special import logsumexp
 
 from bebkit.errors import InputError
-from bebkit.models.protocol import ContinuationScores, StopCondition, TokenIds, check_prefix
+from bebkit.models.protocol import (
+    ContinuationScores,
+    StopCondition,
+    TokenIds,
+    check_prefix,
+    reference_step_kl,
+)
 
 if TYPE_CHECKING:
     from bebkit.models.protocol import LanguageModel
@@ -330,8 +336,12 @@ class SyntheticLM:
         continuations: Sequence[TokenIds],
         *,
         with_dists: bool = False,
+        reference: np.ndarray | None = None,
     ) -> ContinuationScores:
-        """``log P(y_t | s, y_<t)`` for every continuation (prefix state computed once)."""
+        """``log P(y_t | s, y_<t)`` for every continuation (prefix state computed once).
+
+        With ``reference`` also the exact per-step ``KL(R(·|h_t) ‖ P(·|h_t))`` (``step_kl``).
+        """
         base = self._prefix_state([prefix])
         n = len(continuations)
         conts = [[int(t) for t in y] for y in continuations]
@@ -342,7 +352,8 @@ class SyntheticLM:
         for i, y in enumerate(conts):
             tok[i, : len(y)] = y
         lps = np.zeros((n, t_max))
-        dists = np.full((n, t_max, self.vocab_size), -np.inf) if with_dists else None
+        keep = with_dists or reference is not None
+        dists = np.full((n, t_max, self.vocab_size), -np.inf) if keep else None
         for t in range(t_max):
             active = lengths > t
             comp = self._component_cond(st)
@@ -354,7 +365,15 @@ class SyntheticLM:
             vals = np.where(ok, mix[np.arange(n), np.clip(tt, 0, self.vocab_size - 1)], -np.inf)
             lps[:, t] = np.where(active, vals, 0.0)
             self._advance(st, comp, tt, active & ~st.dead)
-        return ContinuationScores(token_logprobs=lps, lengths=lengths, dists=dists)
+        step_kl = None
+        if reference is not None and dists is not None:
+            step_kl = reference_step_kl(np.asarray(reference), dists, lengths)
+        return ContinuationScores(
+            token_logprobs=lps,
+            lengths=lengths,
+            dists=dists if with_dists else None,
+            step_kl=step_kl,
+        )
 
     def sample(
         self,
@@ -368,6 +387,40 @@ class SyntheticLM:
         top_p: float | None = None,
     ) -> list[list[int]]:
         """``n`` exact ancestral continuations; the posterior always follows the true P."""
+        return self._sample(prefix, n, stop, rng, temperature, top_k, top_p, None)
+
+    def sample_scored(
+        self,
+        prefix: TokenIds,
+        n: int,
+        stop: StopCondition,
+        *,
+        rng: np.random.Generator,
+        with_dists: bool = False,
+    ) -> tuple[list[list[int]], ContinuationScores]:
+        """:meth:`sample` at temperature 1 plus the exact log-probs (and distributions) it drew from."""
+        rec: dict[str, np.ndarray] = {
+            "lp": np.zeros((n, stop.max_new_tokens)),
+        }
+        if with_dists:
+            rec["dists"] = np.full((n, stop.max_new_tokens, self.vocab_size), -np.inf)
+        ys = self._sample(prefix, n, stop, rng, 1.0, None, None, rec)
+        lengths = np.array([len(y) for y in ys], np.int64)
+        width = int(lengths.max()) if n else 0
+        dists = rec["dists"][:, :width] if with_dists else None
+        return ys, ContinuationScores(rec["lp"][:, :width], lengths, dists)
+
+    def _sample(
+        self,
+        prefix: TokenIds,
+        n: int,
+        stop: StopCondition,
+        rng: np.random.Generator,
+        temperature: float,
+        top_k: int | None,
+        top_p: float | None,
+        rec: dict[str, np.ndarray] | None,
+    ) -> list[list[int]]:
         if temperature <= 0:
             raise InputError(f"temperature must be > 0, got {temperature}")
         if top_k is not None and top_k < 1:
@@ -379,7 +432,7 @@ class SyntheticLM:
         out: list[list[int]] = [[] for _ in range(n)]
         active = np.ones(n, bool)
         stops = np.array(sorted(stop.stop_token_ids), np.int64)
-        for _ in range(stop.max_new_tokens):
+        for step in range(stop.max_new_tokens):
             if not active.any():
                 break
             comp = self._component_cond(st)
@@ -390,6 +443,11 @@ class SyntheticLM:
             cum = np.cumsum(probs[rows], axis=1)
             u = rng.random(rows.size) * cum[:, -1]
             tok[rows] = np.minimum((cum < u[:, None]).sum(axis=1), self.vocab_size - 1)
+            if rec is not None:
+                # temperature 1, no truncation: `logits` is exactly the distribution drawn from
+                rec["lp"][rows, step] = logits[rows, tok[rows]]
+                if "dists" in rec:
+                    rec["dists"][rows, step] = logits[rows]
             self._advance(st, comp, tok, active)
             for r in rows:
                 out[r].append(int(tok[r]))
