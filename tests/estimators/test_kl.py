@@ -19,7 +19,7 @@ from bebkit.estimators.kl import (
 )
 from bebkit.estimators.prompts import sample_prompts
 
-from .tiny_lm import TinyLM
+from .tiny_lm import ScoredTinyLM, TinyLM
 
 
 def brute_force_kl(p: TinyLM, q: TinyLM, prefix, q_prefix, n_tokens, stops=()) -> float:
@@ -44,9 +44,10 @@ def brute_force_kl(p: TinyLM, q: TinyLM, prefix, q_prefix, n_tokens, stops=()) -
     return total
 
 
-@pytest.fixture
-def pair() -> tuple[TinyLM, TinyLM]:
-    p = TinyLM(5, seed=1, name="p")
+@pytest.fixture(params=[TinyLM, ScoredTinyLM], ids=["fallback", "scored"])
+def pair(request: pytest.FixtureRequest) -> tuple[TinyLM, TinyLM]:
+    """P and Q; P without ``sample_scored`` (generic fallback) or with it (one pass)."""
+    p = request.param(5, seed=1, name="p")
     q = TinyLM(5, seed=1, perturb_seed=7, perturb=0.8, name="q")
     return p, q
 
@@ -126,9 +127,14 @@ def test_samples_are_seeded_and_calls_are_batched(pair: tuple[TinyLM, TinyLM]) -
     np.testing.assert_array_equal(a.mc, b.mc)
     assert a.rb is not None and b.rb is not None
     np.testing.assert_array_equal(a.rb, b.rb)
-    # one sampling call (one prefix encoding) and one scoring call per model per estimate
-    assert p.calls["sample"] == 2
-    assert p.calls["continuation_logprobs"] == 2 and q.calls["continuation_logprobs"] == 2
+    if isinstance(p, ScoredTinyLM):
+        # one sampling call that also scores P, one scoring call for Q, per estimate
+        assert p.calls["sample_scored"] == 2 and p.calls["sample"] == 0
+        assert p.calls["continuation_logprobs"] == 0 and q.calls["continuation_logprobs"] == 2
+    else:
+        # one sampling call (one prefix encoding) and one scoring call per model per estimate
+        assert p.calls["sample"] == 2
+        assert p.calls["continuation_logprobs"] == 2 and q.calls["continuation_logprobs"] == 2
 
 
 def test_step_kl_handles_zero_probabilities() -> None:
@@ -160,8 +166,12 @@ def test_kl_curve_pools_prompts_and_matches_exact(pair: tuple[TinyLM, TinyLM]) -
     q.calls.clear()
     curve = kl_curve(p, q, prompts, estimator="rb", n_samples=400, n_tokens=2, rng=2)
     assert curve.per_prompt.shape == (3, 3)
-    # one sample + one score call for P and one score call for Q per (prompt, n)
-    assert p.calls["sample"] == 9 and p.calls["continuation_logprobs"] == 9
+    if isinstance(p, ScoredTinyLM):
+        # one scored sampling call for P and one score call for Q per (prompt, n)
+        assert p.calls["sample_scored"] == 9 and p.calls["continuation_logprobs"] == 0
+    else:
+        # one sample + one score call for P and one score call for Q per (prompt, n)
+        assert p.calls["sample"] == 9 and p.calls["continuation_logprobs"] == 9
     assert q.calls["continuation_logprobs"] == 9
     for i, pr in enumerate(prompts):
         for n in range(3):
@@ -204,3 +214,104 @@ def test_kl_curve_on_synthetic_world_recovers_exact_per_sentence_kl() -> None:
             assert abs(est - exact) <= 4 * se + 1e-9, (i, n, est, exact, se)
             # β is the min over contexts of the per-sentence KL (Definition 2)
             assert exact >= 1.2 - 1e-9
+
+
+def _old_kl_samples(p, q, prefix, q_prefix, n_samples, n_tokens, stops, rng):  # type: ignore[no-untyped-def]
+    """The previous path: sample, re-score P and Q with full float64 dists, numpy step_kl."""
+    from bebkit.estimators.kl import score_continuations
+    from bebkit.models.protocol import StopCondition
+
+    ys = p.sample(prefix, n_samples, StopCondition(n_tokens, frozenset(stops)), rng=rng)
+    lengths = np.array([len(y) for y in ys])
+    lp, dp = score_continuations(p, list(prefix), ys, True)
+    lq, dq = score_continuations(q, list(q_prefix), ys, True)
+    rb = np.concatenate([step_kl(a, b, lengths).sum(axis=1) for a, b in zip(dp, dq, strict=True)])
+    return ys, lp - lq, rb
+
+
+@pytest.mark.parametrize("stops", [(), (0,)])
+def test_new_path_equals_old_numbers_on_the_same_samples(
+    pair: tuple[TinyLM, TinyLM], stops: tuple[int, ...]
+) -> None:
+    p, q = pair
+    pre, qpre = [4, 2], [4, 3]
+    ys, mc_old, rb_old = _old_kl_samples(p, q, pre, qpre, 40, 3, stops, np.random.default_rng(4))
+    new = kl_samples(
+        p,
+        q,
+        pre,
+        q_prefix=qpre,
+        n_samples=40,
+        n_tokens=3,
+        until_sentence_end=bool(stops),
+        stop_ids=stops,
+        with_rb=True,
+        rng=np.random.default_rng(4),
+    )
+    # same rng → same samples (both samplers draw identically)
+    np.testing.assert_array_equal(new.lengths, [len(y) for y in ys])
+    np.testing.assert_allclose(new.mc, mc_old, rtol=1e-12, atol=1e-12)
+    assert new.rb is not None
+    np.testing.assert_allclose(new.rb, rb_old, rtol=1e-12, atol=1e-12)
+
+
+def test_kl_samples_multi_shares_one_p_sample_set(pair: tuple[TinyLM, TinyLM]) -> None:
+    from bebkit.estimators.kl import kl_samples_multi
+
+    p, q = pair
+    q2 = TinyLM(5, seed=2, name="q2")
+    out = kl_samples_multi(
+        p, {"a": (q, [4]), "b": (q2, [4, 1])}, [4], n_samples=30, n_tokens=2, with_rb=True, rng=8
+    )
+    single = kl_samples(p, q, [4], n_samples=30, n_tokens=2, with_rb=True, rng=8)
+    np.testing.assert_allclose(out["a"].mc, single.mc, rtol=1e-12)
+    assert out["a"].rb is not None and single.rb is not None
+    np.testing.assert_allclose(out["a"].rb, single.rb, rtol=1e-12)
+    np.testing.assert_array_equal(out["a"].lengths, out["b"].lengths)
+    assert q2.calls["continuation_logprobs"] == 1
+
+
+def test_rb_samples_in_memory_chunks(
+    pair: tuple[TinyLM, TinyLM], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bebkit.estimators.kl as kl
+
+    p, q = pair
+    full = kl_samples(p, q, [4], n_samples=25, n_tokens=3, with_rb=True, rng=6)
+    # a budget of 7 rows of [3, V] float64 → 4 chunks; every sample still exact
+    monkeypatch.setattr(kl, "_DIST_BUDGET_BYTES", 7 * 3 * p.vocab_size * 8)
+    q.calls.clear()
+    chunked = kl_samples(p, q, [4], n_samples=25, n_tokens=3, with_rb=True, rng=6)
+    assert chunked.mc.shape == (25,) and chunked.rb is not None and full.rb is not None
+    assert q.calls["continuation_logprobs"] == 4
+    exact = exact_kl_enumerate(p, q, [4], n_tokens=3)
+    for est in (chunked.estimate("rb"), full.estimate("rb")):
+        assert abs(est.value - exact) <= 4 * est.stderr
+
+
+def test_synthetic_sample_scored_path_equals_fallback() -> None:
+    """SyntheticLM's scored sampler and the generic fallback give the same terms."""
+    from bebkit.synthetic.world import random_world
+
+    world = random_world(3, n_sentences=5, n_components=2, alpha=0.3, markov=True)
+    neg, pos = world.component_model(0), world.language_model()
+    stops = world.sentence_end_token_ids
+    pre = world.encode_sentences([1])
+
+    class Fallback:
+        """``neg`` without its ``sample_scored`` (forces sample + continuation_logprobs)."""
+
+        def __init__(self, inner):  # type: ignore[no-untyped-def]
+            self._m = inner
+
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            if name == "sample_scored":
+                raise AttributeError(name)
+            return getattr(self._m, name)
+
+    kw = dict(n_samples=50, n_tokens=12, until_sentence_end=True, stop_ids=stops, with_rb=True)
+    a = kl_samples(neg, pos, pre, rng=2, **kw)
+    b = kl_samples(Fallback(neg), pos, pre, rng=2, **kw)
+    np.testing.assert_allclose(a.mc, b.mc, rtol=1e-10, atol=1e-12)
+    assert a.rb is not None and b.rb is not None
+    np.testing.assert_allclose(a.rb, b.rb, rtol=1e-10, atol=1e-12)

@@ -12,6 +12,7 @@ from bebkit.estimators.kl import (
     kl_mc,
     kl_rao_blackwell,
     kl_samples,
+    kl_samples_multi,
     step_kl,
 )
 from bebkit.estimators.logratio import (
@@ -46,6 +47,7 @@ __all__ = [
     "kl_mc",
     "kl_rao_blackwell",
     "kl_samples",
+    "kl_samples_multi",
     "load_prompts",
     "log_ratio_trajectories",
     "prefix_logprobs",

@@ -15,14 +15,18 @@ where ``y`` is a continuation of ``n_tokens`` tokens, or up to the first sentenc
   then exact. An optional control variate uses the zero-mean martingale
   ``Σ_t (log P(y_t|·)/Q(y_t|·) − KL_t)`` that comes for free from the same forward passes.
 
-Each call samples all continuations from one encoding of the prefix and scores them with one
-``continuation_logprobs`` call per model (per memory chunk when full distributions are kept).
+Cost: P is sampled once per prefix by :func:`~bebkit.models.protocol.sample_scored`, which
+returns ``log P(y_t | ·)`` (and, for Rao-Blackwell, ``P(· | ·)``) from the sampling pass itself
+— P's own continuations are never re-scored — and each target Q scores them with one
+``continuation_logprobs`` call that also computes the per-step KL against P's distributions
+(``reference=``), so no ``[N, T, V]`` array of Q is built. Full distributions are float32 and
+memory-capped by sampling in row chunks.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,10 +35,16 @@ import numpy as np
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
 from bebkit.estimators.prompts import SampledPrompt
-from bebkit.models.protocol import LanguageModel, StopCondition, TokenIds
+from bebkit.models.protocol import (
+    LanguageModel,
+    StopCondition,
+    TokenIds,
+    reference_step_kl,
+    sample_scored,
+)
 
 Estimator = Literal["mc", "rb", "rb_cv"]
-_DIST_BUDGET_BYTES = 256 * 2**20  # cap on one [N, T, V] float64 dists array
+_DIST_BUDGET_BYTES = 256 * 2**20  # cap on one [N, T, V] dists array (8 B per entry assumed)
 
 
 def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:
@@ -91,25 +101,24 @@ def step_kl(dists_p: np.ndarray, dists_q: np.ndarray, lengths: np.ndarray) -> np
     """``[N, T]`` exact next-token ``KL(P(·|h)‖Q(·|h)) = Σ_v P(v|h)(log P(v|h) − log Q(v|h))``.
 
     Zero beyond each path's length; a token with P = 0 contributes 0, with P > 0 = Q: +inf.
+    (numpy, float64; the estimators get the same numbers from ``continuation_logprobs(...,
+    reference=)`` without materialising Q's distributions.)
     """
-    p = np.exp(dists_p)
-    with np.errstate(invalid="ignore"):
-        terms = np.where(p > 0, p * (dists_p - dists_q), 0.0)
-    kl = terms.sum(axis=-1)
-    mask = np.arange(kl.shape[1])[None, :] < lengths[:, None]
-    return np.where(mask, kl, 0.0)
+    return reference_step_kl(dists_p, dists_q, lengths)
 
 
 def score_continuations(
     model: LanguageModel, prefix: list[int], ys: list[list[int]], with_dists: bool
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Totals ``log P(y|s)`` and (optionally) per-chunk step distributions, memory-capped."""
+    """Totals ``log P(y|s)`` and (optionally) per-chunk step distributions, memory-capped.
+
+    Kept for callers that score with full distributions on both sides;
+    :func:`kl_samples_multi` needs neither the re-scoring of P nor Q's distributions.
+    """
     if not with_dists:
         sc = model.continuation_logprobs(prefix, ys)
         return sc.totals, []
-    t_max = max(1, max(len(y) for y in ys))
-    per_row = t_max * int(model.vocab_size) * 8
-    chunk = max(1, _DIST_BUDGET_BYTES // per_row)
+    chunk = _dist_chunk(model, max(1, max(len(y) for y in ys)))
     totals, dists = [], []
     for i in range(0, len(ys), chunk):
         sc = model.continuation_logprobs(prefix, ys[i : i + chunk], with_dists=True)
@@ -118,6 +127,77 @@ def score_continuations(
         totals.append(sc.totals)
         dists.append(np.asarray(sc.dists, dtype=np.float64))
     return np.concatenate(totals), dists
+
+
+def _dist_chunk(model: LanguageModel, t_max: int) -> int:
+    """Rows per ``[rows, t_max, V]`` distributions chunk under the memory budget."""
+    return max(1, _DIST_BUDGET_BYTES // (t_max * int(model.vocab_size) * 8))
+
+
+def _check_sizes(n_samples: int, n_tokens: int) -> None:
+    if n_samples < 2:
+        raise InputError(f"n_samples must be >= 2, got {n_samples}")
+    if n_tokens < 1:
+        raise InputError(f"n_tokens must be >= 1, got {n_tokens}")
+
+
+def kl_samples_multi(
+    p: LanguageModel,
+    targets: Mapping[str, tuple[LanguageModel, TokenIds]],
+    prefix: TokenIds,
+    *,
+    n_samples: int = 64,
+    n_tokens: int = 8,
+    stop_ids: Iterable[int] = (),
+    with_rb: bool = False,
+    rng: np.random.Generator | int | None = None,
+) -> dict[str, KLSamples]:
+    """``y ~ P(·|prefix)`` once; per target ``j``: terms of ``KL(P(·|prefix) ‖ Q_j(·|prefix_j))``.
+
+    ``targets`` maps a label to ``(Q_j, Q_j's context)``. MC terms
+    ``log P(y|s) − log Q_j(y|s_j)`` take ``log P`` from the sampling pass; RB terms
+    ``Σ_t KL(P(·|s,y<t) ‖ Q_j(·|s_j,y<t))`` come from Q_j's scoring pass against P's
+    distributions. With ``stop_ids`` a continuation stops after a stop token (kept) or
+    ``n_tokens`` tokens. With ``with_rb`` the samples are drawn in row chunks that keep P's
+    ``[rows, T, V]`` distributions under the memory budget (same rng stream, one prefix
+    encoding per chunk).
+    """
+    _check_sizes(n_samples, n_tokens)
+    pre = [int(t) for t in prefix]
+    stop = StopCondition(n_tokens, frozenset(int(t) for t in stop_ids))
+    gen = _rng(rng)
+    chunk = _dist_chunk(p, n_tokens) if with_rb else n_samples
+    mc: dict[str, list[np.ndarray]] = {k: [] for k in targets}
+    rb: dict[str, list[np.ndarray]] = {k: [] for k in targets}
+    lengths: list[np.ndarray] = []
+    done = 0
+    while done < n_samples:
+        m = min(chunk, n_samples - done)
+        done += m
+        ys, sp = sample_scored(p, pre, m, stop, rng=gen, with_dists=with_rb)
+        if min(len(y) for y in ys) < 1:
+            raise InputError(f"{p.name} sampled an empty continuation")
+        if with_rb and sp.dists is None:
+            raise InputError(f"{p.name} returned no dists for with_dists=True")
+        lengths.append(np.asarray(sp.lengths, dtype=np.int64))
+        lp = sp.totals
+        for label, (q, qprefix) in targets.items():
+            qpre = [int(t) for t in qprefix]
+            sq = q.continuation_logprobs(qpre, ys, reference=sp.dists if with_rb else None)
+            mc[label].append(np.asarray(lp - sq.totals, dtype=np.float64))
+            if with_rb:
+                if sq.step_kl is None:
+                    raise InputError(f"{q.name} returned no step_kl for a reference")
+                rb[label].append(np.asarray(sq.step_kl, dtype=np.float64).sum(axis=1))
+    lens = np.concatenate(lengths)
+    return {
+        k: KLSamples(
+            mc=np.concatenate(mc[k]),
+            rb=np.concatenate(rb[k]) if with_rb else None,
+            lengths=lens,
+        )
+        for k in targets
+    }
 
 
 def kl_samples(
@@ -138,36 +218,26 @@ def kl_samples(
     ``q_prefix`` (default: ``prefix``) lets the target model see a different context for the
     same continuation, e.g. with an aligning system prompt (Theorem 2, fig. 3a). With
     ``until_sentence_end`` the continuation stops after a token of ``stop_ids`` (kept) or
-    ``n_tokens`` tokens.
+    ``n_tokens`` tokens. P's scores come from its sampling pass (:func:`kl_samples_multi`).
     """
-    if n_samples < 2:
-        raise InputError(f"n_samples must be >= 2, got {n_samples}")
-    if n_tokens < 1:
-        raise InputError(f"n_tokens must be >= 1, got {n_tokens}")
+    _check_sizes(n_samples, n_tokens)
     stops: frozenset[int] = frozenset()
     if until_sentence_end:
         stops = frozenset(int(t) for t in (stop_ids or ()))
         if not stops:
             raise InputError("until_sentence_end needs stop_ids (sentence-end token ids)")
-    pre = [int(t) for t in prefix]
-    qpre = pre if q_prefix is None else [int(t) for t in q_prefix]
-    ys = p.sample(pre, n_samples, StopCondition(n_tokens, stops), rng=_rng(rng))
-    ys = [[int(t) for t in y] for y in ys]
-    lengths = np.array([len(y) for y in ys], dtype=np.int64)
-    if lengths.min() < 1:
-        raise InputError(f"{p.name} sampled an empty continuation")
-    lp, dp = score_continuations(p, pre, ys, with_rb)
-    lq, dq = score_continuations(q, qpre, ys, with_rb)
-    mc = np.asarray(lp - lq, dtype=np.float64)
-    rb = None
-    if with_rb:
-        parts, start = [], 0
-        for a, b in zip(dp, dq, strict=True):
-            stop = start + a.shape[0]
-            parts.append(step_kl(a, b, lengths[start:stop]).sum(axis=1))
-            start = stop
-        rb = np.concatenate(parts)
-    return KLSamples(mc=mc, rb=rb, lengths=lengths)
+    qpre = prefix if q_prefix is None else q_prefix
+    out = kl_samples_multi(
+        p,
+        {"q": (q, qpre)},
+        prefix,
+        n_samples=n_samples,
+        n_tokens=n_tokens,
+        stop_ids=stops,
+        with_rb=with_rb,
+        rng=rng,
+    )
+    return out["q"]
 
 
 def kl_mc(
