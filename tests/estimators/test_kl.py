@@ -315,3 +315,19 @@ def test_synthetic_sample_scored_path_equals_fallback() -> None:
     np.testing.assert_allclose(a.mc, b.mc, rtol=1e-10, atol=1e-12)
     assert a.rb is not None and b.rb is not None
     np.testing.assert_allclose(a.rb, b.rb, rtol=1e-10, atol=1e-12)
+
+
+def test_kl_samples_grid_matches_exact_per_prefix(pair: tuple[TinyLM, TinyLM]) -> None:
+    from bebkit.estimators.kl import kl_samples_grid
+
+    p, q = pair
+    prefixes, q_prefixes = [[4], [4, 1, 2], [4, 3]], [[4, 2], [4, 1, 2], [4]]
+    grid = kl_samples_grid(p, prefixes, {"q": (q, q_prefixes)}, n_samples=600, n_tokens=2,
+                           with_rb=True, rng=3)  # fmt: skip
+    assert len(grid) == 3
+    for k, cell in enumerate(grid):
+        exact = exact_kl_enumerate(p, q, prefixes[k], q_prefix=q_prefixes[k], n_tokens=2)
+        est = cell["q"].estimate("rb")
+        assert est.n == 600 and abs(est.value - exact) <= 4 * est.stderr
+    with pytest.raises(InputError, match="one context per prefix"):
+        kl_samples_grid(p, prefixes, {"q": (q, q_prefixes[:1])}, rng=0)

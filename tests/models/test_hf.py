@@ -334,3 +334,76 @@ def test_continuation_step_kl_against_reference(tiny_llama: Any, tiny_tokenizer:
     np.testing.assert_allclose(same.step_kl, 0.0, atol=1e-6)
     with pytest.raises(ValueError, match="reference"):
         q.continuation_logprobs(prefix, conts, reference=rp.dists[:2])
+
+
+def test_kl_terms_zero_probability_conventions() -> None:
+    from bebkit.models.hf import _kl_terms
+
+    inf = float("inf")
+    ref = torch.log(torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.5, 0.5, 0.0]]))
+    logq = torch.log(torch.tensor([[0.25, 0.75, 0.0], [0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]))
+    got = _kl_terms(ref, logq)
+    assert got.dtype == torch.float64
+    expect0 = 0.5 * np.log(2) + 0.5 * np.log(0.5 / 0.75)
+    np.testing.assert_allclose(got[:2].numpy(), [expect0, np.log(2)], rtol=1e-6)
+    assert got[2].item() == inf
+    # a [1, V] log Q broadcast against several reference rows (step 0 of every path)
+    np.testing.assert_allclose(
+        _kl_terms(ref[:2], logq[:1]).numpy(), [expect0, np.log(4)], rtol=1e-6
+    )
+
+
+def test_many_prefixes_match_one_prefix_at_a_time(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    """Left-padded multi-prefix sampling and scoring give the single-prefix numbers."""
+    lm = HFLanguageModel(tiny_model, tiny_tokenizer, batch_size=3, decode_rows=5)
+    prefixes = [[2, 4], [2, 4, 6, 8, 9, 10, 11], [2, 5, 6, 7]]
+    stop = StopCondition(max_new_tokens=4, stop_token_ids=frozenset({28, 29, 30}))
+    groups = lm.sample_scored_many(prefixes, 4, stop, rng=np.random.default_rng(2), with_dists=True)
+    assert len(groups) == 3
+    refs = []
+    for pre, (ys, sc) in zip(prefixes, groups, strict=True):
+        assert len(ys) == 4 and all(1 <= len(y) <= 4 for y in ys)
+        one = lm.continuation_logprobs(pre, ys, with_dists=True)
+        np.testing.assert_array_equal(sc.lengths, one.lengths)
+        # the distributions sampled from are those of this prefix (mask + positions right)
+        np.testing.assert_allclose(sc.token_logprobs, one.token_logprobs, atol=1e-5)
+        assert sc.dists is not None and one.dists is not None
+        for i, y in enumerate(ys):
+            np.testing.assert_allclose(sc.dists[i, : len(y)], one.dists[i, : len(y)], atol=1e-5)
+        refs.append(sc.dists)
+    conts = [ys for ys, _ in groups]
+    many = lm.continuation_logprobs_many(prefixes, conts, references=refs)
+    for pre, ys, ref, got in zip(prefixes, conts, refs, many, strict=True):
+        one = lm.continuation_logprobs(pre, ys, reference=ref)
+        assert got.step_kl is not None and one.step_kl is not None
+        np.testing.assert_allclose(got.token_logprobs, one.token_logprobs, atol=1e-5)
+        np.testing.assert_allclose(got.step_kl, one.step_kl, atol=1e-5)
+        np.testing.assert_allclose(got.step_kl, 0.0, atol=1e-5)  # same model as the reference
+    # prefixes without continuations, and no references at all
+    empty = lm.continuation_logprobs_many(prefixes[:2], [[], [[5, 6]]])
+    assert empty[0].token_logprobs.shape == (0, 0) and empty[1].step_kl is None
+    with pytest.raises(ValueError, match="one list"):
+        lm.continuation_logprobs_many(prefixes, conts[:1])
+
+
+def test_kl_grid_on_hf_models_matches_exact_enumeration(tiny_tokenizer: Any) -> None:
+    """kl_samples_grid (batched prefixes, scored sampling, torch step KL) vs enumeration."""
+    from bebkit.estimators.exact import exact_kl_enumerate
+    from bebkit.estimators.kl import kl_samples_grid
+
+    p = HFLanguageModel(make_llama(seed=3), tiny_tokenizer, decode_rows=64)
+    q = HFLanguageModel(make_llama(seed=4), tiny_tokenizer)
+    prefixes = [[2, 4], [2, 4, 6, 8, 9, 10]]
+    q_prefixes = [[2, 5, 4], [2, 4, 6, 8, 9, 10]]
+    grid = kl_samples_grid(
+        p, prefixes, {"q": (q, q_prefixes), "p": (p, prefixes)}, n_samples=300, n_tokens=2,
+        with_rb=True, rng=0,
+    )  # fmt: skip
+    for k, cell in enumerate(grid):
+        exact = exact_kl_enumerate(p, q, prefixes[k], q_prefix=q_prefixes[k], n_tokens=2)
+        for est in (cell["q"].estimate("mc"), cell["q"].estimate("rb")):
+            assert abs(est.value - exact) <= 4 * est.stderr, (k, est, exact)
+        # P against itself on the same samples: every term is zero up to float32 rounding
+        np.testing.assert_allclose(cell["p"].mc, 0.0, atol=2e-5)
+        assert cell["p"].rb is not None
+        np.testing.assert_allclose(cell["p"].rb, 0.0, atol=2e-5)

@@ -345,6 +345,35 @@ class ComponentView:
             )
             return out
 
+    def continuation_logprobs_many(
+        self,
+        prefixes: Sequence[TokenIds],
+        continuations: Sequence[Sequence[TokenIds]],
+        *,
+        with_dists: bool = False,
+        references: Sequence[np.ndarray | None] | None = None,
+    ) -> list[ContinuationScores]:
+        with self._set._for_call(self.adapter):
+            out: list[ContinuationScores] = self._inner.continuation_logprobs_many(
+                prefixes, continuations, with_dists=with_dists, references=references
+            )
+            return out
+
+    def sample_scored_many(
+        self,
+        prefixes: Sequence[TokenIds],
+        n: int,
+        stop: StopCondition,
+        *,
+        rng: np.random.Generator,
+        with_dists: bool = False,
+    ) -> list[tuple[list[list[int]], ContinuationScores]]:
+        with self._set._for_call(self.adapter):
+            out: list[tuple[list[list[int]], ContinuationScores]] = self._inner.sample_scored_many(
+                prefixes, n, stop, rng=rng, with_dists=with_dists
+            )
+            return out
+
     def sample_scored(
         self,
         prefix: TokenIds,

@@ -12,6 +12,7 @@ from bebkit.estimators.kl import (
     kl_mc,
     kl_rao_blackwell,
     kl_samples,
+    kl_samples_grid,
     kl_samples_multi,
     step_kl,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "kl_mc",
     "kl_rao_blackwell",
     "kl_samples",
+    "kl_samples_grid",
     "kl_samples_multi",
     "load_prompts",
     "log_ratio_trajectories",

@@ -39,12 +39,14 @@ from bebkit.models.protocol import (
     LanguageModel,
     StopCondition,
     TokenIds,
+    continuation_logprobs_many,
     reference_step_kl,
-    sample_scored,
+    sample_scored_many,
 )
 
 Estimator = Literal["mc", "rb", "rb_cv"]
 _DIST_BUDGET_BYTES = 256 * 2**20  # cap on one [N, T, V] dists array (8 B per entry assumed)
+_GROUP_ROWS = 128  # most sampled rows (all prefixes of a group) decoded and scored together
 
 
 def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:
@@ -141,6 +143,87 @@ def _check_sizes(n_samples: int, n_tokens: int) -> None:
         raise InputError(f"n_tokens must be >= 1, got {n_tokens}")
 
 
+def kl_samples_grid(
+    p: LanguageModel,
+    prefixes: Sequence[TokenIds],
+    targets: Mapping[str, tuple[LanguageModel, Sequence[TokenIds]]],
+    *,
+    n_samples: int = 64,
+    n_tokens: int = 8,
+    stop_ids: Iterable[int] = (),
+    with_rb: bool = False,
+    rng: np.random.Generator | int | None = None,
+) -> list[dict[str, KLSamples]]:
+    """Per prefix ``s_k``: ``y ~ P(·|s_k)`` once, and per target ``j`` the terms of
+    ``KL(P(·|s_k) ‖ Q_j(·|s_{j,k}))``.
+
+    ``targets`` maps a label to ``(Q_j, [s_{j,k} for every k])``. MC terms
+    ``log P(y|s_k) − log Q_j(y|s_{j,k})`` take ``log P`` from the sampling pass; RB terms
+    ``Σ_t KL(P(·|s_k,y<t) ‖ Q_j(·|s_{j,k},y<t))`` come from Q_j's scoring pass against P's
+    distributions. With ``stop_ids`` a continuation stops after a stop token (kept) or
+    ``n_tokens`` tokens.
+
+    Cost: prefixes are sampled and scored in groups of about ``_GROUP_ROWS`` rows (models
+    with ``sample_scored_many`` / ``continuation_logprobs_many`` decode a group's rows
+    together; others loop). With ``with_rb`` a group also keeps P's ``[rows, T, V]``
+    distributions under the memory budget, and a prefix with more samples than the budget
+    allows is sampled in row chunks (same rng stream, one prefix encoding per chunk).
+    """
+    _check_sizes(n_samples, n_tokens)
+    pres = [[int(t) for t in pre] for pre in prefixes]
+    for label, (_, qpres) in targets.items():
+        if len(qpres) != len(pres):
+            raise InputError(f"target {label!r} needs one context per prefix")
+    stop = StopCondition(n_tokens, frozenset(int(t) for t in stop_ids))
+    gen = _rng(rng)
+    # units of work: (prefix indices, rows per prefix)
+    dist_rows = _dist_chunk(p, n_tokens) if with_rb else n_samples
+    units: list[tuple[list[int], int]] = []
+    if n_samples > dist_rows:
+        for k in range(len(pres)):
+            units += [([k], min(dist_rows, n_samples - d)) for d in range(0, n_samples, dist_rows)]
+    else:
+        per = max(1, min(_GROUP_ROWS, dist_rows) // n_samples)
+        for i in range(0, len(pres), per):
+            units.append((list(range(i, min(i + per, len(pres)))), n_samples))
+    mc: list[dict[str, list[np.ndarray]]] = [{j: [] for j in targets} for _ in pres]
+    rb: list[dict[str, list[np.ndarray]]] = [{j: [] for j in targets} for _ in pres]
+    lengths: list[list[np.ndarray]] = [[] for _ in pres]
+    for ks, m in units:
+        drawn = sample_scored_many(p, [pres[k] for k in ks], m, stop, rng=gen, with_dists=with_rb)
+        for k, (ys, sp) in zip(ks, drawn, strict=True):
+            if min(len(y) for y in ys) < 1:
+                raise InputError(f"{p.name} sampled an empty continuation")
+            if with_rb and sp.dists is None:
+                raise InputError(f"{p.name} returned no dists for with_dists=True")
+            lengths[k].append(np.asarray(sp.lengths, dtype=np.int64))
+        refs = [sp.dists for _, sp in drawn] if with_rb else None
+        for label, (q, qpres) in targets.items():
+            scored = continuation_logprobs_many(
+                q,
+                [[int(t) for t in qpres[k]] for k in ks],
+                [ys for ys, _ in drawn],
+                references=refs,
+            )
+            for k, (_, sp), sq in zip(ks, drawn, scored, strict=True):
+                mc[k][label].append(np.asarray(sp.totals - sq.totals, dtype=np.float64))
+                if with_rb:
+                    if sq.step_kl is None:
+                        raise InputError(f"{q.name} returned no step_kl for a reference")
+                    rb[k][label].append(np.asarray(sq.step_kl, dtype=np.float64).sum(axis=1))
+    return [
+        {
+            j: KLSamples(
+                mc=np.concatenate(mc[k][j]),
+                rb=np.concatenate(rb[k][j]) if with_rb else None,
+                lengths=np.concatenate(lengths[k]),
+            )
+            for j in targets
+        }
+        for k in range(len(pres))
+    ]
+
+
 def kl_samples_multi(
     p: LanguageModel,
     targets: Mapping[str, tuple[LanguageModel, TokenIds]],
@@ -154,50 +237,20 @@ def kl_samples_multi(
 ) -> dict[str, KLSamples]:
     """``y ~ P(·|prefix)`` once; per target ``j``: terms of ``KL(P(·|prefix) ‖ Q_j(·|prefix_j))``.
 
-    ``targets`` maps a label to ``(Q_j, Q_j's context)``. MC terms
-    ``log P(y|s) − log Q_j(y|s_j)`` take ``log P`` from the sampling pass; RB terms
-    ``Σ_t KL(P(·|s,y<t) ‖ Q_j(·|s_j,y<t))`` come from Q_j's scoring pass against P's
-    distributions. With ``stop_ids`` a continuation stops after a stop token (kept) or
-    ``n_tokens`` tokens. With ``with_rb`` the samples are drawn in row chunks that keep P's
-    ``[rows, T, V]`` distributions under the memory budget (same rng stream, one prefix
-    encoding per chunk).
+    ``targets`` maps a label to ``(Q_j, Q_j's context)``; :func:`kl_samples_grid` with one
+    prefix.
     """
-    _check_sizes(n_samples, n_tokens)
-    pre = [int(t) for t in prefix]
-    stop = StopCondition(n_tokens, frozenset(int(t) for t in stop_ids))
-    gen = _rng(rng)
-    chunk = _dist_chunk(p, n_tokens) if with_rb else n_samples
-    mc: dict[str, list[np.ndarray]] = {k: [] for k in targets}
-    rb: dict[str, list[np.ndarray]] = {k: [] for k in targets}
-    lengths: list[np.ndarray] = []
-    done = 0
-    while done < n_samples:
-        m = min(chunk, n_samples - done)
-        done += m
-        ys, sp = sample_scored(p, pre, m, stop, rng=gen, with_dists=with_rb)
-        if min(len(y) for y in ys) < 1:
-            raise InputError(f"{p.name} sampled an empty continuation")
-        if with_rb and sp.dists is None:
-            raise InputError(f"{p.name} returned no dists for with_dists=True")
-        lengths.append(np.asarray(sp.lengths, dtype=np.int64))
-        lp = sp.totals
-        for label, (q, qprefix) in targets.items():
-            qpre = [int(t) for t in qprefix]
-            sq = q.continuation_logprobs(qpre, ys, reference=sp.dists if with_rb else None)
-            mc[label].append(np.asarray(lp - sq.totals, dtype=np.float64))
-            if with_rb:
-                if sq.step_kl is None:
-                    raise InputError(f"{q.name} returned no step_kl for a reference")
-                rb[label].append(np.asarray(sq.step_kl, dtype=np.float64).sum(axis=1))
-    lens = np.concatenate(lengths)
-    return {
-        k: KLSamples(
-            mc=np.concatenate(mc[k]),
-            rb=np.concatenate(rb[k]) if with_rb else None,
-            lengths=lens,
-        )
-        for k in targets
-    }
+    grid = {label: (q, [qpre]) for label, (q, qpre) in targets.items()}
+    return kl_samples_grid(
+        p,
+        [prefix],
+        grid,
+        n_samples=n_samples,
+        n_tokens=n_tokens,
+        stop_ids=stop_ids,
+        with_rb=with_rb,
+        rng=rng,
+    )[0]
 
 
 def kl_samples(
@@ -382,7 +435,8 @@ def kl_curve(
     ``s′ₙ`` the same for the target model, with ``system_prompt`` replacing the format
     header (Theorem 2's aligning prefix, fig. 3a / 11). Fig. 2 is ``kl_curve(P₋, P₊, …)``,
     fig. 3a ``kl_curve(P₋, P_LLM, …)``. Each (prompt, n) is one prefix: sampled once and
-    scored once per model.
+    scored once per model; the prefix lengths of one prompt are sampled and scored together
+    (:func:`kl_samples_grid`).
     """
     if not prompts:
         raise InputError("kl_curve needs at least one prompt")
@@ -395,22 +449,25 @@ def kl_curve(
     gen = _rng(rng)
     vals = np.empty((len(prompts), len(n_list)))
     ses = np.empty_like(vals)
-    stops = list(stop_ids) if stop_ids is not None else None
+    stops: frozenset[int] = frozenset()
+    if until_sentence_end:
+        stops = frozenset(int(t) for t in (stop_ids or ()))
+        if not stops:
+            raise InputError("until_sentence_end needs stop_ids (sentence-end token ids)")
     for i, pr in enumerate(prompts):
-        for j, n in enumerate(n_list):
-            ks = kl_samples(
-                p,
-                q,
-                pr.context(p, n),
-                q_prefix=pr.target_context(q, n, system_prompt),
-                n_samples=n_samples,
-                n_tokens=n_tokens,
-                until_sentence_end=until_sentence_end,
-                stop_ids=stops,
-                with_rb=estimator != "mc",
-                rng=gen,
-            )
-            est = ks.estimate(estimator)
+        # all prefix lengths of a prompt in one grid: their rows share decode batches
+        cells = kl_samples_grid(
+            p,
+            [pr.context(p, n) for n in n_list],
+            {"q": (q, [pr.target_context(q, n, system_prompt) for n in n_list])},
+            n_samples=n_samples,
+            n_tokens=n_tokens,
+            stop_ids=stops,
+            with_rb=estimator != "mc",
+            rng=gen,
+        )
+        for j, cell in enumerate(cells):
+            est = cell["q"].estimate(estimator)
             vals[i, j], ses[i, j] = est.value, est.stderr
     return KLCurve(
         n=np.asarray(n_list, dtype=np.int64),

@@ -199,6 +199,47 @@ def sample_scored(
     return ys, model.continuation_logprobs(prefix, ys, with_dists=with_dists)
 
 
+def sample_scored_many(
+    model: LanguageModel,
+    prefixes: Sequence[TokenIds],
+    n: int,
+    stop: StopCondition,
+    *,
+    rng: np.random.Generator,
+    with_dists: bool = False,
+) -> list[tuple[list[list[int]], ContinuationScores]]:
+    """:func:`sample_scored` for several prefixes; batched when the model has ``sample_scored_many``.
+
+    (``HFLanguageModel`` decodes the rows of all prefixes together; other models loop.)
+    """
+    method = getattr(model, "sample_scored_many", None)
+    if callable(method):
+        out = method(prefixes, n, stop, rng=rng, with_dists=with_dists)
+        return [([[int(t) for t in y] for y in ys], sc) for ys, sc in out]
+    return [sample_scored(model, p, n, stop, rng=rng, with_dists=with_dists) for p in prefixes]
+
+
+def continuation_logprobs_many(
+    model: LanguageModel,
+    prefixes: Sequence[TokenIds],
+    continuations: Sequence[Sequence[TokenIds]],
+    *,
+    references: Sequence[np.ndarray | None] | None = None,
+) -> list[ContinuationScores]:
+    """``continuation_logprobs(prefixes[k], continuations[k], reference=references[k])`` for every k.
+
+    Batched across prefixes when the model has ``continuation_logprobs_many``.
+    """
+    method = getattr(model, "continuation_logprobs_many", None)
+    if callable(method):
+        return list(method(prefixes, continuations, references=references))
+    refs = list(references) if references is not None else [None] * len(prefixes)
+    return [
+        model.continuation_logprobs(p, c, reference=r)
+        for p, c, r in zip(prefixes, continuations, refs, strict=True)
+    ]
+
+
 def reference_step_kl(reference: np.ndarray, dists: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """``[N, T]`` exact ``KL(R(·|h)‖P(·|h)) = Σ_v R(v|h)(log R(v|h) − log P(v|h))`` in float64.
 
