@@ -16,7 +16,9 @@ top-50 renormalised P₋ while scoring under the full P₋ shifts the estimate (
 these models).
 
 bebkit: :func:`bebkit.estimators.kl.kl_curve` — the prefix is encoded once, all continuations
-sampled from its KV cache, and scored by one ``continuation_logprobs`` per model.
+sampled from its KV cache with their P₋ log-probs (``sample_scored``: no re-scoring pass), and
+scored by one ``continuation_logprobs`` of the target (which also gives the Rao-Blackwell
+per-step KL).
 """
 
 from __future__ import annotations

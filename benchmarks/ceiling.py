@@ -7,8 +7,8 @@ after a prefix), the hardware limit of any ancestral sampler.
 
 Stages (float32, as bebkit computes every reported log-prob):
 
-* KL: :func:`~bebkit.estimators.kl.kl_samples` (sampling + scoring under two models), plain
-  MC and with the Rao-Blackwell full distributions;
+* KL: :func:`~bebkit.estimators.kl.kl_samples` (P's scored sampling pass + the target's
+  scoring pass), plain MC and with the Rao-Blackwell per-step KL;
 * log-ratio: :func:`~bebkit.estimators.logratio.log_ratio_trajectories` (one batched
   ``sequence_logprobs`` per model);
 * response sampling: ``sample`` of responses from the target after a misaligning prompt
@@ -122,7 +122,7 @@ def run(ctx: BenchContext) -> BenchResult:
     stage["sampling"] = (len(qpre) + sum(len(y) for y in ys)) / s
     labels = {
         "kl_mc": f"stage: KL mc ({sz.n_samples}×{sz.n_tokens} tok, prefix {len(pre)})",
-        "kl_rb": "stage: KL rb (same, full distributions)",
+        "kl_rb": "stage: KL rb (same, per-step KL against P₋)",
         "logratio": f"stage: log-ratio trajectories ({len(ctx.prompts)} prompts, 2 models)",
         "sampling": f"stage: response sampling ({sz.response_samples} × ≤{sz.response_tokens} tok)",
     }
@@ -149,8 +149,9 @@ def run(ctx: BenchContext) -> BenchResult:
         notes=[
             f"best forward ceiling: float32 {best32:.0f} tok/s, bf16 {best16:.0f} tok/s "
             f"({best16 / best32:.2f}× float32); {ctx.num_threads} torch thread(s).",
-            "KL tokens = sampling (prefix + N·(T−1) decode tokens) + scoring under 2 models "
-            "(prefix + N·(T−1) each); the matching ceiling of response sampling is the decode step.",
+            "KL tokens = P's sampling pass, which also scores P (prefix + N·(T−1) decode tokens), "
+            "+ the target's scoring pass (prefix + N·(T−1)); the matching ceiling of response "
+            "sampling is the decode step.",
         ],
         data={"ceiling": ceiling, "decode": dec, "stages": stage},
     )

@@ -282,13 +282,14 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
-def kl_tokens(prefix_lens: Sequence[int], n_samples: int, n_tokens: int, n_models: int = 2) -> int:
+def kl_tokens(prefix_lens: Sequence[int], n_samples: int, n_tokens: int, n_targets: int = 1) -> int:
     """Tokens bebkit's KL pipeline pushes through the network for the given prefixes.
 
     Sampling: the prefix once, then ``n_samples × (n_tokens − 1)`` KV-cached decode tokens;
-    scoring: per model the prefix once plus ``n_samples × (n_tokens − 1)`` continuation tokens.
+    P's own scores come from that pass (``sample_scored``). Scoring: per target model the
+    prefix once plus ``n_samples × (n_tokens − 1)`` continuation tokens.
     """
-    per = [(1 + n_models) * (L + n_samples * (n_tokens - 1)) for L in prefix_lens]
+    per = [(1 + n_targets) * (L + n_samples * (n_tokens - 1)) for L in prefix_lens]
     return int(sum(per))
 
 

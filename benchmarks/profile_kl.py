@@ -19,10 +19,10 @@ from benchmarks.common import BenchContext, BenchResult
 GROUPS: tuple[tuple[str, str, str], ...] = (
     ("dense matmuls (torch linear: base + LoRA)", "tt", "torch._C._nn.linear"),
     ("attention (sdpa)", "tt", "scaled_dot_product_attention"),
-    ("token sampling (torch.multinomial)", "tt", "multinomial"),
+    ("token sampling (hf._draw: float64 CDF inversion)", "ct", "_draw"),
     ("log_softmax / logsumexp", "tt", "log_softmax"),
     ("adapter switching (ComponentSet._apply)", "ct", "_apply"),
-    ("KV-cache replication (_expand_cache)", "ct", "_expand_cache"),
+    ("KV-cache replication (_select_cache)", "ct", "_select_cache"),
 )
 
 
