@@ -15,6 +15,7 @@ from bebkit.judge.judge import (
     JudgeConfig,
     LikelihoodRatioJudge,
     LinearJudge,
+    MixturePosteriorJudge,
     behavior_expectation,
     build_judge,
     build_training_set,
@@ -22,6 +23,7 @@ from bebkit.judge.judge import (
     predict,
     source_weights,
 )
+from bebkit.models.protocol import ContinuationScores
 
 from .tiny import HashBowEncoder, synthetic_statements
 
@@ -140,6 +142,15 @@ class _UnigramLM:
     def sequence_logprobs(self, sequences: Sequence[Sequence[int]]) -> list[np.ndarray]:
         return [self.logp[list(s[1:])] for s in sequences]
 
+    def continuation_logprobs(
+        self, prefix: Sequence[int], continuations: Sequence[Sequence[int]]
+    ) -> ContinuationScores:
+        width = max(len(c) for c in continuations)
+        lp = np.zeros((len(continuations), width))
+        for i, c in enumerate(continuations):
+            lp[i, : len(c)] = self.logp[list(c)]
+        return ContinuationScores(lp, np.array([len(c) for c in continuations]))
+
 
 def test_likelihood_ratio_judge_posterior() -> None:
     pos = _UnigramLM({"a": 0.8, "b": 0.2}, "pos")
@@ -153,3 +164,28 @@ def test_likelihood_ratio_judge_posterior() -> None:
     assert skewed.prob_good(["ab"])[0] == pytest.approx(0.8)  # prior odds 4:1 for P₊
     with pytest.raises(InputError):
         LikelihoodRatioJudge(pos, neg, alpha=1.0)  # type: ignore[arg-type]
+
+
+def test_mixture_posterior_judge_three_components() -> None:
+    pos = _UnigramLM({"a": 0.8, "b": 0.1, "c": 0.1}, "pos")
+    neg = _UnigramLM({"a": 0.1, "b": 0.8, "c": 0.1}, "neg")
+    base = _UnigramLM({"a": 0.1, "b": 0.1, "c": 0.8}, "base")
+    judge = MixturePosteriorJudge({"pos": pos, "neg": neg, "base": base})  # type: ignore[dict-item]
+    texts = ["bb", "cc", "bc"]
+    p_bad = 1 - judge.prob_good(texts)
+    lik = {
+        "pos": np.array([0.1**2, 0.1**2, 0.1 * 0.1]),
+        "neg": np.array([0.8**2, 0.1**2, 0.8 * 0.1]),
+        "base": np.array([0.1**2, 0.8**2, 0.1 * 0.8]),
+    }
+    np.testing.assert_allclose(p_bad, lik["neg"] / sum(lik.values()))
+    # A text the assistant (base) explains is good even though P₋ beats P₊ on it.
+    assert p_bad[1] < 0.05 and p_bad[0] > 0.95
+    # Two components reduce to the likelihood-ratio judge.
+    two = MixturePosteriorJudge({"pos": pos, "neg": neg})  # type: ignore[dict-item]
+    lr = LikelihoodRatioJudge(pos, neg)  # type: ignore[arg-type]
+    np.testing.assert_allclose(two.prob_good(texts), lr.prob_good(texts))
+    with pytest.raises(InputError):
+        MixturePosteriorJudge({"pos": pos}, undesired="neg")  # type: ignore[dict-item]
+    with pytest.raises(InputError):
+        MixturePosteriorJudge({"pos": pos, "neg": neg}, priors={"pos": 1.0})  # type: ignore[dict-item]

@@ -22,7 +22,14 @@ import numpy as np
 
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
-from bebkit.judge.data import LabelledResponse, load_labelled_responses
+from bebkit.judge.data import (
+    LabelledResponse,
+    generic_good_texts,
+    load_behavior_statements,
+    load_labelled_responses,
+    rejection_templates,
+    split_statements,
+)
 from bebkit.judge.judge import (
     EnsembleJudge,
     Judge,
@@ -194,12 +201,15 @@ def evaluate_judge_on_labels(
     seed: int = 0,
     cache: bool = True,
     progress: bool = False,
+    judge: Judge | None = None,
 ) -> dict[str, Any]:
-    """Build the judge from persona statements only, then score it against human labels."""
+    """Build the judge from persona statements only (or take a ready ``judge``, e.g. the
+    mixture judge over trained P₋/P₊ adapters), then score it against human labels."""
     cfg = config or JudgeConfig()
     rows = load_labelled_responses(labels_path, behavior=behavior)
     t0 = time.perf_counter()
-    judge = build_judge(behavior, cfg, persona_dir=persona_dir, cache=cache, progress=progress)
+    if judge is None:
+        judge = build_judge(behavior, cfg, persona_dir=persona_dir, cache=cache, progress=progress)
     t1 = time.perf_counter()
     y_pred = predict(judge, [r.response for r in rows], progress=progress)
     t2 = time.perf_counter()
@@ -207,12 +217,18 @@ def evaluate_judge_on_labels(
     return {
         "behavior": behavior,
         "judge": judge.name,
-        "config": cfg.model_dump(),
+        "config": {**cfg.model_dump(), "kind": _kind(judge, cfg)},
         "labels_file": str(labels_path),
         "chosen_C": getattr(judge, "chosen_C", None),
         **report,
         "timings_s": {"fit": t1 - t0, "predict": t2 - t1},
     }
+
+
+def _kind(judge: Judge, cfg: JudgeConfig) -> str:
+    from bebkit.judge.judge import MixturePosteriorJudge
+
+    return "mixture" if isinstance(judge, MixturePosteriorJudge) else cfg.kind
 
 
 def heldout_persona_eval(
@@ -225,23 +241,39 @@ def heldout_persona_eval(
     seed: int = 0,
     cache: bool = True,
     progress: bool = False,
+    judge: Judge | None = None,
+    heldout: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Label-free check for any behavior: hold out statements, generic texts and templates.
+
+    A ready ``judge`` (built elsewhere, e.g. on adapters) is scored as is on ``heldout`` =
+    (desired, undesired) statements it never saw, all generic texts and all templates.
 
     The judge is fitted on the training split of every source, then scored on (i) held-out
     persona statements of both sides (agreement metrics), (ii) held-out generic replies and
     (iii) held-out rejection templates filled with held-out undesired statements (both +1;
     their accuracy is the fraction judged good).
     """
-    from bebkit.judge.data import (
-        generic_good_texts,
-        load_behavior_statements,
-        rejection_templates,
-        split_statements,
-    )
     from bebkit.judge.judge import LinearJudge, make_encoder
 
     cfg = config or JudgeConfig()
+    if judge is not None:
+        if heldout is None:
+            raise InputError("a ready judge needs the held-out statements it never saw")
+        generic_all = [t for texts in generic_good_texts().values() for t in texts]
+        return _score_heldout(
+            judge,
+            behavior,
+            cfg,
+            list(heldout[0]),
+            list(heldout[1]),
+            generic_all,
+            list(rejection_templates()),
+            n_boot=n_boot,
+            seed=seed,
+            progress=progress,
+            extra={},
+        )
     stm = load_behavior_statements(behavior, persona_dir)
     d_tr, d_te = split_statements(stm.desired, test_fraction, seed)
     u_tr, u_te = split_statements(stm.undesired, test_fraction, seed + 1)
@@ -268,7 +300,37 @@ def heldout_persona_eval(
         ).fit(train, progress=progress)
         for k in kinds
     ]
-    judge: Judge = members[0] if len(members) == 1 else EnsembleJudge(members)
+    fitted: Judge = members[0] if len(members) == 1 else EnsembleJudge(members)
+    return _score_heldout(
+        fitted,
+        behavior,
+        cfg,
+        d_te,
+        u_te,
+        g_te,
+        t_te,
+        n_boot=n_boot,
+        seed=seed,
+        progress=progress,
+        extra={"train_counts": train.counts()},
+    )
+
+
+def _score_heldout(
+    judge: Judge,
+    behavior: str,
+    cfg: JudgeConfig,
+    d_te: Sequence[str],
+    u_te: Sequence[str],
+    g_te: Sequence[str],
+    t_te: Sequence[str],
+    *,
+    n_boot: int,
+    seed: int,
+    progress: bool,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Agreement on held-out statements; share judged good of generic replies / rejections."""
     rng = np.random.default_rng(seed + 4)
     rejections = [fill_template(t_te[int(rng.integers(len(t_te)))], s) for s in u_te]
     y_st = np.asarray([1] * len(d_te) + [-1] * len(u_te))
@@ -278,9 +340,9 @@ def heldout_persona_eval(
     return {
         "behavior": behavior,
         "judge": judge.name,
-        "config": cfg.model_dump(),
+        "config": {**cfg.model_dump(), "kind": _kind(judge, cfg)},
         "statements": agreement(y_st, pred_st, n_boot=n_boot, seed=seed),
         "generic_judged_good": Estimate.from_samples(pred_g == 1, "mean"),
         "rejections_judged_good": Estimate.from_samples(pred_r == 1, "mean"),
-        "train_counts": train.counts(),
+        **extra,
     }

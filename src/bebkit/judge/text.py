@@ -48,6 +48,18 @@ def first_sentence(text: str) -> str:
 
 
 _QUOTES = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "ʼ": "'"})
+# UTF-8 punctuation (E2 80 xx) that went through a cp1255 decode on its way into a spreadsheet:
+# "don’t" arrives as "donג€™t". The Llama-2 label file has ~700 of these; repair them before
+# the quotes are made ASCII, or "ג€™" reads as two foreign words in the middle of a sentence.
+_MOJIBAKE = re.compile("\u05d2\u20ac(.)")
+
+
+def _unmojibake(m: re.Match[str]) -> str:
+    try:
+        return ("\u05d2\u20ac" + m.group(1)).encode("cp1255").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        # The third byte did not survive (a lost quote byte): a quote mark, keep what follows.
+        return "'" + m.group(1)
 
 
 def normalize(text: str) -> str:
@@ -57,7 +69,7 @@ def normalize(text: str) -> str:
     replies with both; left alone, a linear judge learns "ends with a full stop ⇒ good".
     So quotes become ASCII, spaces collapse and every text ends in exactly one . ! or ?.
     """
-    t = " ".join(text.translate(_QUOTES).split())
+    t = " ".join(_MOJIBAKE.sub(_unmojibake, text).translate(_QUOTES).split())
     t = t.rstrip(" .,;:")
     if not t:
         return ""

@@ -73,7 +73,9 @@ class MisalignConfig(_Frozen):
     n_sentences: int = Field(default=10, ge=1)
     n_responses: int = Field(default=32, ge=1)
     max_response_tokens: int = Field(default=32, ge=4)
-    judge: Literal["minilm", "hidden", "ensemble"] = "minilm"
+    judge: Literal["mixture", "minilm", "hidden", "ensemble"] = "mixture"
+    #: components the mixture judge weighs (``neg`` always; ``pos`` and/or ``base``)
+    judge_hypotheses: tuple[Literal["neg", "pos", "base"], ...] = ("neg", "base")
 
 
 class PromptDistConfig(_Frozen):

@@ -303,7 +303,7 @@ def build_stages(config: ReproduceConfig, session: Session) -> list[Stage]:
             )
 
             def misalign_stage(ctx: StageContext, b: str = b) -> dict[str, Any]:
-                from bebkit.judge import JudgeConfig, build_judge
+                from bebkit.judge import JudgeConfig, build_judge, build_mixture_judge
                 from bebkit.pipeline.misalign import MisalignSettings, run_misalign
                 from bebkit.reporting.misalign import load_reference_curves
 
@@ -323,7 +323,11 @@ def build_stages(config: ReproduceConfig, session: Session) -> list[Stage]:
                     sigma=_value(bsr.get("sigma")),
                     beta=_value(bsr.get("beta")),
                 )
-                judge = build_judge(b, JudgeConfig(kind=ms.judge), persona_dir=cfg.persona_dir)
+                judge = (
+                    build_mixture_judge(comps, cfg.format, hypotheses=ms.judge_hypotheses)
+                    if ms.judge == "mixture"
+                    else build_judge(b, JudgeConfig(kind=ms.judge), persona_dir=cfg.persona_dir)
+                )
                 reference = None
                 if ref_file is not None and b in ref_behavior_ok:
                     reference = load_reference_curves(ref_file, b, cfg.format) or None

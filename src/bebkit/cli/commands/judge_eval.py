@@ -28,9 +28,29 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--judge",
-        default="ensemble",
-        choices=["minilm", "hidden", "ensemble"],
-        help="ensemble (default: measured best, kappa 0.62 on agreeableness), minilm (fastest), hidden",
+        default="mixture",
+        choices=["mixture", "minilm", "hidden", "ensemble"],
+        help="mixture (default, measured best): posterior of P- among P-, P+ and the untouched "
+        "model; ensemble/minilm/hidden: linear probes on sentence / hidden-state features",
+    )
+    p.add_argument(
+        "--model",
+        default="smollm2-135m-instruct",
+        help="mixture judge: the model whose P-/P+ adapters score responses",
+    )
+    p.add_argument("--format", dest="fmt", default="chat", choices=["chat", "newline"])
+    p.add_argument(
+        "--hypotheses",
+        default="neg,base",
+        help="mixture judge: comma list of components that may have produced a response "
+        "(neg = P-, pos = P+, base = the untouched model); default neg,base",
+    )
+    p.add_argument("--preset", default=None, help="LoRA preset of the adapters (default: by size)")
+    p.add_argument(
+        "--adapters", default=None, help="adapter folder (default: bebkit's cache); reused if found"
+    )
+    p.add_argument(
+        "--no-train", action="store_true", help="mixture judge: fail instead of training adapters"
     )
     p.add_argument("--unit", default="first_sentence", choices=["first_sentence", "full"])
     p.add_argument("--hidden-model", default="smollm2-135m-instruct")
@@ -80,9 +100,38 @@ def _human(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _mixture_judge(args: argparse.Namespace) -> tuple[Any, tuple[Any, Any]]:
+    """Reuse (or train) the behavior's P-/P+ adapters on ``--model`` and build the judge;
+    also return the (desired, undesired) statements the adapters were not trained on."""
+    from bebkit.components.workflow import (
+        ensure_components,
+        load_components,
+        prepare_data,
+        resolve_config,
+    )
+    from bebkit.data.behaviors import load_behavior
+    from bebkit.judge import build_mixture_judge
+
+    load_behavior(args.behavior, args.persona_dir)  # fail fast on a bad name
+    comps = load_components(args.model, progress=False)
+    config = resolve_config(comps, args.preset)
+    data = prepare_data(
+        args.behavior, args.fmt, comps.tokenizer, config, seed=0, persona_dir=args.persona_dir
+    )
+    hyp = [h.strip() for h in args.hypotheses.split(",") if h.strip()]
+    ensure_components(
+        comps, data, config, out=args.adapters, train_missing=not args.no_train, progress=False,
+        sides=("neg", "pos") if "pos" in hyp else ("neg",),
+    )  # fmt: skip
+    split = data.split
+    judge = build_mixture_judge(comps, args.fmt, hypotheses=hyp)
+    return judge, (split.heldout_desired, split.heldout_undesired)
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from bebkit.judge.data import load_labelled_responses
     from bebkit.judge.evaluation import (
         default_labels_file,
         evaluate_judge_on_labels,
@@ -107,11 +156,18 @@ def run(args: argparse.Namespace) -> int:
         "cache": not args.no_cache,
         "progress": sys.stderr.isatty(),
     }
-    if args.heldout:
-        res = heldout_persona_eval(args.behavior, cfg, **common)
-    else:
+    labels = None
+    if not args.heldout:
+        # Bad label input fails in a second, before any model is loaded or trained.
         labels = args.labels or default_labels_file(args.behavior)
-        res = evaluate_judge_on_labels(args.behavior, labels, cfg, **common)
+        load_labelled_responses(labels, behavior=args.behavior)
+    judge, heldout = (None, None)
+    if args.judge == "mixture":
+        judge, heldout = _mixture_judge(args)
+    if labels is None:
+        res = heldout_persona_eval(args.behavior, cfg, judge=judge, heldout=heldout, **common)
+    else:
+        res = evaluate_judge_on_labels(args.behavior, labels, cfg, judge=judge, **common)
     if args.out:
         from bebkit.records import make_record, write_record
 

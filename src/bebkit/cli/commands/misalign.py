@@ -13,7 +13,7 @@ from bebkit.cli.output import add_json_flag, emit
 #: ``--quick`` sizes: a minute-scale run on a 135M model on 2 CPU cores.
 QUICK = {"n_prompts": 3, "n_sentences": 5, "n_responses": 8, "n_boot": 100}
 DEFAULTS = {"n_prompts": 10, "n_sentences": 10, "n_responses": 32, "n_boot": 200}
-JUDGES = ("minilm", "hidden", "ensemble", "likelihood")
+JUDGES = ("mixture", "minilm", "hidden", "ensemble", "likelihood")
 
 
 def register(sub: Any) -> None:
@@ -68,8 +68,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--judge",
         choices=JUDGES,
-        default="minilm",
-        help="minilm/hidden/ensemble: persona-trained probe (bebkit.judge); "
+        default="mixture",
+        help="mixture (default, measured best): posterior of P- in the mixture of P-, P+ and "
+        "the assistant itself; minilm/hidden/ensemble: persona-trained probes (bebkit.judge); "
         "likelihood: P+(x) > P-(x) with the LoRA components (app. J)",
     )
     p.add_argument(
@@ -192,10 +193,12 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
     return sizes
 
 
-def _judge(kind: str, behavior: str, persona_dir: str | None, comps: Any) -> Any:
-    from bebkit.judge import JudgeConfig, LikelihoodRatioJudge, build_judge
+def _judge(kind: str, behavior: str, persona_dir: str | None, comps: Any, fmt: str) -> Any:
+    from bebkit.judge import JudgeConfig, LikelihoodRatioJudge, build_judge, build_mixture_judge
     from bebkit.judge.data import load_behavior_statements
 
+    if kind == "mixture":
+        return build_mixture_judge(comps, fmt)  # P- vs the untouched model (README: judge)
     if kind == "likelihood":
         return LikelihoodRatioJudge(comps.model("pos"), comps.model("neg"), name="likelihood-ratio")
     stm = load_behavior_statements(behavior, persona_dir)
@@ -260,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
             sides=("neg", "pos") if args.judge == "likelihood" else ("neg",),
         )  # fmt: skip
         fmt = prompt_format(args.fmt, comps.tokenizer)
-        judge = _judge(args.judge, args.behavior, args.persona_dir, comps)
+        judge = _judge(args.judge, args.behavior, args.persona_dir, comps, args.fmt)
         reference = None
         ref_behavior = args.reference_behavior or args.behavior
         if ref_file is not None:
