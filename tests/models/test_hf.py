@@ -353,8 +353,22 @@ def test_kl_terms_zero_probability_conventions() -> None:
     )
 
 
-def test_many_prefixes_match_one_prefix_at_a_time(tiny_model: Any, tiny_tokenizer: Any) -> None:
+@pytest.mark.parametrize("merge", [True, False], ids=["merged-caches", "padded-pass"])
+def test_many_prefixes_match_one_prefix_at_a_time(
+    tiny_model: Any, tiny_tokenizer: Any, merge: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Left-padded multi-prefix sampling and scoring give the single-prefix numbers."""
+    import bebkit.models.hf as hf
+
+    calls: list[bool] = []
+    real_merge = hf._merge_left_padded
+
+    def spy(caches: Any, pads: Any) -> Any:
+        out = real_merge(caches, pads) if merge else None
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(hf, "_merge_left_padded", spy)
     lm = HFLanguageModel(tiny_model, tiny_tokenizer, batch_size=3, decode_rows=5)
     prefixes = [[2, 4], [2, 4, 6, 8, 9, 10, 11], [2, 5, 6, 7]]
     stop = StopCondition(max_new_tokens=4, stop_token_ids=frozenset({28, 29, 30}))
@@ -384,6 +398,7 @@ def test_many_prefixes_match_one_prefix_at_a_time(tiny_model: Any, tiny_tokenize
     assert empty[0].token_logprobs.shape == (0, 0) and empty[1].step_kl is None
     with pytest.raises(ValueError, match="one list"):
         lm.continuation_logprobs_many(prefixes, conts[:1])
+    assert calls and all(c == merge for c in calls)  # the path under test was taken
 
 
 def test_kl_grid_on_hf_models_matches_exact_enumeration(tiny_tokenizer: Any) -> None:
