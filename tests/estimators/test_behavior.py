@@ -94,11 +94,26 @@ def test_behavior_expectation_matches_exact_world() -> None:
 
 
 class CountingLM:
-    """Wraps a model and records every ``sample`` call (prefix, n)."""
+    """Wraps a model and records every ``sample`` call (prefix, n).
+
+    A batched ``sample_many`` call (when the inner model has one) records one entry per
+    context, plus the call itself in ``many_calls``.
+    """
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.sample_calls: list[tuple[tuple[int, ...], int]] = []
+        self.many_calls = 0
+        if hasattr(inner, "sample_many"):
+            self.sample_many = self._sample_many
+
+    def _sample_many(
+        self, prefixes: Sequence[Sequence[int]], n: int, stop: StopCondition, **kw: Any
+    ) -> list[list[list[int]]]:
+        self.many_calls += 1
+        self.sample_calls += [(tuple(p), n) for p in prefixes]
+        out: list[list[list[int]]] = self.inner.sample_many(prefixes, n, stop, **kw)
+        return out
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -323,6 +338,7 @@ def test_tiny_hf_model_end_to_end(tmp_path: Path) -> None:
     rcfg = ResponseConfig(n_responses=5, max_response_tokens=6, aligning_prompt="i help people .")
     responses = sample_responses(counting, prompts, rng=3, config=rcfg)
     assert len(counting.sample_calls) == 2 * 3 * 2 and len(responses) == 60
+    assert counting.many_calls == 2  # the HF model decodes a prompt's 6 contexts together
     assert all(r.n_tokens <= 6 and "<eos>" not in r.text for r in responses)
 
     def keyword_judge(texts: list[str]) -> np.ndarray:

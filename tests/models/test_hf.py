@@ -422,3 +422,16 @@ def test_kl_grid_on_hf_models_matches_exact_enumeration(tiny_tokenizer: Any) -> 
         np.testing.assert_allclose(cell["p"].mc, 0.0, atol=2e-5)
         assert cell["p"].rb is not None
         np.testing.assert_allclose(cell["p"].rb, 0.0, atol=2e-5)
+
+
+def test_sample_many_greedy_per_prefix(tiny_model: Any, tiny_tokenizer: Any) -> None:
+    """Rows of several prefixes decoded together follow their own prefix (top-k = 1: greedy)."""
+    lm = HFLanguageModel(tiny_model, tiny_tokenizer, decode_rows=4)
+    prefixes = [[2, 4], [2, 4, 6, 8, 9, 10, 11], [2, 5, 6, 7]]
+    stop = StopCondition(max_new_tokens=5)
+    rng = np.random.default_rng(0)
+    many = lm.sample_many(prefixes, 3, stop, rng=rng, top_k=1)
+    for pre, ys in zip(prefixes, many, strict=True):
+        assert ys == [lm.sample(pre, 1, stop, rng=rng, top_k=1)[0]] * 3
+    with pytest.raises(ValueError, match="temperature"):
+        lm.sample_many(prefixes, 1, stop, rng=rng, temperature=0)

@@ -359,6 +359,23 @@ class ComponentView:
             )
             return out
 
+    def sample_many(
+        self,
+        prefixes: Sequence[TokenIds],
+        n: int,
+        stop: StopCondition,
+        *,
+        rng: np.random.Generator,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+    ) -> list[list[list[int]]]:
+        with self._set._for_call(self.adapter):
+            out: list[list[list[int]]] = self._inner.sample_many(
+                prefixes, n, stop, rng=rng, temperature=temperature, top_k=top_k, top_p=top_p
+            )
+            return out
+
     def sample_scored_many(
         self,
         prefixes: Sequence[TokenIds],

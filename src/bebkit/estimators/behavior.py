@@ -41,11 +41,12 @@ from bebkit.estimators.prompts import (
     stop_token_ids,
 )
 from bebkit.io import atomic_open
-from bebkit.models.protocol import LanguageModel, StopCondition
+from bebkit.models.protocol import LanguageModel, StopCondition, sample_many
 
 #: Condition names: no aligning prompt (the format's own header) and the aligning system prompt.
 NO_ALIGN = "none"
 ALIGN = "aligned"
+_RESPONSE_ROWS = 128  # rows per sampling call across a prompt's contexts (see sample_responses)
 CONDITIONS: tuple[str, ...] = (NO_ALIGN, ALIGN)
 
 JudgeUnit = Literal["first_sentence", "full"]
@@ -195,8 +196,11 @@ def sample_responses(
     """Sample R responses after every sentence boundary of every prompt, in every condition.
 
     The context of prompt i after n sentences is ``prompt.target_context(model, n, s₀)``:
-    ``[BOS][s₀ system turn or the format header](s₁ … sₙ)[response header]``. Exactly one
-    ``model.sample(context, R, …)`` call per (prompt, n, condition).
+    ``[BOS][s₀ system turn or the format header](s₁ … sₙ)[response header]``. R draws per
+    (prompt, n, condition) from one encoding of its context; the contexts of a prompt are
+    sampled a few at a time (≈ ``_RESPONSE_ROWS`` rows) through
+    :func:`~bebkit.models.protocol.sample_many`, i.e. one ``model.sample(context, R, …)`` per
+    context for models without ``sample_many``.
 
     Args:
         stop_ids: response-end tokens; default: tokens containing the stop strings of
@@ -222,19 +226,25 @@ def sample_responses(
     total = len(prompts) * len(ns) * len(cfg.conditions)
     out: list[Response] = []
     done = 0
+    cells = [(n, cond) for n in ns for cond in cfg.conditions]
+    per_call = max(1, _RESPONSE_ROWS // cfg.n_responses)
     for pid, pr in enumerate(prompts):
-        for n in ns:
-            for cond in cfg.conditions:
-                ctx = pr.target_context(model, n, _system_prompt(cond, cfg))
-                draws = model.sample(
-                    ctx,
-                    cfg.n_responses,
-                    stop,
-                    rng=gen,
-                    temperature=cfg.temperature,
-                    top_k=cfg.top_k,
-                    top_p=cfg.top_p,
-                )
+        for start in range(0, len(cells), per_call):
+            # Several contexts of one prompt per call: a model with `sample_many` decodes
+            # their rows together (bigger decode batches); others loop over `sample`.
+            group = cells[start : start + per_call]
+            ctxs = [pr.target_context(model, n, _system_prompt(c, cfg)) for n, c in group]
+            drawn = sample_many(
+                model,
+                ctxs,
+                cfg.n_responses,
+                stop,
+                rng=gen,
+                temperature=cfg.temperature,
+                top_k=cfg.top_k,
+                top_p=cfg.top_p,
+            )
+            for (n, cond), draws in zip(group, drawn, strict=True):
                 for y in draws:
                     ids = [int(t) for t in y]
                     stopped = bool(ids) and ids[-1] in stops

@@ -199,6 +199,34 @@ def sample_scored(
     return ys, model.continuation_logprobs(prefix, ys, with_dists=with_dists)
 
 
+def sample_many(
+    model: LanguageModel,
+    prefixes: Sequence[TokenIds],
+    n: int,
+    stop: StopCondition,
+    *,
+    rng: np.random.Generator,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> list[list[list[int]]]:
+    """``[model.sample(p, n, stop, …) for p in prefixes]``; one batched call when the model has
+    ``sample_many`` (``HFLanguageModel`` decodes the rows of all prefixes together)."""
+    method = getattr(model, "sample_many", None)
+    if callable(method):
+        out = method(prefixes, n, stop, rng=rng, temperature=temperature, top_k=top_k, top_p=top_p)
+        return [[[int(t) for t in y] for y in ys] for ys in out]
+    return [
+        [
+            [int(t) for t in y]
+            for y in model.sample(
+                p, n, stop, rng=rng, temperature=temperature, top_k=top_k, top_p=top_p
+            )
+        ]
+        for p in prefixes
+    ]
+
+
 def sample_scored_many(
     model: LanguageModel,
     prefixes: Sequence[TokenIds],
