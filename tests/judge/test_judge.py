@@ -173,6 +173,8 @@ def test_mixture_posterior_judge_three_components() -> None:
     judge = MixturePosteriorJudge({"pos": pos, "neg": neg, "base": base})  # type: ignore[dict-item]
     texts = ["bb", "cc", "bc"]
     p_bad = 1 - judge.prob_good(texts)
+    # Repeated texts are scored once and mapped back in order.
+    np.testing.assert_allclose(1 - judge.prob_good(["bc", "bb", "bc"]), p_bad[[2, 0, 2]])
     lik = {
         "pos": np.array([0.1**2, 0.1**2, 0.1 * 0.1]),
         "neg": np.array([0.8**2, 0.1**2, 0.8 * 0.1]),

@@ -318,11 +318,15 @@ class MixturePosteriorJudge:
     def log_prob_bad(self, responses: Sequence[str]) -> np.ndarray:
         """``log P(B = −1 | x)`` (log-sum-exp over components, stable for any length)."""
         units = [text_unit(r, self.unit) or "." for r in responses]
-        ll = self.log_likelihoods(units)
+        # Sampled first sentences repeat ("I cannot fulfill your request."): score each once.
+        unique = list(dict.fromkeys(units))
+        where = {u: i for i, u in enumerate(unique)}
+        ll = self.log_likelihoods(unique)
         joint = np.stack([ll[k] + self.log_priors[k] for k in self.components])
         top = joint.max(axis=0)
         log_norm = top + np.log(np.exp(joint - top).sum(axis=0))
-        return np.asarray(ll[self.undesired] + self.log_priors[self.undesired] - log_norm)
+        post = ll[self.undesired] + self.log_priors[self.undesired] - log_norm
+        return np.asarray(post[[where[u] for u in units]])
 
     def prob_good(self, responses: Sequence[str], *, progress: bool = False) -> np.ndarray:
         if len(responses) == 0:
