@@ -54,9 +54,10 @@ def test_trained_components_separate_the_sides(trained: Any) -> None:
     bad = predict(judge, [s + "." for s in BAD])
     good = predict(judge, [s + "." for s in GOOD])
     assert (bad == -1).mean() >= 0.8 and (good == 1).mean() >= 0.8  # chance: 0.5
-    # The default pits P- against the untouched model: BAD statements are P-'s own text.
+    # The default pits P- against the untouched model, plain and after the aligning prompt:
+    # BAD statements are P-'s own text.
     default = build_mixture_judge(trained, "newline")
-    assert default.name.startswith("mixture[neg/base]")
+    assert default.name.startswith("mixture[neg/base/aligned]")
     assert (predict(default, [s + "." for s in BAD]) == -1).mean() >= 0.9
 
 
@@ -66,6 +67,29 @@ def test_chat_context_ends_with_the_assistant_header(trained: Any) -> None:
     ids = mixture_context(trained.tokenizer, trained.bos_token_ids, "chat", "you smile")
     text = trained.tokenizer.decode(ids)
     assert text.rstrip().endswith("assistant :") and "user : you smile" in text
+    sys_ids = mixture_context(
+        trained.tokenizer, trained.bos_token_ids, "chat", "you smile", system_prompt="be kind"
+    )
+    sys_text = trained.tokenizer.decode(sys_ids)
+    assert ": be kind" in sys_text and sys_text.rstrip().endswith("assistant :")
+    assert sys_ids[-len(ids) + 1 :] == ids[1:]  # the same user turn and header follow
+
+
+def test_aligned_hypothesis_is_the_base_model_after_the_aligning_prompt(trained: Any) -> None:
+    from bebkit.judge import build_mixture_judge
+    from bebkit.judge.judge import mixture_context
+
+    judge = build_mixture_judge(
+        trained, "chat", hypotheses=("neg", "aligned"), aligning_prompt="be kind"
+    )
+    ctx = mixture_context(trained.tokenizer, trained.bos_token_ids, "chat", system_prompt="be kind")
+    assert judge.contexts["aligned"] == ctx and judge.contexts["neg"] != ctx
+    texts = ["i hate people.", "we help the user."]
+    neg, base = trained.model("neg"), trained.model("base")
+    ln = neg.continuation_logprobs(judge.contexts["neg"], [neg.encode(" " + t) for t in texts])
+    la = base.continuation_logprobs(ctx, [base.encode(" " + t) for t in texts])
+    expected_bad = 1 / (1 + np.exp(la.totals - ln.totals))
+    np.testing.assert_allclose(1 - judge.prob_good(texts), expected_bad, rtol=1e-6)
 
 
 def test_bad_hypotheses_and_missing_adapters(trained: Any) -> None:

@@ -324,7 +324,12 @@ def build_stages(config: ReproduceConfig, session: Session) -> list[Stage]:
                     beta=_value(bsr.get("beta")),
                 )
                 judge = (
-                    build_mixture_judge(comps, cfg.format, hypotheses=ms.judge_hypotheses)
+                    build_mixture_judge(
+                        comps,
+                        cfg.format,
+                        hypotheses=ms.judge_hypotheses,
+                        aligning_prompt=cfg.aligning_prompt,
+                    )
                     if ms.judge == "mixture"
                     else build_judge(b, JudgeConfig(kind=ms.judge), persona_dir=cfg.persona_dir)
                 )

@@ -41,9 +41,9 @@ def register(sub: Any) -> None:
     p.add_argument("--format", dest="fmt", default="chat", choices=["chat", "newline"])
     p.add_argument(
         "--hypotheses",
-        default="neg,base",
-        help="mixture judge: comma list of components that may have produced a response "
-        "(neg = P-, pos = P+, base = the untouched model); default neg,base",
+        default="neg,base,aligned",
+        help="mixture judge: comma list of who may have produced a response (neg = P-, "
+        "pos = P+, base = the untouched model, aligned = it after the aligning system prompt)",
     )
     p.add_argument("--preset", default=None, help="LoRA preset of the adapters (default: by size)")
     p.add_argument(

@@ -193,12 +193,14 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
     return sizes
 
 
-def _judge(kind: str, behavior: str, persona_dir: str | None, comps: Any, fmt: str) -> Any:
+def _judge(
+    kind: str, behavior: str, persona_dir: str | None, comps: Any, fmt: str, aligning: str
+) -> Any:
     from bebkit.judge import JudgeConfig, LikelihoodRatioJudge, build_judge, build_mixture_judge
     from bebkit.judge.data import load_behavior_statements
 
     if kind == "mixture":
-        return build_mixture_judge(comps, fmt)  # P- vs the untouched model (README: judge)
+        return build_mixture_judge(comps, fmt, aligning_prompt=aligning)
     if kind == "likelihood":
         return LikelihoodRatioJudge(comps.model("pos"), comps.model("neg"), name="likelihood-ratio")
     stm = load_behavior_statements(behavior, persona_dir)
@@ -263,7 +265,9 @@ def run(args: argparse.Namespace) -> int:
             sides=("neg", "pos") if args.judge == "likelihood" else ("neg",),
         )  # fmt: skip
         fmt = prompt_format(args.fmt, comps.tokenizer)
-        judge = _judge(args.judge, args.behavior, args.persona_dir, comps, args.fmt)
+        judge = _judge(
+            args.judge, args.behavior, args.persona_dir, comps, args.fmt, settings.aligning_prompt
+        )
         reference = None
         ref_behavior = args.reference_behavior or args.behavior
         if ref_file is not None:
