@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 
 from bebkit.estimate import Estimate
-from bebkit.estimators.kl import kl_samples
+from bebkit.estimators.kl import kl_samples, kl_samples_multi
 from bebkit.estimators.prompts import sample_prompts
 from bebkit.pipeline.experiments_common import (
     KLSettings,
     delta_estimate,
     estimate_from_dict,
     multi_target_kl_curves,
-    multi_target_kl_samples,
     ratio_estimate,
 )
 from bebkit.synthetic.world import world_from_params
@@ -31,7 +30,7 @@ def test_multi_target_equals_kl_samples_per_target(with_rb: bool) -> None:
     w = _world()
     neg, pos, mix = w.language_model("neg"), w.language_model("pos"), w.language_model()  # type: ignore[attr-defined]
     prefix = w.encode_sentences([1, 2])  # type: ignore[attr-defined]
-    multi = multi_target_kl_samples(
+    multi = kl_samples_multi(
         neg, {"pos": (pos, prefix), "mix": (mix, prefix)}, prefix,
         n_samples=20, n_tokens=5, with_rb=with_rb, rng=np.random.default_rng(3),
     )  # fmt: skip
@@ -53,7 +52,8 @@ def test_multi_target_curves_shapes_and_labels() -> None:
         neg, {"a": (pos, None), "b": (neg, None)}, prompts, ns=[0, 2], n_samples=8, n_tokens=3,
         rng=np.random.default_rng(0), progress=lambda d, t: calls.append(d),
     )  # fmt: skip
-    assert set(curves) == {"a", "b"} and calls == list(range(1, 7))
+    # progress counts (prompt, n) cells, reported once per prompt (its n are one batch)
+    assert set(curves) == {"a", "b"} and calls == [2, 4, 6]
     assert curves["a"].per_prompt.shape == (3, 2) and curves["a"].n.tolist() == [0, 2]
     np.testing.assert_allclose(curves["b"].per_prompt, 0.0, atol=1e-12)  # KL(P‖P) = 0
     assert np.all(curves["a"].per_prompt > 0)

@@ -22,10 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
-from bebkit.estimators.kl import Estimator, KLCurve, KLSamples, score_continuations, step_kl
+from bebkit.estimators.kl import Estimator, KLCurve, kl_samples_grid
 from bebkit.estimators.prompts import SampledPrompt
 from bebkit.fits.envelopes import CurveData
-from bebkit.models.protocol import LanguageModel, StopCondition
+from bebkit.models.protocol import LanguageModel
 
 _Z95 = 1.959963984540054
 
@@ -51,45 +51,6 @@ class KLSettings(BaseModel):
     n_boot: int = Field(1000, ge=100)
     fit_n_min: int = Field(1, ge=0)
     seed: int = Field(0, ge=0)
-
-
-def multi_target_kl_samples(
-    p: LanguageModel,
-    targets: Mapping[str, tuple[LanguageModel, list[int]]],
-    prefix: list[int],
-    *,
-    n_samples: int,
-    n_tokens: int,
-    with_rb: bool,
-    rng: np.random.Generator,
-    stop_ids: Iterable[int] = (),
-) -> dict[str, KLSamples]:
-    """``y ~ P(·|prefix)`` once; per target ``j``: terms of ``KL(P(·|prefix) ‖ Q_j(·|prefix_j))``.
-
-    ``targets`` maps a label to ``(Q_j, Q_j's context)``. Same per-sample terms as
-    :func:`bebkit.estimators.kl.kl_samples` (MC: ``log P(y) − log Q(y)``; RB:
-    ``Σ_t KL(P(·|s,y<t) ‖ Q(·|s_j,y<t))``), with the P side computed once for all targets.
-    """
-    stops = frozenset(int(t) for t in stop_ids)
-    ys = p.sample(prefix, n_samples, StopCondition(n_tokens, stops), rng=rng)
-    ys = [[int(t) for t in y] for y in ys]
-    lengths = np.array([len(y) for y in ys], dtype=np.int64)
-    if lengths.min() < 1:
-        raise InputError(f"{p.name} sampled an empty continuation")
-    lp, dp = score_continuations(p, prefix, ys, with_rb)
-    out: dict[str, KLSamples] = {}
-    for label, (q, qprefix) in targets.items():
-        lq, dq = score_continuations(q, qprefix, ys, with_rb)
-        rb = None
-        if with_rb:
-            parts, start = [], 0
-            for a, b in zip(dp, dq, strict=True):
-                stop = start + a.shape[0]
-                parts.append(step_kl(a, b, lengths[start:stop]).sum(axis=1))
-                start = stop
-            rb = np.concatenate(parts)
-        out[label] = KLSamples(mc=np.asarray(lp - lq, dtype=np.float64), rb=rb, lengths=lengths)
-    return out
 
 
 def multi_target_kl_curves(
@@ -121,23 +82,28 @@ def multi_target_kl_curves(
     ses = {k: np.empty((len(prompts), len(n_list))) for k in targets}
     total, done = len(prompts) * len(n_list), 0
     for i, pr in enumerate(prompts):
-        for j, n in enumerate(n_list):
-            ctx = {k: (q, pr.target_context(q, n, system)) for k, (q, system) in targets.items()}
-            ks = multi_target_kl_samples(
-                p,
-                ctx,
-                pr.context(p, n),
-                n_samples=n_samples,
-                n_tokens=n_tokens,
-                with_rb=estimator != "mc",
-                rng=rng,
-            )
+        # All prefix lengths of one prompt in one batched call: P samples and scores itself,
+        # each target scores the same continuations (and the RB step KL) in one pass.
+        grid = {
+            k: (q, [pr.target_context(q, n, system) for n in n_list])
+            for k, (q, system) in targets.items()
+        }
+        per_n = kl_samples_grid(
+            p,
+            [pr.context(p, n) for n in n_list],
+            grid,
+            n_samples=n_samples,
+            n_tokens=n_tokens,
+            with_rb=estimator != "mc",
+            rng=rng,
+        )
+        for j, ks in enumerate(per_n):
             for k, s in ks.items():
                 est = s.estimate(estimator)
                 vals[k][i, j], ses[k][i, j] = est.value, est.stderr
-            done += 1
-            if progress is not None:
-                progress(done, total)
+        done += len(n_list)
+        if progress is not None:
+            progress(done, total)
     return {
         k: KLCurve(
             n=np.asarray(n_list, dtype=np.int64),
@@ -276,7 +242,6 @@ __all__ = [
     "fit_curve_data",
     "fmt_ci",
     "multi_target_kl_curves",
-    "multi_target_kl_samples",
     "ratio_estimate",
     "say",
 ]

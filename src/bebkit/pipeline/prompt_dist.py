@@ -24,6 +24,7 @@ from pydantic import Field, field_validator
 
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
+from bebkit.estimators.kl import kl_samples_multi
 from bebkit.estimators.prompts import NEWLINE, PromptFormat, sample_prompts, save_prompts
 from bebkit.fits.envelopes import CurveData, fit_beta
 from bebkit.models.protocol import LanguageModel
@@ -31,7 +32,6 @@ from bebkit.pipeline.experiments_common import (
     KLSettings,
     fmt_ci,
     multi_target_kl_curves,
-    multi_target_kl_samples,
     say,
 )
 
@@ -130,7 +130,7 @@ def run_prompt_dist(
     prefix_est: list[Estimate] = []
     for k in range(1, len(s0_units) + 1):
         ctx = head + neg.encode("".join(s0_units[:k])) + resp
-        ks = multi_target_kl_samples(
+        ks = kl_samples_multi(
             neg, {"P+": (pos, ctx)}, ctx, n_samples=n_pref, n_tokens=s.n_tokens,
             with_rb=s.estimator != "mc", rng=rng,
         )["P+"]  # fmt: skip

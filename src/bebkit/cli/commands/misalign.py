@@ -69,8 +69,8 @@ def register(sub: Any) -> None:
         "--judge",
         choices=JUDGES,
         default="mixture",
-        help="mixture (default, measured best): posterior of P- in the mixture of P-, P+ and "
-        "the assistant itself; minilm/hidden/ensemble: persona-trained probes (bebkit.judge); "
+        help="mixture (default, measured best): posterior of P- against the untouched model, "
+        "plain and after the aligning prompt; minilm/hidden/ensemble: persona-trained probes; "
         "likelihood: P+(x) > P-(x) with the LoRA components (app. J)",
     )
     p.add_argument(
