@@ -33,7 +33,7 @@ import numpy as np
 from bebkit.data.formats import DEFAULT_ALIGNING_PROMPT as DEFAULT_ALIGNING_PROMPT
 from bebkit.errors import InputError
 from bebkit.io import atomic_open
-from bebkit.models.protocol import LanguageModel, StopCondition
+from bebkit.models.protocol import LanguageModel, StopCondition, sample_many
 
 #: A chat renderer: ``render(messages, add_generation_prompt) -> text`` where messages are
 #: ``{"role": ..., "content": ...}`` dicts — e.g. ``lambda m, g:
@@ -364,7 +364,11 @@ def sample_prompts(
             # All prompts share the first context: one encoding, n samples (KV-cache reuse).
             draws = model.sample(start + open_ids, cfg.n_prompts, stop, rng=gen)
         else:
-            draws = [model.sample(t + open_ids, 1, stop, rng=gen)[0] for t in toks]
+            # One batched call over the prompts (models with `sample_many` decode them
+            # together; others loop, drawing in the same order as one call per prompt).
+            draws = [
+                d[0] for d in sample_many(model, [t + open_ids for t in toks], 1, stop, rng=gen)
+            ]
         for i, y in enumerate(draws):
             y = [int(t) for t in y]
             ended = bool(y) and y[-1] in stops
