@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,8 @@ def plot_behavior_curves(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     if title:
-        ax.set_title(title, fontsize=9)
+        # Long model/judge names would run off the figure: wrap instead of clipping.
+        ax.set_title(textwrap.fill(title, 100), fontsize=8)
     fig.tight_layout()
     p = Path(path)
     with atomic_open(p, "wb") as fh:
