@@ -49,9 +49,10 @@ JUDGE_KINDS: tuple[JudgeKind, ...] = ("mixture", "minilm", "hidden", "ensemble")
 
 class JudgeConfig(BaseModel):
     """How a judge is built. No parameter is fitted to human labels, but some defaults were
-    chosen after inspecting agreeableness judge errors (disclosed): ``kind="ensemble"`` (best
-    measured κ), source-balanced weights, second-person reflection templates, and
-    punctuation/quote normalisation (:func:`bebkit.judge.text.normalize`)."""
+    chosen after inspecting agreeableness judge errors (disclosed): ``kind="ensemble"`` (the
+    best *probe* judge; the default judge elsewhere is the mixture judge, built by
+    :func:`build_mixture_judge` on adapters), source-balanced weights, second-person
+    reflection templates, and punctuation/quote normalisation (:func:`bebkit.judge.text.normalize`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

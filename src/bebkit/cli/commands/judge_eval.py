@@ -30,8 +30,9 @@ def register(sub: Any) -> None:
         "--judge",
         default="mixture",
         choices=["mixture", "minilm", "hidden", "ensemble"],
-        help="mixture (default, measured best): posterior of P- among P-, P+ and the untouched "
-        "model; ensemble/minilm/hidden: linear probes on sentence / hidden-state features",
+        help="mixture (default, measured best: kappa 0.86 on agreeableness): posterior of P- "
+        "against the untouched model (see --hypotheses); ensemble/minilm/hidden: linear probes "
+        "on sentence / hidden-state features",
     )
     p.add_argument(
         "--model",
