@@ -218,15 +218,14 @@ def test_kl_curve_on_synthetic_world_recovers_exact_per_sentence_kl() -> None:
 
 def _old_kl_samples(p, q, prefix, q_prefix, n_samples, n_tokens, stops, rng):  # type: ignore[no-untyped-def]
     """The previous path: sample, re-score P and Q with full float64 dists, numpy step_kl."""
-    from bebkit.estimators.kl import score_continuations
     from bebkit.models.protocol import StopCondition
 
     ys = p.sample(prefix, n_samples, StopCondition(n_tokens, frozenset(stops)), rng=rng)
     lengths = np.array([len(y) for y in ys])
-    lp, dp = score_continuations(p, list(prefix), ys, True)
-    lq, dq = score_continuations(q, list(q_prefix), ys, True)
-    rb = np.concatenate([step_kl(a, b, lengths).sum(axis=1) for a, b in zip(dp, dq, strict=True)])
-    return ys, lp - lq, rb
+    sp = p.continuation_logprobs(list(prefix), ys, with_dists=True)
+    sq = q.continuation_logprobs(list(q_prefix), ys, with_dists=True)
+    rb = step_kl(np.asarray(sp.dists, float), np.asarray(sq.dists, float), lengths).sum(axis=1)
+    return ys, sp.totals - sq.totals, rb
 
 
 @pytest.mark.parametrize("stops", [(), (0,)])

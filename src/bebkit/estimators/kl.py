@@ -109,28 +109,6 @@ def step_kl(dists_p: np.ndarray, dists_q: np.ndarray, lengths: np.ndarray) -> np
     return reference_step_kl(dists_p, dists_q, lengths)
 
 
-def score_continuations(
-    model: LanguageModel, prefix: list[int], ys: list[list[int]], with_dists: bool
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Totals ``log P(y|s)`` and (optionally) per-chunk step distributions, memory-capped.
-
-    Kept for callers that score with full distributions on both sides;
-    :func:`kl_samples_multi` needs neither the re-scoring of P nor Q's distributions.
-    """
-    if not with_dists:
-        sc = model.continuation_logprobs(prefix, ys)
-        return sc.totals, []
-    chunk = _dist_chunk(model, max(1, max(len(y) for y in ys)))
-    totals, dists = [], []
-    for i in range(0, len(ys), chunk):
-        sc = model.continuation_logprobs(prefix, ys[i : i + chunk], with_dists=True)
-        if sc.dists is None:
-            raise InputError(f"{model.name} returned no dists for with_dists=True")
-        totals.append(sc.totals)
-        dists.append(np.asarray(sc.dists, dtype=np.float64))
-    return np.concatenate(totals), dists
-
-
 def _dist_chunk(model: LanguageModel, t_max: int) -> int:
     """Rows per ``[rows, t_max, V]`` distributions chunk under the memory budget."""
     return max(1, _DIST_BUDGET_BYTES // (t_max * int(model.vocab_size) * 8))
