@@ -447,3 +447,36 @@ def load_components(model: str, *, dtype: str = "float32", progress: bool = True
         hf_logging.disable_progress_bar()
     loaded = load_model(model, dtype=dtype)
     return ComponentSet(loaded.model, loaded.tokenizer, name=loaded.name)
+
+
+def components_for(
+    model: str,
+    behavior: str,
+    fmt: str,
+    *,
+    preset: str | None = None,
+    n_train: int | None = None,
+    seed: int = 0,
+    persona_dir: str | Path | None = None,
+    out: str | Path | None = None,
+    train_missing: bool = True,
+    sides: Sequence[str] = SIDES,
+    num_threads: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[ComponentSet, BehaviorData, TrainConfig, dict[str, SideStatus]]:
+    """Load ``model`` and train-or-reuse the ``sides`` adapters of ``behavior`` in ``fmt``.
+
+    The one sequence every command runs before using P₋ / P₊: :func:`load_components`,
+    :func:`resolve_config` (``n_train`` overrides the preset), :func:`prepare_data`,
+    :func:`ensure_components`. Returns the components, the data (with its split), the
+    resolved training config and each side's status.
+    """
+    comps = load_components(model, progress=False)
+    overrides = {} if n_train is None else {"n_train": n_train}
+    config = resolve_config(comps, preset, **overrides)
+    data = prepare_data(behavior, fmt, comps.tokenizer, config, seed=seed, persona_dir=persona_dir)
+    status = ensure_components(
+        comps, data, config, out=out, seed=seed, train_missing=train_missing, progress=False,
+        num_threads=num_threads, log=log, sides=sides,
+    )  # fmt: skip
+    return comps, data, config, status

@@ -176,25 +176,13 @@ def components(
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Load ``model``, train-or-reuse the adapters in ``sides``; return (components, prompt
     format, provenance dict for the record)."""
-    from bebkit.components.workflow import (
-        ensure_components,
-        load_components,
-        prepare_data,
-        resolve_config,
-    )
+    from bebkit.components.workflow import components_for
     from bebkit.pipeline.misalign import prompt_format
 
-    comps = load_components(model)
-    overrides = {} if args.n_train is None else {"n_train": args.n_train}
-    config = resolve_config(comps, args.preset, **overrides)
-    data = prepare_data(
-        args.behavior, fmt, comps.tokenizer, config, seed=args.train_seed,
-        persona_dir=args.persona_dir,
-    )  # fmt: skip
-    status = ensure_components(
-        comps, data, config, out=args.adapters, seed=args.train_seed,
-        train_missing=not args.no_train, progress=False, num_threads=args.threads, log=say,
-        sides=tuple(sides),
+    comps, _data, config, status = components_for(
+        model, args.behavior, fmt, preset=args.preset, n_train=args.n_train,
+        seed=args.train_seed, persona_dir=args.persona_dir, out=args.adapters,
+        train_missing=not args.no_train, sides=tuple(sides), num_threads=args.threads, log=say,
     )  # fmt: skip
     prov = {
         "model": model,

@@ -104,24 +104,15 @@ def _human(res: dict[str, Any]) -> str:
 def _mixture_judge(args: argparse.Namespace) -> tuple[Any, tuple[Any, Any]]:
     """Reuse (or train) the behavior's P-/P+ adapters on ``--model`` and build the judge;
     also return the (desired, undesired) statements the adapters were not trained on."""
-    from bebkit.components.workflow import (
-        ensure_components,
-        load_components,
-        prepare_data,
-        resolve_config,
-    )
+    from bebkit.components.workflow import components_for
     from bebkit.data.behaviors import load_behavior
     from bebkit.judge import build_mixture_judge
 
     load_behavior(args.behavior, args.persona_dir)  # fail fast on a bad name
-    comps = load_components(args.model, progress=False)
-    config = resolve_config(comps, args.preset)
-    data = prepare_data(
-        args.behavior, args.fmt, comps.tokenizer, config, seed=0, persona_dir=args.persona_dir
-    )
     hyp = [h.strip() for h in args.hypotheses.split(",") if h.strip()]
-    ensure_components(
-        comps, data, config, out=args.adapters, train_missing=not args.no_train, progress=False,
+    comps, data, _config, _status = components_for(
+        args.model, args.behavior, args.fmt, preset=args.preset, persona_dir=args.persona_dir,
+        out=args.adapters, train_missing=not args.no_train,
         sides=("neg", "pos") if "pos" in hyp else ("neg",),
     )  # fmt: skip
     split = data.split

@@ -209,12 +209,7 @@ def _judge(
 
 def run(args: argparse.Namespace) -> int:
     from bebkit.components.training import torch_threads
-    from bebkit.components.workflow import (
-        ensure_components,
-        load_components,
-        prepare_data,
-        resolve_config,
-    )
+    from bebkit.components.workflow import components_for
     from bebkit.data.behaviors import load_behavior
     from bebkit.estimators.prompts import DEFAULT_ALIGNING_PROMPT
     from bebkit.pipeline.misalign import (
@@ -252,17 +247,12 @@ def run(args: argparse.Namespace) -> int:
     say = logger(args.json)
     out = Path(args.out) if args.out else Path.cwd() / f"misalign-{args.behavior}"
     with torch_threads(args.threads):
-        comps = load_components(args.model)
-        config = resolve_config(comps, args.preset)
-        data = prepare_data(
-            args.behavior, args.fmt, comps.tokenizer, config, seed=args.train_seed,
-            persona_dir=args.persona_dir,
-        )  # fmt: skip
-        sides = ensure_components(
-            comps, data, config, out=args.adapters, seed=args.train_seed,
-            train_missing=not args.no_train, progress=False, num_threads=args.threads, log=say,
+        comps, _data, config, sides = components_for(
+            args.model, args.behavior, args.fmt, preset=args.preset, seed=args.train_seed,
+            persona_dir=args.persona_dir, out=args.adapters, train_missing=not args.no_train,
             # P- samples the prompts; P+ is only needed by the likelihood-ratio judge.
             sides=("neg", "pos") if args.judge == "likelihood" else ("neg",),
+            num_threads=args.threads, log=say,
         )  # fmt: skip
         fmt = prompt_format(args.fmt, comps.tokenizer)
         judge = _judge(
