@@ -40,6 +40,16 @@ def collect_timings(run_dir: Path) -> list[tuple[str, str, float]]:
     return out
 
 
+def _config_name(run_dir: Path) -> str | None:
+    """The run's config name (and ``--quick``) from its ``record.json``, if readable."""
+    try:
+        cfg = json.loads((run_dir / "record.json").read_text()).get("config") or {}
+    except (OSError, ValueError):
+        return None
+    name = cfg.get("name")
+    return f"{name}{' --quick' if cfg.get('quick') else ''}" if name else None
+
+
 def reproduce_available() -> bool:
     return importlib.util.find_spec("bebkit.cli.commands.reproduce") is not None
 
@@ -85,20 +95,26 @@ def run(ctx: BenchContext) -> BenchResult:
         if tmp is not None:
             tmp.cleanup()
     rows: list[list[Any]] = []
-    stage_sum = sum(s for _, _, s in entries)
+    # Percentages are of the pipeline's own stage total (the top-level record's stages), so a
+    # nested sub-stage reads as its share of the whole run and nothing is counted twice.
+    top = [(r, st, s) for r, st, s in entries if r == "record.json"]
+    stage_sum = sum(s for _, st, s in top if not st.startswith("wall")) or sum(
+        s for _, _, s in entries
+    )
     for rel, stage, secs in entries:
         rows.append([stage, rel, secs, 100 * secs / stage_sum if stage_sum > 0 else 0.0])
     if run_dir is not None and not entries:
         notes.append("the run folder holds no record with `timings_s`.")
     if entries:
         notes.append(
-            f"sum of recorded stage times {stage_sum:.1f} s"
+            f"sum of the pipeline's stage times {stage_sum:.1f} s"
             + (f" (wall {total:.1f} s: the rest is start-up and model loading)" if total else "")
-            + "; records that nest stages may count a stage twice."
+            + "; nested rows (a stage's own record) are parts of their stage, and % is of that sum."
         )
+    name = _config_name(run_dir) if run_dir is not None else None
     return BenchResult(
         name="e2e",
-        title="5. End to end: `bebkit reproduce configs/demo.yaml` per stage",
+        title=f"5. End to end: `bebkit reproduce` ({name or 'configs/demo.yaml'}) per stage",
         headers=["stage", "record", "seconds", "% of recorded"],
         rows=rows,
         notes=notes,

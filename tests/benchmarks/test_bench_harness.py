@@ -100,6 +100,28 @@ def test_end_to_end_reads_record_timings(ctx: BenchContext) -> None:
     assert res.rows[1][3] == pytest.approx(62.5)
 
 
+def test_end_to_end_percent_is_of_the_pipeline_total(ctx: BenchContext) -> None:
+    """A stage's nested record is a part of that stage: it must not inflate the denominator."""
+    from bebkit.records import make_record, write_record
+
+    assert ctx.run_dir is not None
+    top = make_record(
+        "reproduce",
+        config={"name": "paper-x", "quick": False},
+        seed=0,
+        results={},
+        timings={"a": 30.0, "b": 10.0, "wall_this_invocation": 41.0},
+    )
+    write_record(ctx.run_dir / "record.json", top)
+    nested = make_record("kl", config={}, seed=0, results={}, timings={"kl": 20.0})
+    write_record(ctx.run_dir / "stages" / "a" / "k" / "record.json", nested)
+    res = end_to_end.run(ctx)
+    pct = {(r[1], r[0]): r[3] for r in res.rows}
+    assert pct[("record.json", "a")] == pytest.approx(75.0)
+    assert pct[("stages/a/k/record.json", "kl")] == pytest.approx(50.0)
+    assert "paper-x" in res.title and "--quick" not in res.title
+
+
 def test_run_all_reports_failures_and_renders(
     ctx: BenchContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -32,7 +32,28 @@ PAPER = {
     "sigma2": "≈ 50 (fig. 2)",
     "n_star": "≈ 3 sentences (fig. 3a)",
     "beta_ratio": "≈ 5 (Llama-2-13B chat vs base, app. M)",
+    # % good of 32 responses at sentence 1 → 10 (fig. 3b / 12; the authors' result files).
+    "good_agreeableness_none": "100 % → 2.5 % (n = 1 → 10)",
+    "good_agreeableness_aligned": "100 % → 2.8 % (n = 1 → 10)",
+    "good_anti-immigration_none": "100 % → 8.8 % (n = 1 → 10)",
+    "good_anti-immigration_aligned": "100 % → 21.2 % (n = 1 → 10)",
+    "delay": "aligning prompt delays misalignment by ≈ 1–3 sentences (fig. 3b/12)",
 }
+
+_CONDITIONS = (("none", "no aligning prompt"), ("aligned", "aligning prompt"))
+
+
+def _pct(d: Any) -> str:
+    """``v % [lo, hi] (n)`` for a fraction estimate."""
+    if not isinstance(d, Mapping) or not isinstance(d.get("value"), int | float):
+        return "—"
+    out = f"{100 * d['value']:.1f} %"
+    lo, hi = d.get("ci_low"), d.get("ci_high")
+    if isinstance(lo, int | float) and isinstance(hi, int | float):
+        out += f" [{100 * lo:.1f}, {100 * hi:.1f}]"
+    if d.get("n"):
+        out += f" (n={d['n']})"
+    return out
 
 
 def _est(d: Any, digits: int = 3) -> str:
@@ -91,6 +112,18 @@ def headline_rows(
 ) -> list[tuple[str, str, str, str]]:
     """(behavior, quantity, ours, paper) rows of the headline table."""
     rows: list[tuple[str, str, str, str]] = []
+    probes = _get(stages, "probes", "result", "summary")
+    if isinstance(probes, Mapping):
+        for layer, pr in probes.items():
+            if isinstance(pr, Mapping) and pr.get("mean_accuracy"):
+                rows.append(
+                    (
+                        f"{pr.get('n_behaviors', '?')} behaviors",
+                        f"Table 2 probe accuracy, mean over behaviors ({layer} layer)",
+                        _est(pr["mean_accuracy"]),
+                        PAPER["table2"],
+                    )
+                )
     for b in behaviors:
         r = lambda name, b=b: _get(stages, f"{name}-{b}", "result")  # noqa: E731
         t1 = r("components")
@@ -110,7 +143,7 @@ def headline_rows(
             rows.append((b, "σ² (variance slope)", _est(bs.get("sigma2")), PAPER["sigma2"]))
         cv = r("convergence")
         if cv:
-            for cond, label in (("none", "no aligning prompt"), ("aligned", "aligning prompt")):
+            for cond, label in _CONDITIONS:
                 fit = _get(cv, "fits", cond)
                 if not fit:
                     continue
@@ -132,7 +165,60 @@ def headline_rows(
                             PAPER["n_star"],
                         )
                     )
+            for cond, label in _CONDITIONS:
+                ln = _get(cv, "lengths", cond, "lemma5")
+                if not isinstance(ln, Mapping):
+                    continue
+                eps = _get(cv, "lengths", cond, "epsilon")
+                for thm in ("theorem1", "theorem2"):
+                    if ln.get(thm):
+                        rows.append(
+                            (
+                                b,
+                                f"{thm.replace('theorem', 'Theorem ')} prompt length for "
+                                f"ε = {eps} (Lemma 5 parameters, {label})",
+                                _est(ln[thm]),
+                                "—",
+                            )
+                        )
+        ms = r("misalign")
+        if ms:
+            for cond, label in _CONDITIONS:
+                curve = _get(ms, "curves", cond)
+                good = curve.get("fraction_good") if isinstance(curve, Mapping) else None
+                ns = curve.get("n") if isinstance(curve, Mapping) else None
+                if good and ns:
+                    rows.append(
+                        (
+                            b,
+                            f"% good responses, n = {ns[0]} → {ns[-1]} ({label})",
+                            f"{_pct(good[0])} → {_pct(good[-1])}",
+                            PAPER.get(f"good_{b}_{cond}", "—"),
+                        )
+                    )
+                centre = _get(ms, "sigmoid", cond, "centre")
+                if centre:
+                    rows.append(
+                        (b, f"Lemma 7 sigmoid centre, sentences ({label})", _est(centre), "—")
+                    )
+            if ms.get("aligning_delay"):
+                pred = _get(ms, "theorem2_delay", "predicted")
+                pred_s = f"; Theorem 2 predicts {pred:.3g}" if isinstance(pred, int | float) else ""
+                rows.append(
+                    (
+                        b,
+                        "aligning-prompt delay, sentences (measured"
+                        + (", vs Theorem 2)" if pred_s else ")"),
+                        _est(ms["aligning_delay"]) + pred_s,
+                        PAPER["delay"],
+                    )
+                )
         pt = r("pretrained")
+        for m, mlabel in (("lemma5", "Lemma 5 fit"), ("linear", "straight line")):
+            beta_pt = _get(pt, "fits", "none", m, "beta")
+            if beta_pt:
+                model = pt.get("target_model", "pretrained") if pt else "pretrained"
+                rows.append((b, f"β pretrained ({model}, {mlabel})", _est(beta_pt), "—"))
         if pt and isinstance(pt.get("beta_ratio"), Mapping):
             for m, e in pt["beta_ratio"].items():
                 rows.append(
