@@ -42,6 +42,20 @@ class Estimate:
     def exact_value(cls, value: float, method: str = "exact") -> Estimate:
         return cls(float(value), 0.0, 0, float(value), float(value), 1.0, method, True)
 
+    @classmethod
+    def from_dict(cls, d: Any) -> Estimate:
+        """Inverse of :meth:`to_dict` (None stderr → NaN); KeyError/TypeError/ValueError if bad."""
+        return cls(
+            value=float(d["value"]),
+            stderr=float("nan") if d.get("stderr") is None else float(d["stderr"]),
+            n=int(d.get("n") or 0),
+            ci_low=d.get("ci_low"),
+            ci_high=d.get("ci_high"),
+            ci_level=d.get("ci_level"),
+            method=str(d.get("method", "")),
+            exact=bool(d.get("exact", False)),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         # JSON has no NaN/inf: encode them as None so records stay valid JSON.

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from bebkit.pipeline.report import PAPER, headline_rows
 
@@ -62,3 +67,89 @@ def test_headline_has_table2_curves_and_delay() -> None:
 
 def test_headline_skips_missing_stages() -> None:
     assert headline_rows({}, ["agreeableness"]) == []
+
+
+def _convergence_stage(run: Path) -> None:
+    """A stored convergence stage (record + result) with a real Lemma 5 / line fit."""
+    from bebkit.estimate import Estimate
+    from bebkit.fits.convergence import fit_convergence, lemma5_curve
+    from bebkit.fits.envelopes import CurveData
+    from bebkit.records import make_record, write_record
+
+    n = np.arange(0, 8, dtype=np.float64)
+    y = lemma5_curve(n, 12.0, 2.0) + 1.0
+    se = np.full_like(y, 0.3)
+    fit = fit_convergence(CurveData(n=n, statistic="mean", points=y, stderrs=se))
+    curve = {
+        "n": n.tolist(),
+        "n_samples": 16,
+        "estimates": [Estimate(float(v), 0.3, 4, v - 0.6, v + 0.6).to_dict() for v in y],
+        "per_prompt": [y.tolist()] * 4,
+    }
+    results = {
+        "behavior": "agreeableness",
+        "format": "chat",
+        "neg_model": "tiny:neg",
+        "target_model": "tiny:base",
+        "estimator": "rb",
+        "curves": {"none": curve},
+        "fits": {"none": fit.to_dict()},
+    }
+    folder = run / "stages" / "convergence-agreeableness" / "k1"
+    folder.mkdir(parents=True)
+    rec = make_record("convergence", config={"n_tokens": 4}, seed=0, results=results)
+    write_record(folder / "record.json", rec)
+    (folder / "convergence.png").write_bytes(b"stage's own figure")
+    payload = {"stage": "convergence-agreeableness", "key": "k1", "seconds": 1.0, "result": results}
+    (folder / "result.json").write_text(json.dumps(payload))
+    top = make_record(
+        "reproduce",
+        config={"name": "t", "behaviors": ["agreeableness"]},
+        seed=0,
+        results={
+            "stages": {
+                "convergence-agreeableness": {
+                    "folder": "stages/convergence-agreeableness/k1",
+                    "result": results,
+                    "cached": False,
+                }
+            }
+        },
+    )
+    write_record(run / "record.json", top)
+
+
+def test_report_reference_redraws_convergence_with_the_papers_curves(tmp_path: Path) -> None:
+    """`bebkit report RUN --reference F` redraws from the stored record alone; the report
+    shows the redrawn figure instead of the stage's own one."""
+    from bebkit.cli import main
+
+    run = tmp_path / "run"
+    _convergence_stage(run)
+    ref = tmp_path / "ref.json"
+    ref.write_text(
+        json.dumps(
+            {
+                "KL_Pminus_vs_model_per_sentence_1to10": {
+                    "chat_agree_noalign": [30.0, 18.0, 9.0],
+                    "chat_agree_align": [29.0, 17.0, 8.0],
+                }
+            }
+        )
+    )
+    assert main(["report", str(run), "--reference", str(ref), "--json"]) == 0
+    redrawn = run / "figures" / "convergence-agreeableness" / "convergence.png"
+    assert redrawn.read_bytes()[:4] == b"\x89PNG" and redrawn.with_suffix(".svg").is_file()
+    md = (run / "report.md").read_text()
+    assert "figures/convergence-agreeableness/convergence.png" in md
+    assert "stages/convergence-agreeableness/k1/convergence.png" not in md
+    # Without the redrawn figure the stage's own one is shown.
+    shutil.rmtree(run / "figures")
+    assert main(["report", str(run)]) == 0
+    assert "stages/convergence-agreeableness/k1/convergence.png" in (run / "report.md").read_text()
+
+
+def test_report_reference_needs_a_run_dir(tmp_path: Path) -> None:
+    from bebkit.cli import main
+
+    assert main(["report", str(tmp_path), "--reference", str(tmp_path / "r.json")]) != 0

@@ -20,7 +20,7 @@ curve refitted) when per-prompt values are available. Theorem 1/2 lengths follow
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +81,22 @@ class ConvergenceFit:
             "n_used": list(self.n_used),
             "weighted": self.weighted,
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ConvergenceFit:
+        """Inverse of :meth:`to_dict` (e.g. to redraw a figure from a stored record)."""
+        chi2 = d.get("chi2_red")
+        return cls(
+            model=str(d["model"]),
+            log_inv_alpha=Estimate.from_dict(d["log_inv_alpha"]),
+            beta=Estimate.from_dict(d["beta"]),
+            alpha=Estimate.from_dict(d["alpha"]),
+            n_star=Estimate.from_dict(d["n_star"]),
+            cov=np.asarray(d["cov"], dtype=np.float64),
+            chi2_red=float("nan") if chi2 is None else float(chi2),
+            n_used=tuple(float(x) for x in d["n_used"]),
+            weighted=bool(d["weighted"]),
+        )
 
 
 def _exp(x: float) -> float:
@@ -215,6 +231,10 @@ class ConvergenceResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"lemma5": self.lemma5.to_dict(), "linear": self.linear.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ConvergenceResult:
+        return cls(ConvergenceFit.from_dict(d["lemma5"]), ConvergenceFit.from_dict(d["linear"]))
 
 
 def fit_convergence(

@@ -190,7 +190,6 @@ def run_convergence(
     """
     from bebkit.pipeline.misalign import count_sentences
     from bebkit.records import make_record, write_record
-    from bebkit.reporting.kl_figures import plot_convergence
 
     s = settings
     out = Path(out_dir)
@@ -253,21 +252,12 @@ def run_convergence(
     }
     if extra_results is not None:
         extra_results(results, fits)
-    title = (
-        f"{target.name} vs P₋ = {neg.name} — {s.behavior} ({s.fmt}); {s.n_prompts} prompts, "
-        f"{s.estimator} {s.n_samples}×{s.n_tokens} tok"
-    )
-    labels = {NO_ALIGN: "no aligning prompt", ALIGN: "aligning prompt"}
-    plot_curves = {labels[c]: (cv.n, cv.estimates) for c, cv in curves.items()}
-    plot_fits = {labels[c]: f for c, f in fits.items()}
-    plot_ref = {labels[c]: v for c, v in (reference or {}).items() if c in labels}
-    figs = plot_convergence(
-        plot_curves,
-        plot_fits,
-        path=out / f"{kind}.png",
-        title=title,
+    figs = convergence_figure(
+        results,
+        out / f"{kind}.png",
+        n_tokens=s.n_tokens,
         note=note,
-        reference=plot_ref,
+        reference=reference,
         reference_label=reference_label,
     )
     results["files"] = {
@@ -354,3 +344,52 @@ __all__ = [
     "run_convergence",
     "summary_lines",
 ]
+
+
+CONDITION_LABELS = {NO_ALIGN: "no aligning prompt", ALIGN: "aligning prompt"}
+
+
+def convergence_figure(
+    results: Mapping[str, Any],
+    path: str | Path,
+    *,
+    n_tokens: int,
+    note: str = "",
+    reference: Mapping[str, Any] | None = None,
+    reference_label: str = "paper",
+) -> dict[str, str]:
+    """Fig. 3a / 11 / 13b from a convergence (or pretrained) ``results`` dict alone.
+
+    The same function draws the figure during a run and redraws it later from the stored
+    record (e.g. with the paper's curves added), so both pictures are identical by construction.
+    ``reference`` maps a condition (``none``/``aligned``) to the paper's ``(n, KL)``.
+    """
+    from bebkit.estimate import Estimate
+    from bebkit.reporting.kl_figures import plot_convergence
+
+    curves: dict[str, Any] = {}
+    n_prompts = 0
+    for c, cv in results["curves"].items():
+        est = [Estimate.from_dict(e) for e in cv["estimates"]]
+        curves[CONDITION_LABELS.get(c, c)] = (np.asarray(cv["n"], dtype=np.float64), est)
+        n_prompts = max(n_prompts, len(cv.get("per_prompt") or []))
+    fits = {
+        CONDITION_LABELS.get(c, c): None if f is None else ConvergenceResult.from_dict(f)
+        for c, f in (results.get("fits") or {}).items()
+    }
+    first: Mapping[str, Any] = next(iter(results["curves"].values()), {})
+    title = (
+        f"{results['target_model']} vs P₋ = {results['neg_model']} — {results['behavior']} "
+        f"({results['format']}); {n_prompts} prompts, {results['estimator']} "
+        f"{first.get('n_samples', '?')}×{n_tokens} tok"
+    )
+    ref = {CONDITION_LABELS[c]: v for c, v in (reference or {}).items() if c in CONDITION_LABELS}
+    return plot_convergence(
+        curves,
+        fits,
+        path=path,
+        title=title,
+        note=note,
+        reference=ref,
+        reference_label=reference_label,
+    )

@@ -201,16 +201,7 @@ def ratio_estimate(num: Estimate, den: Estimate, *, method: str = "ratio_delta_l
 def estimate_from_dict(d: Mapping[str, Any]) -> Estimate:
     """Rebuild an :class:`Estimate` from its ``to_dict`` form (e.g. read from a record)."""
     try:
-        return Estimate(
-            value=float(d["value"]),
-            stderr=float("nan") if d.get("stderr") is None else float(d["stderr"]),
-            n=int(d.get("n") or 0),
-            ci_low=d.get("ci_low"),
-            ci_high=d.get("ci_high"),
-            ci_level=d.get("ci_level"),
-            method=str(d.get("method", "")),
-            exact=bool(d.get("exact", False)),
-        )
+        return Estimate.from_dict(d)
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"malformed estimate {dict(d)!r}: {exc}") from None
 

@@ -339,7 +339,10 @@ def build_report(run_dir: str | Path) -> tuple[str, str]:
         if lines:
             md += ["```", *lines, "```"]
             h += [f"<pre>{html.escape(chr(10).join(lines))}</pre>"]
+        redrawn = run / REDRAWN_DIR / name
         for png in sorted(folder.glob("*.png")) if folder.is_dir() else []:
+            if (redrawn / png.name).is_file():  # the same figure with the paper's curves added
+                png = redrawn / png.name
             rel = png.relative_to(run) if png.is_relative_to(run) else png
             md += [f"![{png.stem}]({rel})", ""]
             h += [
@@ -393,6 +396,50 @@ def build_report(run_dir: str | Path) -> tuple[str, str]:
         f"<style>{style}</style></head><body>" + "\n".join(h) + "</body></html>"
     )
     return "\n".join(md) + "\n", page
+
+
+REDRAWN_DIR = "figures"
+
+
+def redraw_kl_figures(run_dir: str | Path, reference_file: str | Path) -> list[Path]:
+    """Redraw every convergence / pretrained figure of a finished run with the paper's curves.
+
+    Reads each stage's stored ``record.json`` (no model is loaded) and writes
+    ``RUN/figures/<stage>/<kind>.png`` (+ ``.svg``); the stage folders are left untouched and
+    :func:`build_report` shows a redrawn figure in place of the stage's own one.
+    """
+    from bebkit.pipeline.convergence import convergence_figure
+    from bebkit.reporting.kl_figures import condition_reference, load_reference_kl
+
+    run = Path(run_dir)
+    written: list[Path] = []
+    for rec_path in sorted(run.glob("stages/*/*/record.json")):
+        stage = rec_path.parent.parent.name
+        kind = "pretrained" if stage.startswith("pretrained") else "convergence"
+        if not stage.startswith(("convergence", "pretrained")):
+            continue
+        try:
+            rec = json.loads(rec_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            raise InputError(f"{rec_path} is not valid JSON") from None
+        res, cfg = rec.get("results") or {}, rec.get("config") or {}
+        ref = condition_reference(load_reference_kl(reference_file, str(res.get("behavior"))), kind)
+        if not ref:
+            continue
+        label = "paper (Llama-2-13B base)" if kind == "pretrained" else "paper (Llama-2-13B-chat)"
+        family = res.get("family_note")
+        out = run / REDRAWN_DIR / stage / f"{kind}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        convergence_figure(
+            res,
+            out,
+            n_tokens=int(cfg.get("n_tokens", 0)),
+            note=f"note: {family}" if family else "",
+            reference=ref,
+            reference_label=label,
+        )
+        written.append(out)
+    return written
 
 
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:

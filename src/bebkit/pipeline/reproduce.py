@@ -124,12 +124,14 @@ def build_stages(config: ReproduceConfig, session: Session) -> list[Stage]:
     def fmt_for(comps: Any, fmt: str) -> Any:
         return prompt_format(fmt, comps.tokenizer)
 
-    def reference_kl(behavior: str) -> Any:
+    def reference_kl(behavior: str, kind: str | None = None) -> Any:
+        """The paper's KL curves for ``behavior``; keyed by condition when ``kind`` is given."""
         if ref_file is None or behavior not in ref_behavior_ok:
             return None
-        from bebkit.reporting.kl_figures import load_reference_kl
+        from bebkit.reporting.kl_figures import condition_reference, load_reference_kl
 
-        return load_reference_kl(ref_file, behavior) or None
+        ref = load_reference_kl(ref_file, behavior)
+        return (condition_reference(ref, kind) if kind else ref) or None
 
     for b in cfg.behaviors:
 
@@ -277,7 +279,7 @@ def build_stages(config: ReproduceConfig, session: Session) -> list[Stage]:
                     settings,
                     ctx.workdir,
                     fmt=fmt_for(comps, cfg.format),
-                    reference=reference_kl(b),
+                    reference=reference_kl(b, "convergence"),
                     reference_label="paper (Llama-2-13B-chat)",
                     log=session.log,
                 )
@@ -384,6 +386,8 @@ def build_stages(config: ReproduceConfig, session: Session) -> list[Stage]:
                     aligned_beta=aligned,
                     aligned_model=cfg.aligned_model,
                     fmt=fmt_for(comps, cfg.pretrained_format),
+                    reference=reference_kl(b, "pretrained"),
+                    reference_label="paper (Llama-2-13B base)",
                     log=session.log,
                 )
                 return _relativize(res, ctx.workdir)

@@ -70,6 +70,19 @@ def load_reference_kl(path: str | Path, behavior: str) -> dict[str, Curve]:
     return out
 
 
+def condition_reference(reference: Mapping[str, Curve] | None, kind: str) -> dict[str, Curve]:
+    """The paper's curves of :func:`load_reference_kl` keyed by condition for a KL figure.
+
+    ``kind="convergence"``: ``{"none": conv_none, "aligned": conv_aligned}`` (fig. 3a / 11);
+    ``kind="pretrained"``: ``{"none": pretrained}`` (the base model, fig. 13b / 14b).
+    """
+    ref = reference or {}
+    keys = {"none": "pretrained"} if kind == "pretrained" else {
+        "none": "conv_none", "aligned": "conv_aligned"
+    }  # fmt: skip
+    return {c: ref[k] for c, k in keys.items() if k in ref}
+
+
 def _plt() -> Any:
     import matplotlib
 

@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from bebkit.errors import InputError
     from bebkit.estimators.prompts import DEFAULT_ALIGNING_PROMPT
     from bebkit.pipeline.convergence import ConvergenceSettings, run_convergence, summary_lines
+    from bebkit.reporting.kl_figures import condition_reference
 
     sizes: dict[str, Any] = common.resolve_sizes(args, DEFAULTS, QUICK)
     check_fit_options(args)
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         n_linear=args.n_linear, epsilon=args.epsilon, delta=args.delta, beta_prime=bp, sigma=sg,
         s0_sentences=args.s0_sentences, **sizes,
     )  # fmt: skip
-    ref = {c: reference[f"conv_{c}"] for c in conds if f"conv_{c}" in reference}
+    ref = {c: v for c, v in condition_reference(reference, "convergence").items() if c in conds}
     say = common.logger(args.json)
     with torch_threads(args.threads):
         comps, fmt, prov = common.components(args, args.model, args.fmt, ("neg",), say)

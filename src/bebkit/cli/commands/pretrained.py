@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         aligned_betas_from_record,
         run_pretrained,
     )
+    from bebkit.reporting.kl_figures import condition_reference
 
     sizes: dict[str, Any] = common.resolve_sizes(args, DEFAULTS, QUICK)
     check_fit_options(args)
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         max_sentence_tokens=args.max_sentence_tokens, fit_n_min=args.fit_n_min, seed=args.seed,
         n_linear=args.n_linear, epsilon=args.epsilon, delta=args.delta, **sizes,
     )  # fmt: skip
-    ref = {"none": reference["pretrained"]} if "pretrained" in reference else {}
+    ref = condition_reference(reference, "pretrained")
     say = common.logger(args.json)
     with torch_threads(args.threads):
         comps, fmt, prov = common.components(args, args.model, args.fmt, ("neg",), say)
