@@ -46,7 +46,8 @@ class Estimate:
     def from_dict(cls, d: Any) -> Estimate:
         """Inverse of :meth:`to_dict` (None stderr → NaN); KeyError/TypeError/ValueError if bad."""
         return cls(
-            value=float(d["value"]),
+            # to_dict writes NaN/inf as None (JSON has neither); read them back as NaN.
+            value=float("nan") if d["value"] is None else float(d["value"]),
             stderr=float("nan") if d.get("stderr") is None else float(d["stderr"]),
             n=int(d.get("n") or 0),
             ci_low=d.get("ci_low"),

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from bebkit.errors import InputError
 from bebkit.estimate import Estimate
 from bebkit.estimators.kl import kl_samples, kl_samples_multi
 from bebkit.estimators.prompts import sample_prompts
@@ -90,3 +91,14 @@ def test_settings_are_frozen_and_validated() -> None:
         KLSettings(behavior="x", unknown=1)  # type: ignore[call-arg]
     with pytest.raises(ValueError):
         s.n_prompts = 3  # type: ignore[misc]
+
+
+def test_estimate_round_trips_nan_through_json() -> None:
+    """to_dict writes NaN as None; from_dict reads it back as NaN (a failed fit's value)."""
+    import json
+
+    e = Estimate(float("nan"), float("nan"), 3, None, None, 0.95, "m")
+    back = Estimate.from_dict(json.loads(json.dumps(e.to_dict())))
+    assert math.isnan(back.value) and math.isnan(back.stderr) and back.n == 3
+    with pytest.raises(InputError):
+        estimate_from_dict({"stderr": 1.0})
