@@ -37,6 +37,7 @@ def _stages() -> dict[str, Any]:
                 "theorem2_delay": {"predicted": 9.64},
             }
         },
+        "prompt-dist-agreeableness": {"result": {"beta_prompt": {"estimate": _est(8.7)}}},
         "pretrained-agreeableness": {
             "result": {
                 "target_model": "gemma:base",
@@ -60,6 +61,8 @@ def test_headline_has_table2_curves_and_delay() -> None:
     assert delay.startswith("2") and delay.endswith("Theorem 2 predicts 9.64")
     thm1 = by_q["Theorem 1 prompt length for ε = 0.1 (Lemma 5 parameters, no aligning prompt)"]
     assert thm1[1].startswith("22.1")
+    bp = by_q["β_prompt (prompt distinguishability, KL after s₀ + n sentences)"]
+    assert bp[1].startswith("8.7") and bp[2] == PAPER["beta_prompt"]
     assert by_q["β pretrained (gemma:base, Lemma 5 fit)"][1].startswith("1.5")
     ratio = by_q["β_aligned / β_pretrained (lemma5; different model families)"]
     assert ratio[1].startswith("1.9") and ratio[2] == PAPER["beta_ratio"]

@@ -32,6 +32,7 @@ PAPER = {
     "sigma2": "≈ 50 (fig. 2)",
     "n_star": "≈ 3 sentences (fig. 3a)",
     "beta_ratio": "≈ 5 (Llama-2-13B chat vs base, app. M)",
+    "beta_prompt": "≈ 20 (fig. 15, app. N)",
     # % good of 32 responses at sentence 1 → 10 (fig. 3b / 12; the authors' result files).
     "good_agreeableness_none": "100 % → 2.5 % (n = 1 → 10)",
     "good_agreeableness_aligned": "100 % → 2.8 % (n = 1 → 10)",
@@ -141,6 +142,16 @@ def headline_rows(
             rows.append((b, "β (lower envelope of KL(P₋‖P))", _est(bs.get("beta")), PAPER["beta"]))
             rows.append((b, "β′ (upper envelope)", _est(bs.get("beta_prime")), PAPER["beta_prime"]))
             rows.append((b, "σ² (variance slope)", _est(bs.get("sigma2")), PAPER["sigma2"]))
+        pdist = r("prompt-dist")
+        if pdist and pdist.get("beta_prompt"):
+            rows.append(
+                (
+                    b,
+                    "β_prompt (prompt distinguishability, KL after s₀ + n sentences)",
+                    _est(pdist["beta_prompt"]),
+                    PAPER["beta_prompt"],
+                )
+            )
         cv = r("convergence")
         if cv:
             for cond, label in _CONDITIONS:
