@@ -129,6 +129,10 @@ def test_report_reference_redraws_convergence_with_the_papers_curves(tmp_path: P
 
     run = tmp_path / "run"
     _convergence_stage(run)
+    # A folder of the same stage under another key (an older config): not this run's, never read.
+    stale = run / "stages" / "convergence-agreeableness" / "k2"
+    stale.mkdir()
+    (stale / "record.json").write_text("{ not json")
     ref = tmp_path / "ref.json"
     ref.write_text(
         json.dumps(

@@ -333,19 +333,6 @@ def summary_lines(r: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = [
-    "ALIGN",
-    "CONDITIONS",
-    "NO_ALIGN",
-    "ConvergenceSettings",
-    "convergence_curves",
-    "fit_curves",
-    "lengths_from_fit",
-    "run_convergence",
-    "summary_lines",
-]
-
-
 CONDITION_LABELS = {NO_ALIGN: "no aligning prompt", ALIGN: "aligning prompt"}
 
 
@@ -393,3 +380,18 @@ def convergence_figure(
         reference=ref,
         reference_label=reference_label,
     )
+
+
+__all__ = [
+    "ALIGN",
+    "CONDITIONS",
+    "CONDITION_LABELS",
+    "NO_ALIGN",
+    "ConvergenceSettings",
+    "convergence_curves",
+    "convergence_figure",
+    "fit_curves",
+    "lengths_from_fit",
+    "run_convergence",
+    "summary_lines",
+]

@@ -41,24 +41,12 @@ PAPER = {
     "delay": "aligning prompt delays misalignment by ≈ 1–3 sentences (fig. 3b/12)",
 }
 
-_CONDITIONS = (("none", "no aligning prompt"), ("aligned", "aligning prompt"))
 
+def _est(d: Any, digits: int = 3, *, percent: bool = False) -> str:
+    """``value ± stderr [lo, hi] (n)`` from an Estimate dict (or nested ``{"estimate": …}``).
 
-def _pct(d: Any) -> str:
-    """``v % [lo, hi] (n)`` for a fraction estimate."""
-    if not isinstance(d, Mapping) or not isinstance(d.get("value"), int | float):
-        return "—"
-    out = f"{100 * d['value']:.1f} %"
-    lo, hi = d.get("ci_low"), d.get("ci_high")
-    if isinstance(lo, int | float) and isinstance(hi, int | float):
-        out += f" [{100 * lo:.1f}, {100 * hi:.1f}]"
-    if d.get("n"):
-        out += f" (n={d['n']})"
-    return out
-
-
-def _est(d: Any, digits: int = 3) -> str:
-    """``value ± stderr [lo, hi] (n)`` from an Estimate dict (or nested ``{"estimate": …}``)."""
+    ``percent=True`` shows a fraction as ``v % [lo, hi] (n)`` (the CI carries the uncertainty).
+    """
     if not isinstance(d, Mapping):
         return "—"
     if "estimate" in d and isinstance(d["estimate"], Mapping):
@@ -66,13 +54,17 @@ def _est(d: Any, digits: int = 3) -> str:
     v = d.get("value")
     if not isinstance(v, int | float):
         return "—"
-    out = f"{v:.{digits}g}"
+
+    def num(x: float) -> str:
+        return f"{100 * x:.1f}" if percent else f"{x:.{digits}g}"
+
+    out = num(v) + (" %" if percent else "")
     se = d.get("stderr")
-    if isinstance(se, int | float) and se == se and not d.get("exact"):
+    if not percent and isinstance(se, int | float) and se == se and not d.get("exact"):
         out += f" ± {se:.2g}"
     lo, hi = d.get("ci_low"), d.get("ci_high")
     if isinstance(lo, int | float) and isinstance(hi, int | float):
-        out += f" [{lo:.{digits}g}, {hi:.{digits}g}]"
+        out += f" [{num(lo)}, {num(hi)}]"
     if d.get("n"):
         out += f" (n={d['n']})"
     return out
@@ -112,6 +104,9 @@ def headline_rows(
     stages: Mapping[str, Any], behaviors: list[str]
 ) -> list[tuple[str, str, str, str]]:
     """(behavior, quantity, ours, paper) rows of the headline table."""
+    from bebkit.pipeline.convergence import CONDITION_LABELS
+
+    conditions = tuple(CONDITION_LABELS.items())
     rows: list[tuple[str, str, str, str]] = []
     probes = _get(stages, "probes", "result", "summary")
     if isinstance(probes, Mapping):
@@ -154,7 +149,7 @@ def headline_rows(
             )
         cv = r("convergence")
         if cv:
-            for cond, label in _CONDITIONS:
+            for cond, label in conditions:
                 fit = _get(cv, "fits", cond)
                 if not fit:
                     continue
@@ -176,7 +171,7 @@ def headline_rows(
                             PAPER["n_star"],
                         )
                     )
-            for cond, label in _CONDITIONS:
+            for cond, label in conditions:
                 ln = _get(cv, "lengths", cond, "lemma5")
                 if not isinstance(ln, Mapping):
                     continue
@@ -194,7 +189,7 @@ def headline_rows(
                         )
         ms = r("misalign")
         if ms:
-            for cond, label in _CONDITIONS:
+            for cond, label in conditions:
                 curve = _get(ms, "curves", cond)
                 good = curve.get("fraction_good") if isinstance(curve, Mapping) else None
                 ns = curve.get("n") if isinstance(curve, Mapping) else None
@@ -203,7 +198,7 @@ def headline_rows(
                         (
                             b,
                             f"% good responses, n = {ns[0]} → {ns[-1]} ({label})",
-                            f"{_pct(good[0])} → {_pct(good[-1])}",
+                            f"{_est(good[0], percent=True)} → {_est(good[-1], percent=True)}",
                             PAPER.get(f"good_{b}_{cond}", "—"),
                         )
                     )
@@ -420,24 +415,31 @@ def redraw_kl_figures(run_dir: str | Path, reference_file: str | Path) -> list[P
     :func:`build_report` shows a redrawn figure in place of the stage's own one.
     """
     from bebkit.pipeline.convergence import convergence_figure
-    from bebkit.reporting.kl_figures import condition_reference, load_reference_kl
+    from bebkit.reporting.kl_figures import (
+        REFERENCE_LABELS,
+        condition_reference,
+        load_reference_kl,
+    )
 
     run = Path(run_dir)
+    rec_path = run / "record.json"
+    if not rec_path.is_file():
+        raise InputError(f"{run} has no record.json (not a bebkit reproduce run directory)")
+    stages = _get(_read_json(rec_path), "results", "stages") or {}
     written: list[Path] = []
-    for rec_path in sorted(run.glob("stages/*/*/record.json")):
-        stage = rec_path.parent.parent.name
-        kind = "pretrained" if stage.startswith("pretrained") else "convergence"
+    for stage, st in stages.items():
         if not stage.startswith(("convergence", "pretrained")):
             continue
-        try:
-            rec = json.loads(rec_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            raise InputError(f"{rec_path} is not valid JSON") from None
+        kind = "pretrained" if stage.startswith("pretrained") else "convergence"
+        # The folder this run used: a stage dir may also hold other keys from older configs.
+        folder = Path(st.get("folder", ""))
+        rec = _read_json(
+            folder / "record.json" if folder.is_absolute() else run / folder / "record.json"
+        )
         res, cfg = rec.get("results") or {}, rec.get("config") or {}
         ref = condition_reference(load_reference_kl(reference_file, str(res.get("behavior"))), kind)
         if not ref:
             continue
-        label = "paper (Llama-2-13B base)" if kind == "pretrained" else "paper (Llama-2-13B-chat)"
         family = res.get("family_note")
         out = run / REDRAWN_DIR / stage / f"{kind}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -447,10 +449,20 @@ def redraw_kl_figures(run_dir: str | Path, reference_file: str | Path) -> list[P
             n_tokens=int(cfg.get("n_tokens", 0)),
             note=f"note: {family}" if family else "",
             reference=ref,
-            reference_label=label,
+            reference_label=REFERENCE_LABELS[kind],
         )
         written.append(out)
     return written
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path} is missing") from None
+    except json.JSONDecodeError:
+        raise InputError(f"{path} is not valid JSON") from None
+    return data if isinstance(data, dict) else {}
 
 
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:

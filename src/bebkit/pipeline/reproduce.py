@@ -115,6 +115,7 @@ def _reference(config: ReproduceConfig) -> Path | None:
 def build_stages(config: ReproduceConfig, session: Session) -> list[Stage]:
     """The ordered stage list for ``config`` (see module docstring)."""
     from bebkit.pipeline.misalign import prompt_format
+    from bebkit.reporting.kl_figures import REFERENCE_LABELS
 
     cfg = config
     ref_file = _reference(cfg)
@@ -280,7 +281,7 @@ def build_stages(config: ReproduceConfig, session: Session) -> list[Stage]:
                     ctx.workdir,
                     fmt=fmt_for(comps, cfg.format),
                     reference=reference_kl(b, "convergence"),
-                    reference_label="paper (Llama-2-13B-chat)",
+                    reference_label=REFERENCE_LABELS["convergence"],
                     log=session.log,
                 )
                 return _relativize(res, ctx.workdir)
@@ -387,7 +388,7 @@ def build_stages(config: ReproduceConfig, session: Session) -> list[Stage]:
                     aligned_model=cfg.aligned_model,
                     fmt=fmt_for(comps, cfg.pretrained_format),
                     reference=reference_kl(b, "pretrained"),
-                    reference_label="paper (Llama-2-13B base)",
+                    reference_label=REFERENCE_LABELS["pretrained"],
                     log=session.log,
                 )
                 return _relativize(res, ctx.workdir)

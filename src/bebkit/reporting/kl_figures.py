@@ -70,6 +70,13 @@ def load_reference_kl(path: str | Path, behavior: str) -> dict[str, Curve]:
     return out
 
 
+#: Legend label of the paper's curves on a chat-model (convergence) or base-model figure.
+REFERENCE_LABELS = {
+    "convergence": "paper (Llama-2-13B-chat)",
+    "pretrained": "paper (Llama-2-13B base)",
+}
+
+
 def condition_reference(reference: Mapping[str, Curve] | None, kind: str) -> dict[str, Curve]:
     """The paper's curves of :func:`load_reference_kl` keyed by condition for a KL figure.
 
