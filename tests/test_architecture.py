@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "bebkit"
 
 # Lower index = lower layer. A module may import only its own layer or lower ones.
 LAYERS: list[set[str]] = [
-    {"errors", "estimate", "io", "paths", "records", "__init__"},
+    {"errors", "estimate", "integrity", "io", "locks", "paths", "records", "paper", "__init__"},
     {"theory"},
     {"synthetic"},
     {"data"},

@@ -20,7 +20,7 @@ COMMANDS = ("beta-sigma", "prompt-distinguishability", "convergence", "pretraine
         (["--n-prompts", "0"], "--n-prompts must be >= 1"),
         (["--n-samples", "1"], "--n-samples must be >= 2"),
         (["--n-boot", "50"], "--n-boot must be >= 100"),
-        (["--reference", "/nonexistent/authors.json"], "--reference"),
+        (["--paper-figures", "/nonexistent/authors.json"], "--paper-figures"),
         (["--persona-dir", "/nonexistent/dir"], "--persona-dir"),
     ],
 )
@@ -39,7 +39,7 @@ def test_bad_input_exits_2_with_one_line(
         ("convergence", ["--conditions", "none,both"], "--conditions"),
         ("convergence", ["--epsilon", "2"], "--epsilon must be in (0, 1)"),
         ("convergence", ["--beta-sigma-record", "/nonexistent.json"], "--beta-sigma-record"),
-        ("pretrained", ["--aligned-record", "/nonexistent.json"], "--aligned-record"),
+        ("pretrained", ["--convergence-record", "/nonexistent.json"], "--convergence-record"),
         ("prompt-distinguishability", ["--neutral", " "], "--neutral"),
         ("beta-sigma", ["--n-var-prompts", "2"], "--n-var-prompts must be >= 3"),
     ],
@@ -106,7 +106,7 @@ def test_all_four_end_to_end_on_a_tiny_model(
     common = ["--model", model, "--behavior", "cooperativeness", "--quick", "--n-prompts", "3",
               "--n-sentences", "2", "--n-samples", "4", "--n-tokens", "3",
               "--max-sentence-tokens", "5", "--n-boot", "100", "--threads", "1",
-              "--reference", str(ref), "--json"]  # fmt: skip
+              "--paper-figures", str(ref), "--json"]  # fmt: skip
     assert main(["beta-sigma", *common, "--n-var-prompts", "4", "--out", str(tmp_path / "bs")]) == 0
     bs = _last_json(capsys)
     assert bs["kl"]["n"] == [0, 1, 2] and bs["estimator"] == "rb"
@@ -115,23 +115,27 @@ def test_all_four_end_to_end_on_a_tiny_model(
     assert (tmp_path / "bs" / "beta_sigma.svg").is_file()
 
     conv_out = tmp_path / "conv"
-    args = ["convergence", *common, "--beta-sigma-record", str(tmp_path / "bs" / "record.json"),
+    args = ["convergence", *common, "--n-sentences", "5",
+            "--beta-sigma-record", str(tmp_path / "bs" / "record.json"),
             "--seed", "5", "--out", str(conv_out)]  # fmt: skip
     assert main(args) == 0
     conv = _last_json(capsys)
     assert set(conv["curves"]) == {"none", "aligned"}
     rec = json.loads((conv_out / "record.json").read_text())
     assert rec["kind"] == "convergence" and rec["seed"] == 5
-    assert rec["config"]["beta_prime"] == pytest.approx(bs["beta_prime"]["estimate"]["value"])
+    # Theorem 2 is fed Lemma 4's P₊-direction β′ and σ₊, not the P₋-direction envelope.
+    assert rec["config"]["beta_prime"] == pytest.approx(bs["beta_prime_pos"]["estimate"]["value"])
+    assert rec["config"]["sigma"] == pytest.approx(bs["sigma_pos"]["value"])
+    assert bs["format"] == "newline" and conv["format"] == "alternating"
     # same seed, reused adapter → identical curves
     assert main([*args[:-1], str(tmp_path / "conv2")]) == 0
     assert _last_json(capsys)["curves"] == conv["curves"]
 
-    assert main(["pretrained", *common, "--format", "chat", "--aligned-record",
+    assert main(["pretrained", *common, "--n-sentences", "5", "--format", "chat", "--convergence-record",
                  str(conv_out / "record.json"), "--out", str(tmp_path / "pre")]) == 0  # fmt: skip
     pre = _last_json(capsys)
     assert pre["conditions"] == ["none"] and "different model families" in pre["family_note"]
-    assert pre["beta_ratio"] is None or set(pre["beta_ratio"]) == {"lemma5", "linear"}
+    assert set(pre["beta_ratio"]) == {"lemma5", "linear"}
 
     assert main(["prompt-distinguishability", *common, "--undesired-sentence",
                  "i hurt others.", "--out", str(tmp_path / "pd")]) == 0  # fmt: skip

@@ -66,7 +66,7 @@ def test_probe_cli_json_and_outputs(
     model_dir, persona = setup
     out = tmp_path / "out"
     code = main(
-        ["probe", "--model", str(model_dir), "--all", "--persona-dir", str(persona),
+        ["probe", "--model", str(model_dir), "--behaviors", "all", "--persona-dir", str(persona),
          "--n-per-side", "10", "--layers", "last", "--out", str(out), "--json"]
     )  # fmt: skip
     assert code == 0
@@ -74,7 +74,7 @@ def test_probe_cli_json_and_outputs(
     assert res["summary"]["last"]["n_behaviors"] == 1
     acc = res["scores"][0]["accuracy"]
     assert {"value", "stderr", "n"} <= set(acc) and acc["n"] == 20
-    assert (out / "record.json").is_file() and (out / "table.md").is_file()
+    assert (out / "record.json").is_file() and (out / "table2.md").is_file()
     assert (out / "pca" / "toy.last.png").is_file()
     rec = json.loads((out / "record.json").read_text())
     assert rec["kind"] == "probe" and rec["results"]["scores"]

@@ -56,7 +56,19 @@ def test_base_equals_untouched_model(comps: ComponentSet, tokenizer: Any) -> Non
     assert neg.name == "tiny:neg" and pos.name == "tiny:pos"
 
 
-def test_use_restores_previous_state_also_on_exception(comps: ComponentSet) -> None:
+def _assert_base_untouched(comps: ComponentSet, reference: list[np.ndarray]) -> None:
+    """``model("base")`` *without any switch first* computes the untouched model exactly.
+
+    ``comps.model("base")`` runs under no switch when the set already believes it is on base
+    (``_for_call`` is a no-op then), so this measures whatever state the set was left in.
+    """
+    assert comps.active == "base"
+    for a, b in zip(reference, _lp(comps.model("base")), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_use_restores_previous_state_also_on_exception(comps: ComponentSet, tokenizer: Any) -> None:
+    reference = _lp(HFLanguageModel(make_llama(), tokenizer))  # an untouched twin of the base
     _two_adapters(comps)
     assert comps.active == "base"
     with comps.use("neg"):
@@ -68,13 +80,52 @@ def test_use_restores_previous_state_also_on_exception(comps: ComponentSet) -> N
             assert comps.active == "base"
         assert comps.active == "neg"
     assert comps.active == "base"
-    with pytest.raises(RuntimeError, match="boom"), comps.use("pos"):
+    with pytest.raises(RuntimeError, match="boom"), comps.use("pos") as lm:
+        _lp(lm)
         raise RuntimeError("boom")
-    assert comps.active == "base"
-    # The restored state really computes the base model, not just the label.
-    with comps.use("base") as lm:
-        base_lp = _lp(lm)
-    np.testing.assert_array_equal(_lp(comps.model("base"))[0], base_lp[0])
+    # Measured right after the exception, with no switch in between: the restored state
+    # really computes the base model, not just carries its label.
+    _assert_base_untouched(comps, reference)
+    with pytest.raises(RuntimeError, match="boom"), comps.use("neg"), comps.use("pos"):
+        raise RuntimeError("boom")
+    _assert_base_untouched(comps, reference)
+
+
+def test_base_is_untouched_after_loading_and_deleting(
+    comps: ComponentSet, tokenizer: Any, tmp_path: Any
+) -> None:
+    reference = _lp(HFLanguageModel(make_llama(), tokenizer))
+    _two_adapters(comps)
+    comps.save_adapter("neg", tmp_path / "neg")
+    fresh = ComponentSet(make_llama(), tokenizer, name="tiny")
+    fresh.load_adapter("neg", tmp_path / "neg")  # first adapter: wraps the base
+    _assert_base_untouched(fresh, reference)
+    fresh.load_adapter("neg2", tmp_path / "neg")  # second adapter
+    _assert_base_untouched(fresh, reference)
+    fresh.delete_adapter("neg2")
+    _assert_base_untouched(fresh, reference)
+    fresh.delete_adapter("neg")  # the last one: the base is unwrapped again
+    assert fresh.adapters == ()
+    _assert_base_untouched(fresh, reference)
+    # ... and can be wrapped again afterwards.
+    fresh.load_adapter("neg", tmp_path / "neg")
+    np.testing.assert_array_equal(_lp(fresh.model("neg"))[0], _lp(comps.model("neg"))[0])
+    _assert_base_untouched(fresh, reference)
+
+
+def test_unreadable_adapter_file_leaves_the_set_unchanged(
+    comps: ComponentSet, tokenizer: Any, tmp_path: Any
+) -> None:
+    reference = _lp(HFLanguageModel(make_llama(), tokenizer))
+    _two_adapters(comps)
+    comps.save_adapter("neg", tmp_path / "neg")
+    weights = tmp_path / "neg" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # truncated
+    fresh = ComponentSet(make_llama(), tokenizer, name="tiny")
+    with pytest.raises(InputError, match="unreadable"):
+        fresh.load_adapter("neg", tmp_path / "neg")
+    assert fresh.adapters == ()
+    _assert_base_untouched(fresh, reference)
 
 
 def test_nested_use_computes_the_inner_component(comps: ComponentSet) -> None:

@@ -47,10 +47,13 @@ def _exit2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 def test_train_error_paths(
     capsys: pytest.CaptureFixture[str], model_dir: Path, persona_dir: Path, tmp_path: Path
 ) -> None:
-    base = ["train", "--model", str(model_dir), "--persona-dir", str(persona_dir), "--no-progress"]
+    """``train`` is the generated ``classify`` command under its old name."""
+    base = ["train", "--model", str(model_dir), "--persona-dir", str(persona_dir),
+            "--adapters", str(tmp_path)]  # fmt: skip
     assert "unknown behavior 'nosuch'" in _err(capsys, [*base, "--behavior", "nosuch"])
-    assert "--seed must be >= 0" in _err(capsys, [*base, "--behavior", "toy", "--seed", "-1"])
-    assert "--n-train must be >= 1" in _err(capsys, [*base, "--behavior", "toy", "--n-train", "0"])
+    err = _err(capsys, [*base, "--behavior", "toy", "--train-seed", "-1"])
+    assert "--train-seed must be >= 0" in err
+    assert "--n-train must be >= 3" in _err(capsys, [*base, "--behavior", "toy", "--n-train", "0"])
     err = _err(capsys, [*base, "--behavior", "toy", "--n-train", "450"])
     assert "only 12 distinct statements" in err
     err = _err(
@@ -72,36 +75,39 @@ def test_classify_error_paths(
         str(model_dir),
         "--persona-dir",
         str(persona_dir),
-        "--out",
+        "--adapters",
         str(tmp_path),
         "--n-train",
         "9",
         "--n-heldout",
         "3",
-        "--no-progress",
     ]
-    assert "at least one" in _err(capsys, [*base, "--behaviors", " , "])
-    assert "more than once" in _err(capsys, [*base, "--behaviors", "toy,toy"])
-    assert "unknown behavior 'nope'" in _err(capsys, [*base, "--behaviors", "toy,nope"])
-    assert "--train-missing" in _err(capsys, [*base, "--behaviors", "toy"])
+    assert "at least one" in _err(capsys, [*base, "--behavior", " , "])
+    assert "more than once" in _err(capsys, [*base, "--behavior", "toy,toy"])
+    assert "unknown behavior 'nope'" in _err(capsys, [*base, "--behavior", "toy,nope"])
+    assert "--no-train" in _err(capsys, [*base, "--behavior", "toy", "--no-train"])
+    assert "--n-train must be >= 3" in _err(capsys, [*base, "--behavior", "toy", "--n-train", "2"])
 
 
 def test_train_then_reuse_then_classify(
     capsys: pytest.CaptureFixture[str], model_dir: Path, persona_dir: Path, tmp_path: Path
 ) -> None:
     argv = ["train", "--model", str(model_dir), "--persona-dir", str(persona_dir),
-            "--behavior", "toy", "--out", str(tmp_path), "--n-train", "9", "--n-heldout", "3",
-            "--no-progress", "--json"]  # fmt: skip
+            "--behavior", "toy", "--adapters", str(tmp_path), "--n-train", "9",
+            "--n-heldout", "3", "--format", "newline", "--out", str(tmp_path / "t0"),
+            "--json"]  # fmt: skip
     assert main(argv) == 0
     out, err = capsys.readouterr()
     first = json.loads(out.strip().splitlines()[-1])
     assert first["preset"] == "small" and first["format"] == "newline"
-    assert first["accuracy"]["n"] == 6 and 0 <= first["accuracy"]["value"] <= 1
-    assert {"value", "stderr", "n", "ci_low", "ci_high"} <= set(first["accuracy_desired"])
-    assert not first["components"]["neg"]["reused"] and "training neg" in err
+    t1 = first["table1"]
+    assert t1["accuracy"]["n"] == 6 and 0 <= t1["accuracy"]["value"] <= 1
+    assert {"value", "stderr", "n", "ci_low", "ci_high"} <= set(t1["accuracy_desired"])
+    assert "training neg" in err
     assert (tmp_path / "toy" / "newline" / "pos" / "adapter_model.safetensors").is_file()
-    rec = json.loads((tmp_path / "toy" / "newline" / "table1.json").read_text())
-    assert rec["kind"] == "components.table1" and rec["results"]["accuracy"] == first["accuracy"]
+    rec = json.loads((tmp_path / "t0" / "record.json").read_text())
+    assert rec["kind"] == "classify" and rec["results"]["table1"]["accuracy"] == t1["accuracy"]
+    assert not rec["config"]["components"]["neg"]["reused"]
 
     assert main(argv[:-1]) == 0  # human output, second time: reused
     out = capsys.readouterr().out
@@ -109,9 +115,11 @@ def test_train_then_reuse_then_classify(
     assert "overall" in out and "n=6" in out
 
     cargv = ["classify", "--model", str(model_dir), "--persona-dir", str(persona_dir),
-             "--behaviors", "toy", "--out", str(tmp_path), "--n-train", "9", "--n-heldout", "3",
+             "--behavior", "toy", "--adapters", str(tmp_path), "--n-train", "9",
+             "--n-heldout", "3", "--format", "newline", "--out", str(tmp_path / "t1"),
              "--json"]  # fmt: skip
     assert main(cargv) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert res["results"][0]["accuracy"] == first["accuracy"]
-    assert res["results"][0]["components"]["pos"]["reused"]
+    assert res["table1"]["accuracy"] == t1["accuracy"]
+    rec = json.loads((tmp_path / "t1" / "record.json").read_text())
+    assert rec["kind"] == "classify" and rec["config"]["components"]["pos"]["reused"]

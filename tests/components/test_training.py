@@ -86,3 +86,65 @@ def test_torch_threads_restores() -> None:
     with torch_threads(1) as n:
         assert n == 1 and torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def _poison_after(monkeypatch: pytest.MonkeyPatch, n_steps: int) -> None:
+    """Make the adapter's weights NaN after ``n_steps`` optimiser steps: the next forward
+    gives a NaN loss, as a diverging run would (the weights are half-trained *and* poisoned,
+    so a base model that still computed them would show it)."""
+    real_step = torch.optim.AdamW.step
+    calls = {"n": 0}
+
+    def step(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = real_step(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] >= n_steps:
+            with torch.no_grad():
+                for group in self.param_groups:
+                    for p in group["params"]:
+                        p.fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+
+
+def test_failed_training_leaves_no_adapter_and_an_exact_base(
+    tokenizer: Any, fast_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bebkit.errors import RunError
+    from bebkit.models.hf import HFLanguageModel
+
+    seqs = [[2, 4, 9, 12, 30], [2, 5, 6, 7]]
+    reference = HFLanguageModel(make_llama(), tokenizer).sequence_logprobs(seqs)
+    texts = training_texts(BAD, "newline")
+
+    # Case 1: the failing adapter is the only one (the base gets unwrapped again).
+    comps = ComponentSet(make_llama(), tokenizer, name="tiny")
+    with monkeypatch.context() as m:
+        _poison_after(m, 2)
+        with pytest.raises(RunError, match=r"training loss became nan at step 2"):
+            train_adapter(comps, "neg", texts, fast_config, progress=False, num_threads=1)
+    assert comps.adapters == () and comps.active == "base"
+    for a, b in zip(reference, comps.model("base").sequence_logprobs(seqs), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    # Case 2: another, finished adapter is registered; it survives unchanged.
+    train_adapter(comps, "pos", training_texts(GOOD, "newline"), fast_config, progress=False)
+    pos_before = comps.model("pos").sequence_logprobs(seqs)
+    with monkeypatch.context() as m:
+        _poison_after(m, 3)
+        with pytest.raises(RunError, match="became nan"):
+            train_adapter(comps, "neg", texts, fast_config, progress=False, num_threads=1)
+    assert comps.adapters == ("pos",) and comps.active == "base"
+    for a, b in zip(reference, comps.model("base").sequence_logprobs(seqs), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(pos_before, comps.model("pos").sequence_logprobs(seqs), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # The name is free again: a clean retrain works and gives the uninterrupted result.
+    train_adapter(comps, "neg", texts, fast_config, seed=0, progress=False, num_threads=1)
+    clean = ComponentSet(make_llama(), tokenizer, name="tiny")
+    train_adapter(clean, "neg", texts, fast_config, seed=0, progress=False, num_threads=1)
+    for a, b in zip(
+        comps.trainable_parameters("neg"), clean.trainable_parameters("neg"), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

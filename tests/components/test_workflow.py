@@ -121,7 +121,7 @@ def test_reuse_when_inputs_match_and_retrain_when_not(
     st = ensure_components(again, data, changed, out=tmp_path, progress=False)
     assert not st["neg"].reused and not st["pos"].reused
     other_base = ComponentSet(make_llama(seed=1), tokenizer, name="tiny")
-    with pytest.raises(InputError, match="--train-missing"):
+    with pytest.raises(InputError, match="no trained neg adapter"):
         ensure_components(other_base, data, changed, out=tmp_path, train_missing=False)
     st = ensure_components(again, data, changed, out=tmp_path, train_missing=False)
     assert st["neg"].reused and again.adapters == ("neg", "pos")
@@ -136,3 +136,84 @@ def test_ensure_only_the_requested_side(tokenizer: Any, fast_config: Any, tmp_pa
     assert not (tmp_path / "toy" / "newline" / "pos").exists()
     with pytest.raises(InputError, match="subset"):
         ensure_components(comps, data, cfg, out=tmp_path, sides=("mid",))
+
+
+def _weights(folder: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    # clone(): safetensors may hand out views of a memory map, which a later truncation of
+    # the same file would change under us.
+    return {k: v.clone() for k, v in load_file(str(folder / "adapter_model.safetensors")).items()}
+
+
+def _assert_same_weights(a: dict[str, Any], b: dict[str, Any]) -> None:
+    import torch
+
+    assert sorted(a) == sorted(b)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_damaged_adapter_is_retrained_or_refused(
+    tokenizer: Any, fast_config: Any, tmp_path: Path
+) -> None:
+    from bebkit.integrity import IntegrityError
+
+    cfg = fast_config.model_copy(update={"n_train": 9, "n_heldout": 3, "epochs": 1})
+    comps = ComponentSet(make_llama(), tokenizer, name="tiny")
+    data = prepare_data(TOY, "newline", tokenizer, cfg)
+    ensure_components(comps, data, cfg, out=tmp_path, progress=False, sides=("neg",))
+    folder = component_dir(tmp_path, "toy", "newline", "neg")
+    good = _weights(folder)
+    weights = folder / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64])  # truncated
+
+    with pytest.raises(IntegrityError, match=r"adapter_model\.safetensors has \d+ bytes"):
+        ensure_components(
+            comps, data, cfg, out=tmp_path, progress=False, sides=("neg",), recompute=False
+        )
+    assert comps.adapters == ()  # nothing half-loaded stays registered
+    logs: list[str] = []
+    st = ensure_components(
+        comps, data, cfg, out=tmp_path, progress=False, sides=("neg",), log=logs.append
+    )
+    assert not st["neg"].reused
+    assert any("(truncated or replaced); training it again" in line for line in logs)
+    _assert_same_weights(_weights(folder), good)  # retrained to the identical adapter
+
+    # A hand-edited manifest (same key, other metrics) is caught too.
+    m = json.loads((folder / MANIFEST).read_text())
+    m["metrics"]["final_loss"] = 0.0
+    (folder / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(IntegrityError, match=r"manifest\.json"):
+        ensure_components(
+            comps, data, cfg, out=tmp_path, progress=False, sides=("neg",), recompute=False
+        )
+
+
+def test_disk_full_while_saving_an_adapter(
+    tokenizer: Any, fast_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from bebkit.errors import RunError
+
+    cfg = fast_config.model_copy(update={"n_train": 9, "n_heldout": 3, "epochs": 1})
+    comps = ComponentSet(make_llama(), tokenizer, name="tiny")
+    data = prepare_data(TOY, "newline", tokenizer, cfg)
+    real_save = ComponentSet.save_adapter
+
+    def full(self: ComponentSet, name: str, path: Any) -> None:
+        real_save(self, name, path)  # the files are written ...
+        raise OSError(errno.ENOSPC, "No space left on device")  # ... then the disk fills up
+
+    monkeypatch.setattr(ComponentSet, "save_adapter", full)
+    with pytest.raises(RunError) as info:
+        ensure_components(comps, data, cfg, out=tmp_path, progress=False, sides=("neg",))
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg.startswith("cannot write neg adapter for toy/newline in ")
+    assert msg.endswith("no space left on device; nothing was published")
+    parent = tmp_path / "toy" / "newline"
+    assert sorted(p.name for p in parent.iterdir() if ".lock" not in p.name) == []
+    assert comps.adapters == ()

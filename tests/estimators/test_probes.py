@@ -14,9 +14,9 @@ from bebkit.estimators.probes import (
     ProbeConfig,
     cv_svm_accuracy,
     pca_scatter,
-    run_probe_table,
     sample_sides,
 )
+from bebkit.pipeline.probes import run_probe_table
 
 pytest.importorskip("sklearn")
 

@@ -190,3 +190,64 @@ def test_bos_is_not_duplicated_by_a_header_that_starts_with_it() -> None:
     pr = sample_prompts(lm, n_prompts=1, n_sentences=1, rng=0, fmt=fmt, stop_ids=[0])[0]
     assert pr.tokens[0] == lm.vocab_size - 1 and pr.tokens[1] != lm.vocab_size - 1
     assert pr.header_len == 1
+
+
+def test_spans_exclude_forced_text_and_old_records_get_defaults() -> None:
+    from bebkit.estimators.prompts import alternating_format
+
+    lm = CharLM()
+    # a ChatML-like alternating template: <u>/<a> turns closed by <e>
+    fmt = alternating_format(chatml)
+    assert fmt.sentence_prefixes == ("<u>\n", "<a>\n") and fmt.response_period == 2
+    assert fmt.none_as_empty_system  # chatml() inserts "default" without a system message
+    prompts = sample_prompts(lm, n_prompts=3, n_sentences=3, rng=1, fmt=fmt, stop_ids=[0])
+    for pr in prompts:
+        for k, (a, b) in enumerate(pr.spans):
+            unit = lm.decode(pr.tokens[pr.boundaries[k] : pr.boundaries[k + 1]])
+            assert unit == fmt.prefix_for(k + 1) + lm.decode(pr.tokens[a:b]) + "<e>\n"
+        assert SampledPrompt.from_dict(pr.to_dict()) == pr
+        old = pr.to_dict()
+        del old["spans"]
+        assert SampledPrompt.from_dict(old).spans == tuple(
+            zip(pr.boundaries[:-1], pr.boundaries[1:], strict=True)
+        )
+        assert SampledPrompt.from_dict(old, lm).spans == pr.spans  # type: ignore[arg-type]
+        with pytest.raises(InputError, match="reads responses after"):
+            pr.context(lm, 2)
+        assert lm.decode(pr.context(lm, 3)).endswith("<e>\n<a>\n")
+        # prompt-free condition: an empty system turn instead of the template's default
+        assert lm.decode(pr.target_context(lm, 1, None)).startswith("^<s>\n<e>\n<u>\n")
+    with pytest.raises(InputError, match="spans"):
+        SampledPrompt(tokens=(1, 2), boundaries=(0, 2), header_len=0, spans=((0, 3),))
+
+
+def test_stop_tokens_fall_back_to_marker_prefixes() -> None:
+    lm = CharLM()
+    # no single CharLM token contains "<u>"; "<" is its first character, so it stops
+    fmt = PromptFormat(name="x", stop_strings=("<u>",))
+    assert stop_token_ids(lm, fmt) == frozenset({CharLM.CHARS.index("<")})
+
+
+def test_load_fixed_prompts(tmp_path: Path) -> None:
+    from bebkit.estimators.prompts import load_fixed_prompts, render_prompt
+
+    (tmp_path / "a.json").write_text('[["a.", "b."], {"sentences": ["c."]}]')
+    assert load_fixed_prompts(tmp_path / "a.json") == [("a.", "b."), ("c.",)]
+    (tmp_path / "b.jsonl").write_text('["a.", "b."]\n\n{"sentences": ["c."]}\n')
+    assert load_fixed_prompts(tmp_path / "b.jsonl") == [("a.", "b."), ("c.",)]
+    lm = TinyLM(6, seed=2)
+    pr = render_prompt(lm, ["ab\n", "c\n"])
+    assert pr.tokens == (5, 1, 2, 0, 3, 0) and pr.boundaries == (1, 4, 6)
+    assert pr.spans == ((1, 4), (4, 6))
+    for body, msg in (
+        ('{"x": 1}', "expected a list"),
+        ("[[1, 2]]", "non-empty list of non-empty strings"),
+        ("[[]]", "non-empty list"),
+        ('["a."]\n{bad\n', "not valid JSON"),
+        ("[]", "no prompts"),
+    ):
+        (tmp_path / "bad.json").write_text(body)
+        with pytest.raises(InputError, match=msg):
+            load_fixed_prompts(tmp_path / "bad.json")
+    with pytest.raises(InputError, match="not found"):
+        load_fixed_prompts(tmp_path / "missing.json")

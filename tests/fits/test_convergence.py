@@ -78,7 +78,7 @@ def test_paper_reference_numbers_fit() -> None:
     assert 2.5 < lin.n_star.value < 4.5
     assert res.lemma5.beta.value > 0 and res.lemma5.chi2_red > 0
     d = res.to_dict()
-    assert set(d) == {"lemma5", "linear"} and d["linear"]["n_used"] == [1.0, 2.0, 3.0]
+    assert set(d) == {"lemma5", "linear", "floored"} and d["linear"]["n_used"] == [1.0, 2.0, 3.0]
 
 
 def test_theorem_lengths_delegate_to_theory() -> None:

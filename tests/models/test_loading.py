@@ -24,6 +24,11 @@ def _save_tiny(folder: Path, seed: int = 0) -> Any:
     return model
 
 
+def _entries(folder: Path) -> list[str]:
+    """Folder contents except lock files (never deleted, see bebkit.locks)."""
+    return sorted(p.name for p in folder.iterdir() if ".lock" not in p.name)
+
+
 def test_load_local_folder(tmp_path: Path) -> None:
     folder = tmp_path / "tiny-llama"
     ref = _save_tiny(folder)
@@ -87,7 +92,7 @@ def test_bundled_conversion_is_atomic_and_cached(
     calls: list[Path] = []
 
     def broken(gguf: Path, out: Path) -> None:
-        out.mkdir(parents=True)
+        out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text("{}")  # half-written folder, then the process "dies"
         raise RuntimeError("killed")
 
@@ -95,7 +100,7 @@ def test_bundled_conversion_is_atomic_and_cached(
     with pytest.raises(RuntimeError, match="killed"):
         loading.ensure_bundled("tiny-bundle")
     models_dir = tmp_path / "cache" / "models"
-    assert list(models_dir.iterdir()) == []  # no half folder, no temp leftovers
+    assert _entries(models_dir) == []  # no half folder, no temp leftovers (lock files aside)
 
     def good(gguf: Path, out: Path) -> None:
         calls.append(gguf)
@@ -106,7 +111,7 @@ def test_bundled_conversion_is_atomic_and_cached(
     assert loaded.name == "tiny-bundle"
     assert loaded.path == models_dir / "tiny-bundle"
     assert (loaded.path / "bebkit_conversion.json").is_file()
-    assert [p.name for p in models_dir.iterdir()] == ["tiny-bundle"]
+    assert _entries(models_dir) == ["tiny-bundle"]
     load_model("tiny-bundle")
     assert len(calls) == 1  # converted once, then read from the cache
     lm = HFLanguageModel(loaded.model, loaded.tokenizer)

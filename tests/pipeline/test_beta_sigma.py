@@ -37,7 +37,14 @@ def test_recovers_exact_beta_and_sigma2(tmp_path: Path) -> None:
         assert est["n"] == (4 if key != "sigma2" else 60)
     assert r["sigma"]["value"] == pytest.approx(r["sigma2"]["estimate"]["value"] ** 0.5)
     assert r["sigma_over_beta"]["ci_low"] <= r["sigma_over_beta"]["value"]
-    assert r["estimator"] == "rb" and r["kl"]["n"] == [0, 1, 2, 3, 4]
+    assert r["estimator"] == "rb" and r["kl"]["n"] == [0, 1, 2, 3, 4] and r["unit"] == "sentence"
+    # The P₊ direction (Lemma 4): its envelope and variance are Theorem 2's β′ and σ₊.
+    est = r["beta_prime_pos"]["estimate"]
+    assert est["ci_low"] <= truth.beta_prime <= est["ci_high"], (est, truth.beta_prime)
+    est = r["sigma2_pos"]["estimate"]
+    assert est["ci_low"] <= truth.sigma_pos**2 <= est["ci_high"], (est, truth.sigma_pos)
+    # Definition 6 holds in this world: every P₋ sentence is likelier under P₋.
+    assert truth.positive and r["positivity"]["value"] > 0.5
     assert len(r["log_ratio"]["values"]) == 60
     rec = json.loads((tmp_path / "record.json").read_text())
     assert rec["kind"] == "beta-sigma" and rec["config"]["n_var_prompts"] == 60

@@ -1,75 +1,148 @@
-"""The report's 'measured vs the paper' table: every experiment that ran gets its rows."""
+"""The run report (issue 18): the answer first, measured vs the paper by experiment, methods from
+the record, a section per stage, comparison of runs, and model text that stays inert."""
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import pytest
+from report_fixtures import authors_figures, make_run
 
-from bebkit.pipeline.report import PAPER, headline_rows
-
-
-def _est(v: float, n: int = 10) -> dict[str, Any]:
-    return {"value": v, "stderr": 0.1, "ci_low": v - 0.2, "ci_high": v + 0.2, "n": n}
-
-
-def _stages() -> dict[str, Any]:
-    curve = {"n": [0, 1, 2], "fraction_good": [_est(0.9, 320), _est(0.7, 320), _est(0.5, 320)]}
-    return {
-        "probes": {
-            "result": {"summary": {"last": {"mean_accuracy": _est(0.92, 20), "n_behaviors": 20}}}
-        },
-        "convergence-agreeableness": {
-            "result": {
-                "lengths": {
-                    "none": {"epsilon": 0.1, "lemma5": {"theorem1": _est(22.1)}},
-                }
-            }
-        },
-        "misalign-agreeableness": {
-            "result": {
-                "curves": {"none": curve, "aligned": curve},
-                "sigmoid": {"none": {"centre": _est(4.0)}, "aligned": {"centre": _est(6.0)}},
-                "aligning_delay": _est(2.0),
-                "theorem2_delay": {"predicted": 9.64},
-            }
-        },
-        "prompt-dist-agreeableness": {"result": {"beta_prompt": {"estimate": _est(8.7)}}},
-        "pretrained-agreeableness": {
-            "result": {
-                "target_model": "gemma:base",
-                "fits": {"none": {"lemma5": {"beta": _est(1.5)}}},
-                "beta_ratio": {"lemma5": _est(1.9)},
-            }
-        },
-    }
+from bebkit.pipeline.report import (
+    build_report,
+    console_lines,
+    headline_rows,
+    md_text,
+    write_comparison,
+    write_report,
+)
 
 
-def test_headline_has_table2_curves_and_delay() -> None:
-    rows = headline_rows(_stages(), ["agreeableness"])
-    by_q = {q: (b, o, p) for b, q, o, p in rows}
-    t2 = by_q["Table 2 probe accuracy, mean over behaviors (last layer)"]
-    assert t2[0] == "20 behaviors" and t2[1].startswith("0.92") and t2[2] == PAPER["table2"]
-    good = by_q["% good responses, n = 0 → 2 (no aligning prompt)"]
-    assert good[1].startswith("90.0 %") and "→ 50.0 %" in good[1] and "(n=320)" in good[1]
-    assert good[2] == PAPER["good_agreeableness_none"]
-    assert by_q["Lemma 7 sigmoid centre, sentences (aligning prompt)"][1].startswith("6")
-    delay = by_q["aligning-prompt delay, sentences (measured, vs Theorem 2)"][1]
-    assert delay.startswith("2") and delay.endswith("Theorem 2 predicts 9.64")
-    thm1 = by_q["Theorem 1 prompt length for ε = 0.1 (Lemma 5 parameters, no aligning prompt)"]
-    assert thm1[1].startswith("22.1")
-    bp = by_q["β_prompt (prompt distinguishability, KL after s₀ + n sentences)"]
-    assert bp[1].startswith("8.7") and bp[2] == PAPER["beta_prompt"]
-    assert by_q["β pretrained (gemma:base, Lemma 5 fit)"][1].startswith("1.5")
-    ratio = by_q["β_aligned / β_pretrained (lemma5; different model families)"]
-    assert ratio[1].startswith("1.9") and ratio[2] == PAPER["beta_ratio"]
+@pytest.fixture(autouse=True)
+def _no_reference_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BEBKIT_REFERENCE_DIR", raising=False)
 
 
-def test_headline_skips_missing_stages() -> None:
+def _external_refs(page: str) -> list[str]:
+    """src/href/url() values that would load or link outside the page's folder."""
+    refs = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]+)""", page, flags=re.I)
+    refs += re.findall(r"url\(([^)]*)\)", page, flags=re.I)
+    return [r for r in refs if re.match(r"\s*(https?:|//|javascript:)", r, flags=re.I)]
+
+
+def test_report_has_every_section(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run")
+    figs = authors_figures(tmp_path / "authors-figures.json")
+    md, page = build_report(run, paper_figures=figs)
+    for doc in (md, html.unescape(page)):
+        for heading in ("The answer", "Measured vs the paper", "Methods", "Limitations",
+                        "Table 1", "Table 2", "β, β′ and σ²", "Prompt distinguishability",
+                        "KL convergence", "Behavior expectation", "Pretrained vs aligned",
+                        "Models and components", "LoRA recipe", "Timings",
+                        "Software and machine", "Behavior data and splits"):  # fmt: skip
+            assert heading in doc, heading
+        # The answer: one sentence each, with CIs, next to the paper's.
+        assert "Misaligning sentences until misbehaviour" in doc
+        assert "n* = 2.5 [1.7, 3.3]" in doc and "floored Lemma 5 fit" in doc
+        assert "n½ = 2.8 [2.6, 3]" in doc and "inside the measured n = 0–5" in doc
+        assert "Δn½ = 1.3 [0.5, 2.1]" in doc and "Theorem 2 bound: 7.5" in doc
+        assert "β = 6 [5.8, 6.2] nats" in doc
+        # Paper column: computed from the authors' curves, typed only where no curve exists.
+        assert "on the authors' fig. 3a / 11 curve" in doc
+        assert "Lemma 7 fit of the authors' fig. 12 curve" in doc
+        assert "typed from the paper (§4.1, fig. 2a; app. L.1 fig. 8a)" in doc
+        # Not comparable, and why.
+        assert "different model families (tiny-chat vs tiny-base)" in doc
+        # Methods from the record: re-run command, seeds, versions, machine, timings.
+        assert "bebkit reproduce configs/demo.yaml --quick --out" in doc
+        assert "abc123" in doc and "abc-dirty" in doc and "12.5 s" in doc
+        # Every stage has its own section, with the examples page linked.
+        for stage in ("components-agreeableness", "probes", "beta-sigma-agreeableness",
+                      "prompt-dist-agreeableness", "convergence-agreeableness",
+                      "misalign-agreeableness", "pretrained-agreeableness"):  # fmt: skip
+            assert f"stage `{stage}`" in doc or f'id="{stage}"' in doc, stage
+        assert "stages/misalign-agreeableness/k005/examples.html" in doc
+    # HTML: tables are tables, figures are inlined, nothing is loaded from elsewhere.
+    assert page.count("<table>") >= 15 and "<pre>" not in page
+    assert page.count('src="data:image/png;base64,') >= 7
+    assert "<script" not in page.lower() and _external_refs(page) == []
+    # Markdown: figures by relative path for READMEs.
+    assert "](stages/convergence-agreeableness/k004/convergence.png)" in md
+
+
+def test_report_without_paper_figures_says_typed(tmp_path: Path) -> None:
+    md, page = build_report(make_run(tmp_path / "run", behavior="cooperativeness"))
+    assert "the paper's stated values only" in html.unescape(page)
+    assert "typed from the paper" in md
+    # A behavior the paper never measured: every paper row is marked not comparable.
+    assert "different behavior (the paper's agreeableness)" in html.unescape(page)
+
+
+def test_model_text_is_inert(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", payload=True)
+    md_path, html_path = write_report(run)
+    page, md = html_path.read_text(), md_path.read_text()
+    assert "alert(1)" in page  # the responses are shown …
+    low = page.lower()
+    assert (
+        "<script" not in low
+        and "<img src=x" not in low
+        and "onerror=" not in low.replace("onerror=&#34;", "").replace("onerror=&quot;", "")
+    )
+    assert "&lt;script&gt;alert(1);document.title=" in page
+    assert "javascript:" not in re.sub(
+        r"&[a-z#0-9]+;", "", " ".join(re.findall(r'href="[^"]*"', page))
+    )
+    assert _external_refs(page) == []
+    # Markdown: no raw tag, no link or image can form from model text.
+    assert "<script" not in md and "<img" not in md
+    assert "](javascript:" not in md and "](http://evil" not in md
+    assert "&lt;script&gt;alert\\(1\\);document.title=" in md
+    # The fit error text (also untrusted) is escaped too.
+    assert md_text("[a](javascript:x)") == "\\[a\\]\\(javascript:x\\)"
+
+
+def test_headline_rows_and_console_lines(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run")
+    rec = json.loads((run / "record.json").read_text())
+    rows = headline_rows(rec["results"]["stages"], ["agreeableness"])
+    assert [q for _, q, _, _ in rows] == [
+        "Misaligning sentences until misbehaviour",
+        "Delay bought by the aligning prompt",
+        "How distinguishable the behavior is (β)",
+    ]
+    assert rows[0][2].startswith("n* 2.5 [1.7, 3.3], n½ 2.8") and "(in range)" in rows[0][2]
+    assert rows[1][2] == "1.3 [0.5, 2.1]" and rows[2][2] == "β 6 [5.8, 6.2]"
     assert headline_rows({}, ["agreeableness"]) == []
+    lines = console_lines(rec, run)
+    assert len(lines) == 4 and lines[0].startswith("tiny-chat / agreeableness: sentences to")
+    assert lines[-2].endswith("record.json") and "report.html" in lines[-1]
+
+
+def test_compare_runs_side_by_side(tmp_path: Path) -> None:
+    from bebkit.cli import main
+
+    a = make_run(tmp_path / "a", name="before", payload=False)
+    b = make_run(tmp_path / "b", name="after", model="tiny-chat-v2", payload=False)
+    md, page = write_comparison([a, b], tmp_path / "cmp")
+    text = page.read_text()
+    assert "before" in text and "after" in text and "tiny-chat-v2" in text
+    assert text.count('src="data:image/png;base64,') == 2 * 5  # 5 figures per run
+    assert "Figures side by side" in text and _external_refs(text) == []
+    assert "| before | after | paper |" in md.read_text()
+    out = tmp_path / "cli"
+    assert main(["report", str(a), str(b), "--out", str(out), "--json"]) == 0
+    assert (out / "compare.html").is_file() and (a / "report.html").is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# `bebkit report RUN --paper-figures F` redraws the KL figures from the stored records
+# --------------------------------------------------------------------------------------------
 
 
 def _convergence_stage(run: Path) -> None:
@@ -95,6 +168,7 @@ def _convergence_stage(run: Path) -> None:
         "neg_model": "tiny:neg",
         "target_model": "tiny:base",
         "estimator": "rb",
+        "conditions": ["none"],
         "curves": {"none": curve},
         "fits": {"none": fit.to_dict()},
     }
@@ -123,7 +197,7 @@ def _convergence_stage(run: Path) -> None:
 
 
 def test_report_reference_redraws_convergence_with_the_papers_curves(tmp_path: Path) -> None:
-    """`bebkit report RUN --reference F` redraws from the stored record alone; the report
+    """`bebkit report RUN --paper-figures F` redraws from the stored record alone; the report
     shows the redrawn figure instead of the stage's own one."""
     from bebkit.cli import main
 
@@ -133,23 +207,14 @@ def test_report_reference_redraws_convergence_with_the_papers_curves(tmp_path: P
     stale = run / "stages" / "convergence-agreeableness" / "k2"
     stale.mkdir()
     (stale / "record.json").write_text("{ not json")
-    ref = tmp_path / "ref.json"
-    ref.write_text(
-        json.dumps(
-            {
-                "KL_Pminus_vs_model_per_sentence_1to10": {
-                    "chat_agree_noalign": [30.0, 18.0, 9.0],
-                    "chat_agree_align": [29.0, 17.0, 8.0],
-                }
-            }
-        )
-    )
-    assert main(["report", str(run), "--reference", str(ref), "--json"]) == 0
+    ref = authors_figures(tmp_path / "ref.json")
+    assert main(["report", str(run), "--paper-figures", str(ref), "--json"]) == 0
     redrawn = run / "figures" / "convergence-agreeableness" / "convergence.png"
     assert redrawn.read_bytes()[:4] == b"\x89PNG" and redrawn.with_suffix(".svg").is_file()
     md = (run / "report.md").read_text()
     assert "figures/convergence-agreeableness/convergence.png" in md
     assert "stages/convergence-agreeableness/k1/convergence.png" not in md
+    assert "on the authors' fig. 3a / 11 curve" in md  # the paper column from --paper-figures
     # Without the redrawn figure the stage's own one is shown.
     shutil.rmtree(run / "figures")
     assert main(["report", str(run)]) == 0
@@ -159,4 +224,18 @@ def test_report_reference_redraws_convergence_with_the_papers_curves(tmp_path: P
 def test_report_reference_needs_a_run_dir(tmp_path: Path) -> None:
     from bebkit.cli import main
 
-    assert main(["report", str(tmp_path), "--reference", str(tmp_path / "r.json")]) != 0
+    assert main(["report", str(tmp_path), "--paper-figures", str(tmp_path / "r.json")]) != 0
+
+
+def test_report_of_a_failed_partial_run(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", payload=False)
+    rec = json.loads((run / "record.json").read_text())
+    rec["status"] = "failed"
+    rec["results"]["error"] = "RuntimeError: <b>boom</b>"
+    for name in list(rec["results"]["stages"]):
+        if name.startswith(("misalign", "pretrained")):
+            del rec["results"]["stages"][name]
+    (run / "record.json").write_text(json.dumps(rec))
+    _md, page = build_report(run)
+    assert "The run failed" in page and "&lt;b&gt;boom&lt;/b&gt;" in page
+    assert "not measured in this run" in page

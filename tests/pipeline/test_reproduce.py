@@ -42,10 +42,10 @@ behaviors: [tinyb]
 persona_dir: {persona}
 format: chat
 components: {{preset: small, n_train: 9, n_heldout: 3}}
-probes: {{n_per_side: 12, layers: [last]}}
-beta_sigma: {{n_prompts: 2, n_sentences: 2, n_continuations: 4, n_tokens: 2, n_variance_prompts: 3}}
-prompt_distinguishability: {{n_prompts: 2, n_sentences: 2, n_continuations: 4, n_tokens: 2}}
-convergence: {{n_prompts: 2, n_sentences: 3, n_continuations: 4, n_tokens: 2}}
+probe: {{n_per_side: 12, layers: [last]}}
+beta_sigma: {{n_prompts: 2, n_sentences: 2, n_samples: 4, n_tokens: 2, n_var_prompts: 3}}
+prompt_distinguishability: {{n_prompts: 2, n_sentences: 2, n_samples: 4, n_tokens: 2}}
+convergence: {{n_prompts: 2, n_sentences: 3, n_samples: 4, n_tokens: 2}}
 misalign: {{n_prompts: 1, n_sentences: 2, n_responses: 3, max_response_tokens: 6}}
 """
 
@@ -113,14 +113,14 @@ def test_reproduce_resume_after_sigkill_matches(tmp_path: Path) -> None:
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.time() + 300
-    while time.time() < deadline and not list(killed.glob("stages/probes/*/result.json")):
+    while time.time() < deadline and not list(killed.glob("stages/components-tinyb/*/result.json")):
         assert proc.poll() is None, "run finished before it could be killed"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "record.json").exists()
     resumed = _run(cfg, killed, env)
-    assert resumed["stages"]["components-tinyb"]["cached"]
+    assert resumed["stages"]["probes"]["cached"] and resumed["stages"]["components-tinyb"]["cached"]
     assert _numbers(killed) == _numbers(tmp_path / "clean")
 
     # The report is rebuilt from disk alone.

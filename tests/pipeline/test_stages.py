@@ -138,3 +138,44 @@ def test_sigkill_mid_stage_then_rerun_matches_uninterrupted(tmp_path: Path) -> N
         check=True,
     )
     assert json.loads(resumed.stdout.strip().splitlines()[-1]) == expected
+
+
+@pytest.mark.parametrize("damage", ["edit_result", "edit_file", "truncate_file", "drop_record"])
+def test_damaged_stage_folder_is_recomputed_or_refused(tmp_path: Path, damage: str) -> None:
+    """A cached stage is trusted only if its files match the hashes recorded at publish time:
+    a hand-edited result.json, an edited or truncated output and a missing integrity record
+    are each detected; the stage is recomputed to the original numbers, or (recompute=False)
+    the run stops with IntegrityError."""
+    from bebkit.integrity import INTEGRITY_FILE, IntegrityError
+
+    stage = Stage("draw", _draw, {"n": 50})
+    first = StageRunner(tmp_path, seed=4).run(stage)
+    result = first.folder / "result.json"
+    if damage == "edit_result":
+        payload = json.loads(result.read_text())
+        payload["result"]["mean"] = 123.0
+        result.write_text(json.dumps(payload))
+    elif damage == "edit_file":
+        (first.folder / "samples.json").write_text("[1.0, 2.0]")
+    elif damage == "truncate_file":
+        data = (first.folder / "samples.json").read_bytes()
+        (first.folder / "samples.json").write_bytes(data[: len(data) // 2])
+    else:
+        (first.folder / INTEGRITY_FILE).unlink()
+    with pytest.raises(IntegrityError, match="stage draw"):
+        StageRunner(tmp_path, seed=4, recompute=False).run(stage)
+    events: list[str] = []
+    again = StageRunner(tmp_path, seed=4, on_event=lambda _s, e: events.append(e)).run(stage)
+    assert not again.cached and any(e.startswith("invalid:") for e in events)
+    assert again.result == first.result
+    assert StageRunner(tmp_path, seed=4).run(stage).cached  # intact again
+
+
+def test_a_second_reproduce_on_the_same_run_folder_fails_at_once(tmp_path: Path) -> None:
+    from bebkit.locks import LockedError, RunLock
+    from bebkit.pipeline.config import ReproduceConfig
+    from bebkit.pipeline.reproduce import reproduce
+
+    with RunLock(tmp_path), pytest.raises(LockedError, match=str(os.getpid())):
+        reproduce(ReproduceConfig(), tmp_path)
+    assert not (tmp_path / "record.json").exists()

@@ -1,7 +1,9 @@
 """Thin command-line layer: ``bebkit SUBCOMMAND ...``.
 
-Every subcommand lives in :mod:`bebkit.cli.commands` as a module exposing ``register(sub)``;
-subcommands are discovered automatically. Conventions (shared by all):
+The experiments (classify, probe, beta-sigma, prompt-distinguishability, convergence,
+misalign, pretrained, …) are generated from the experiment registry
+(:mod:`bebkit.cli.experiments`); the other subcommands live in :mod:`bebkit.cli.commands` as
+modules exposing ``register(sub)``, discovered automatically. Conventions (shared by all):
 
 * ``--json``: the last line of stdout is one JSON object with the results
   (estimates as ``{"value", "stderr", "n", …}``).
@@ -32,6 +34,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from bebkit import __version__
     from bebkit.cli import commands
+    from bebkit.cli.experiments import register_all
 
     parser = _Parser(prog="bebkit", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"bebkit {__version__}")
@@ -42,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
         module.register(sub)
+    register_all(sub)
     return parser
 
 

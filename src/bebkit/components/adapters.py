@@ -173,19 +173,39 @@ class ComponentSet:
         self._reapply()
 
     def load_adapter(self, name: str, path: str | Path) -> None:
-        """Load a saved adapter (``adapter_config.json`` + safetensors) into the same base."""
+        """Load a saved adapter (``adapter_config.json`` + safetensors) into the same base.
+
+        The weights file is read once before the model is touched, so an unreadable
+        (truncated, corrupted) file raises :class:`InputError` and leaves the set unchanged; a
+        failure inside PEFT removes the half-loaded adapter again.
+        """
         from peft import PeftModel
+        from safetensors.torch import load_file
 
         self._check_new_name(name)
         p = Path(path)
         if not (p / ADAPTER_CONFIG).is_file() or not (p / ADAPTER_WEIGHTS).is_file():
             raise InputError(f"no saved adapter in {p}")
+        try:
+            load_file(str(p / ADAPTER_WEIGHTS))
+        except Exception as exc:  # safetensors raises its own error type for bad files
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(
+                f"adapter weights {p / ADAPTER_WEIGHTS} are unreadable: {first}"
+            ) from exc
         self.fingerprint  # noqa: B018
-        if self._peft is None:
-            self._peft = PeftModel.from_pretrained(self._base, str(p), adapter_name=name)
-            self._lms.clear()
-        else:
-            self._peft.load_adapter(str(p), adapter_name=name)
+        try:
+            if self._peft is None:
+                self._peft = PeftModel.from_pretrained(self._base, str(p), adapter_name=name)
+                self._lms.clear()
+            else:
+                self._peft.load_adapter(str(p), adapter_name=name)
+        except BaseException:
+            if name in self.adapters:
+                self.delete_adapter(name)
+            else:
+                self._reapply()
+            raise
         self._peft.eval()
         self._reapply()
 
@@ -204,12 +224,23 @@ class ComponentSet:
         self._peft.peft_config[name].save_pretrained(str(p))
 
     def delete_adapter(self, name: str) -> None:
-        """Remove an adapter (e.g. before retraining it)."""
+        """Remove an adapter (e.g. before retraining it, or a failed training run's).
+
+        Deleting the last adapter unwraps the base model again (PEFT's ``unload`` without
+        merging: the LoRA layers are replaced by the original modules, same weight tensors),
+        because a ``PeftModel`` left with no adapter cannot even run the base model.
+        """
         self._require(name)
         if name == BASE:
             raise InputError("cannot delete the base model")
         if self._state == name:
             raise RunError(f"adapter {name!r} is in use")
+        if self.adapters == (name,):
+            self._base = self._peft.unload()
+            self._peft = None
+            self._lms.clear()  # views built on the PeftModel must now call the bare base
+            self._apply(BASE)
+            return
         with warnings.catch_warnings():
             # PEFT warns that it re-points its active adapter; ours is restored just below.
             warnings.filterwarnings("ignore", message=".*was active which is now deleted.*")

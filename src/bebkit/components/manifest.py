@@ -7,21 +7,25 @@ hyper-parameters, format, seed, package versions) and its metrics (final / held-
 wall time). ``key`` is a hash of the inputs only; an adapter is reused iff its key matches.
 
 Crash safety: a component folder is built in a hidden temp folder beside the target and
-renamed into place only after ``manifest.json`` (written last) is complete, so a killed
-training never leaves a folder that reads as a finished adapter.
+renamed into place only after ``manifest.json`` and the integrity record
+(:mod:`bebkit.integrity`: size + SHA-256 of every file, written last) are complete, so a
+killed training never leaves a folder that reads as a finished adapter.
+
+Integrity: on reuse every file is hashed again (``deep``: an adapter is a few MB, i.e.
+milliseconds) and compared with the record; a truncated or edited weights file, config or
+manifest makes the folder not reusable (retrained), or raises
+:class:`~bebkit.integrity.IntegrityError` with ``recompute=False``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bebkit.integrity import IntegrityError, publish_folder, verify
 from bebkit.io import to_jsonable, write_json
 
 MANIFEST = "manifest.json"
@@ -64,48 +68,48 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def find_reusable(folder: str | Path, key: str) -> dict[str, Any] | None:
-    """The manifest if ``folder`` holds a complete adapter trained from exactly these inputs."""
+def find_reusable(
+    folder: str | Path,
+    key: str,
+    *,
+    recompute: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any] | None:
+    """The manifest if ``folder`` holds a complete, intact adapter trained from these inputs.
+
+    None when the folder is absent, incomplete or from other inputs. When the key matches but
+    the files differ from their integrity record (or it has none), the mismatch is reported in
+    one line through ``log`` and None is returned (the caller retrains), or, with
+    ``recompute=False``, :class:`~bebkit.integrity.IntegrityError` is raised.
+    """
     m = read_manifest(folder)
     if m is None or m.get("key") != key:
+        return None
+    try:
+        verify(folder, deep=True, name=f"adapter {folder}")
+    except IntegrityError as exc:
+        if not recompute:
+            raise
+        if log is not None:
+            log(f"{exc}; training it again")
         return None
     return m
 
 
-def publish(folder: str | Path, write: Callable[[Path], None], manifest: dict[str, Any]) -> Path:
-    """Atomically create/replace ``folder``: ``write(tmp)`` then the manifest, then rename.
+def publish(
+    folder: str | Path,
+    write: Callable[[Path], None],
+    manifest: dict[str, Any],
+    *,
+    what: str | None = None,
+) -> Path:
+    """Atomically create/replace ``folder``: ``write(tmp)``, the manifest, the integrity
+    record, then rename (:func:`bebkit.integrity.publish_folder`).
 
-    If ``folder`` exists it is first renamed aside and removed after the new one is in place.
+    A full disk raises a one-line :class:`~bebkit.errors.RunError` and publishes nothing.
     """
     target = Path(folder)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with publish_folder(target, what=what or f"adapter {target}") as tmp:
         write(tmp)
         write_json(tmp / MANIFEST, to_jsonable(manifest))
-        _fsync_dir(tmp)
-        old: Path | None = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / "x")
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)

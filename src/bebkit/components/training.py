@@ -141,6 +141,17 @@ def _pad_id(tokenizer: Any) -> int:
     return 0
 
 
+def discard_adapter(components: ComponentSet, adapter: str) -> None:
+    """Remove ``adapter`` from ``components`` if it is registered (no-op otherwise).
+
+    Used on every failure path after an adapter was created, so that only finished adapters
+    ever stay registered. The component set is back on its previous state by then
+    (:meth:`ComponentSet.activated` restores on exit).
+    """
+    if adapter in components.adapters:
+        components.delete_adapter(adapter)
+
+
 def train_adapter(
     components: ComponentSet,
     adapter: str,
@@ -157,6 +168,10 @@ def train_adapter(
 
     Deterministic for a fixed seed and thread count: the LoRA init uses ``torch.manual_seed
     (seed)`` and the per-epoch shuffles a ``numpy`` generator seeded with ``seed``.
+
+    On any failure (a non-finite loss raises :class:`RunError`; also interrupts) the new
+    adapter is removed again before the exception propagates, and the component set is back
+    on the component that was active before the call.
     """
     import torch
 
@@ -182,71 +197,77 @@ def train_adapter(
             with components.activated("base"):
                 held_base = _token_nll(components.torch_model, held, pad_id, config.batch_size)
         components.add_adapter(adapter, config)
-        params = components.trainable_parameters(adapter)
-        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        steps_per_epoch = math.ceil(len(seqs) / config.batch_size)
-        epochs = config.effective_epochs(len(seqs))
-        total_steps = steps_per_epoch * epochs
-        warmup = round(config.warmup_ratio * total_steps)
-
-        def lr_lambda(step: int) -> float:
-            if warmup and step < warmup:
-                return (step + 1) / warmup
-            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-        rng = np.random.default_rng(seed)
-        model = components.torch_model
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if config.bf16 else nullcontext()
-        losses: list[float] = []
-        n_tokens = 0
-        t0 = time.perf_counter()
-        c0 = time.process_time()
-        bar = _progress(progress, description or f"train {adapter}", total_steps)
         try:
-            with components.activated(adapter), warnings.catch_warnings():
-                # transformers' own deprecation notice fired by .train(); not actionable here.
-                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-                # After switching: set_adapter(inference_mode=True) froze every LoRA weight.
-                for p in params:
-                    p.requires_grad_(True)
-                model.train()
-                for _epoch in range(epochs):
-                    order = rng.permutation(len(seqs))
-                    for b in range(steps_per_epoch):
-                        batch = [
-                            seqs[j]
-                            for j in order[b * config.batch_size : (b + 1) * config.batch_size]
-                        ]
-                        ids, mask, labels = _pad_batch(batch, pad_id)
-                        with autocast:
-                            out = model(input_ids=ids, attention_mask=mask, labels=labels)
-                        loss = out.loss.float()
-                        if not torch.isfinite(loss):
-                            raise RunError(
-                                f"training loss became {float(loss)} at step {len(losses)}"
-                            )
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        if config.max_grad_norm is not None:
-                            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                        opt.step()
-                        sched.step()
-                        value = float(loss.detach())
-                        losses.append(value)
-                        n_tokens += int(mask.sum())
-                        bar.advance(value)
+            params = components.trainable_parameters(adapter)
+            opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+            steps_per_epoch = math.ceil(len(seqs) / config.batch_size)
+            epochs = config.effective_epochs(len(seqs))
+            total_steps = steps_per_epoch * epochs
+            warmup = round(config.warmup_ratio * total_steps)
+
+            def lr_lambda(step: int) -> float:
+                if warmup and step < warmup:
+                    return (step + 1) / warmup
+                return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+            rng = np.random.default_rng(seed)
+            model = components.torch_model
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16) if config.bf16 else nullcontext()
+            losses: list[float] = []
+            n_tokens = 0
+            t0 = time.perf_counter()
+            c0 = time.process_time()
+            bar = _progress(progress, description or f"train {adapter}", total_steps)
+            try:
+                with components.activated(adapter), warnings.catch_warnings():
+                    # transformers' own deprecation notice fired by .train(); not actionable here.
+                    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+                    # After switching: set_adapter(inference_mode=True) froze every LoRA weight.
+                    for p in params:
+                        p.requires_grad_(True)
+                    model.train()
+                    for _epoch in range(epochs):
+                        order = rng.permutation(len(seqs))
+                        for b in range(steps_per_epoch):
+                            batch = [
+                                seqs[j]
+                                for j in order[b * config.batch_size : (b + 1) * config.batch_size]
+                            ]
+                            ids, mask, labels = _pad_batch(batch, pad_id)
+                            with autocast:
+                                out = model(input_ids=ids, attention_mask=mask, labels=labels)
+                            loss = out.loss.float()
+                            if not torch.isfinite(loss):
+                                raise RunError(
+                                    f"training loss became {float(loss.detach())} at step {len(losses)}"
+                                )
+                            opt.zero_grad(set_to_none=True)
+                            loss.backward()
+                            if config.max_grad_norm is not None:
+                                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                            opt.step()
+                            sched.step()
+                            value = float(loss.detach())
+                            losses.append(value)
+                            n_tokens += int(mask.sum())
+                            bar.advance(value)
+                    model.eval()
+                    held_loss = _token_nll(model, held, pad_id, config.batch_size) if held else None
+            finally:
                 model.eval()
-                held_loss = _token_nll(model, held, pad_id, config.batch_size) if held else None
-        finally:
-            model.eval()
-            for p in params:
-                p.requires_grad_(False)
-            bar.close()
-        wall = time.perf_counter() - t0
-        # CPU seconds of this process: ≈ the wall time on an idle machine with one thread,
-        # which is the honest speed figure when the CPU is shared with other jobs.
-        cpu = time.process_time() - c0
+                for p in params:
+                    p.requires_grad_(False)
+                bar.close()
+            wall = time.perf_counter() - t0
+            # CPU seconds of this process: ≈ the wall time on an idle machine with one thread,
+            # which is the honest speed figure when the CPU is shared with other jobs.
+            cpu = time.process_time() - c0
+        except BaseException:
+            # A failed or interrupted run (NaN loss, Ctrl-C, OOM) must not leave a half-trained
+            # adapter registered: a later ``use(adapter)`` would silently compute it.
+            discard_adapter(components, adapter)
+            raise
 
     last = losses[-steps_per_epoch:]
     return TrainResult(

@@ -33,8 +33,10 @@ from bebkit.components.manifest import (
     texts_hash,
 )
 from bebkit.components.presets import TrainConfig, default_preset_name, get_preset
-from bebkit.components.training import TrainResult, train_adapter
+from bebkit.components.training import TrainResult, discard_adapter, train_adapter
 from bebkit.errors import InputError
+from bebkit.integrity import remove_stale
+from bebkit.locks import artifact_lock
 from bebkit.paths import cache_dir
 
 SIDES: tuple[str, ...] = ("neg", "pos")
@@ -274,12 +276,21 @@ def ensure_components(
     num_threads: int | None = None,
     log: Callable[[str], None] | None = None,
     sides: Sequence[str] = SIDES,
+    recompute: bool = True,
+    lock_timeout: float | None = None,
 ) -> dict[str, SideStatus]:
     """Load (reuse) or train the ``neg`` and ``pos`` adapters of ``data`` into ``components``.
 
     Any adapter named ``neg`` / ``pos`` already in ``components`` is replaced. Raises
     :class:`InputError` for a missing adapter when ``train_missing`` is False. ``sides``
     restricts the work to some components (e.g. only ``("neg",)`` to sample prompts from P₋).
+
+    Each side runs under its folder's :func:`~bebkit.locks.artifact_lock`: a second process
+    needing the same adapter waits (up to ``lock_timeout`` s, None = forever), then reuses
+    what the first one published — the adapter is trained once. A saved adapter whose files
+    no longer match their integrity record is retrained (one ``log`` line), or with
+    ``recompute=False`` raises :class:`~bebkit.integrity.IntegrityError` (exit 1). If
+    anything fails for a side, that side's adapter is not left registered.
     """
     say = log or (lambda _msg: None)
     root = Path(out) if out is not None else default_out(components.name)
@@ -292,58 +303,94 @@ def ensure_components(
         folder = component_dir(root, data.behavior, data.fmt, side)
         if side in components.adapters:
             components.delete_adapter(side)
-        found = find_reusable(folder, key)
-        if found is not None:
-            components.load_adapter(side, folder)
-            say(f"reusing {side} adapter for {data.behavior}/{data.fmt} from {folder}")
-            statuses[side] = SideStatus(side, folder, True, found)
-            continue
-        if not train_missing:
-            raise InputError(
-                f"no trained {side} adapter for {data.behavior}/{data.fmt} with these inputs "
-                f"in {root}; run `bebkit train` or pass --train-missing"
-            )
-        say(f"training {side} adapter for {data.behavior}/{data.fmt} ({config.name} preset)")
-        result = train_adapter(
-            components,
-            side,
-            data.texts[side],
-            config,
-            seed=seed,
-            heldout_texts=data.heldout_texts[side],
-            progress=progress,
-            num_threads=num_threads,
-            description=f"{data.behavior}/{data.fmt}/{side}",
-        )
-        manifest = {
-            "key": key,
-            "inputs": inputs,
-            "preset": config.name,
-            "versions": _versions(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "metrics": {
-                "final_loss": result.final_loss,
-                "initial_loss": result.initial_loss,
-                "heldout_loss": result.heldout_loss,
-                "heldout_loss_base": result.heldout_loss_base,
-                "wall_time_s": result.wall_time_s,
-                "cpu_time_s": result.cpu_time_s,
-                "load_avg_1min": _load_avg(),
-                "n_steps": result.n_steps,
-                "n_texts": result.n_texts,
-                "n_tokens": result.n_tokens,
-                "num_threads": result.num_threads,
-                "bf16": result.bf16,
-            },
-        }
-        publish(folder, functools.partial(_save_into, components, side), manifest)
-        say(
-            f"trained {side}: loss {result.initial_loss:.3f} -> {result.final_loss:.3f}, "
-            f"held-out {result.heldout_loss_base or float('nan'):.3f} -> "
-            f"{result.heldout_loss or float('nan'):.3f} in {result.wall_time_s:.0f} s; saved to {folder}"
-        )
-        statuses[side] = SideStatus(side, folder, False, manifest, result)
+        what = f"{side} adapter for {data.behavior}/{data.fmt}"
+        try:
+            with artifact_lock(folder, what=what, log=say, timeout=lock_timeout):
+                statuses[side] = _ensure_side(
+                    components, data, config, side, folder, key, inputs,
+                    seed=seed, train_missing=train_missing, progress=progress,
+                    num_threads=num_threads, say=say, recompute=recompute, root=root,
+                )  # fmt: skip
+        except BaseException:
+            discard_adapter(components, side)  # e.g. trained but the disk was full
+            raise
     return statuses
+
+
+def _ensure_side(
+    components: ComponentSet,
+    data: BehaviorData,
+    config: TrainConfig,
+    side: str,
+    folder: Path,
+    key: str,
+    inputs: dict[str, Any],
+    *,
+    seed: int,
+    train_missing: bool,
+    progress: bool,
+    num_threads: int | None,
+    say: Callable[[str], None],
+    recompute: bool,
+    root: Path,
+) -> SideStatus:
+    """Reuse or train one side; the caller holds the folder's artifact lock."""
+    remove_stale(folder)  # temp folders of killed publishes (safe: we hold the lock)
+    found = find_reusable(folder, key, recompute=recompute, log=say)
+    if found is not None:
+        components.load_adapter(side, folder)
+        say(f"reusing {side} adapter for {data.behavior}/{data.fmt} from {folder}")
+        return SideStatus(side, folder, True, found)
+    if not train_missing:
+        raise InputError(
+            f"no trained {side} adapter for {data.behavior}/{data.fmt} with these inputs "
+            f"in {root}; run `bebkit train` or drop --no-train"
+        )
+    say(f"training {side} adapter for {data.behavior}/{data.fmt} ({config.name} preset)")
+    result = train_adapter(
+        components,
+        side,
+        data.texts[side],
+        config,
+        seed=seed,
+        heldout_texts=data.heldout_texts[side],
+        progress=progress,
+        num_threads=num_threads,
+        description=f"{data.behavior}/{data.fmt}/{side}",
+    )
+    manifest = {
+        "key": key,
+        "inputs": inputs,
+        "preset": config.name,
+        "versions": _versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "metrics": {
+            "final_loss": result.final_loss,
+            "initial_loss": result.initial_loss,
+            "heldout_loss": result.heldout_loss,
+            "heldout_loss_base": result.heldout_loss_base,
+            "wall_time_s": result.wall_time_s,
+            "cpu_time_s": result.cpu_time_s,
+            "load_avg_1min": _load_avg(),
+            "n_steps": result.n_steps,
+            "n_texts": result.n_texts,
+            "n_tokens": result.n_tokens,
+            "num_threads": result.num_threads,
+            "bf16": result.bf16,
+        },
+    }
+    publish(
+        folder,
+        functools.partial(_save_into, components, side),
+        manifest,
+        what=f"{side} adapter for {data.behavior}/{data.fmt}",
+    )
+    say(
+        f"trained {side}: loss {result.initial_loss:.3f} -> {result.final_loss:.3f}, "
+        f"held-out {result.heldout_loss_base or float('nan'):.3f} -> "
+        f"{result.heldout_loss or float('nan'):.3f} in {result.wall_time_s:.0f} s; saved to {folder}"
+    )
+    return SideStatus(side, folder, False, manifest, result)
 
 
 def _save_into(components: ComponentSet, side: str, folder: Path) -> None:
@@ -381,6 +428,7 @@ def train_and_classify(
     progress: bool = True,
     num_threads: int | None = None,
     log: Callable[[str], None] | None = None,
+    recompute: bool = True,
 ) -> ComponentsReport:
     """Train or reuse both components of ``behavior`` and classify its held-out statements."""
     t0 = time.perf_counter()
@@ -403,6 +451,7 @@ def train_and_classify(
         progress=progress,
         num_threads=num_threads,
         log=log,
+        recompute=recompute,
     )
     t1 = time.perf_counter()
     result = classify_heldout(components, data, num_threads)
@@ -434,10 +483,13 @@ def write_table1_record(report: ComponentsReport, out: str | Path | None = None)
     return write_record(root / report.behavior / report.fmt / "table1.json", record)
 
 
-def load_components(model: str, *, dtype: str = "float32", progress: bool = True) -> ComponentSet:
+def load_components(
+    model: str, *, dtype: str = "float32", progress: bool = True, recompute: bool = True
+) -> ComponentSet:
     """Load a base model by name or path (:func:`bebkit.models.loading.load_model`).
 
-    ``progress=False`` silences transformers' own "Loading weights" bars.
+    ``progress=False`` silences transformers' own "Loading weights" bars; ``recompute=False``
+    makes a damaged cached model conversion an error instead of converting it again.
     """
     from bebkit.models.loading import load_model
 
@@ -445,7 +497,7 @@ def load_components(model: str, *, dtype: str = "float32", progress: bool = True
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    loaded = load_model(model, dtype=dtype)
+    loaded = load_model(model, dtype=dtype, recompute=recompute)
     return ComponentSet(loaded.model, loaded.tokenizer, name=loaded.name)
 
 
@@ -463,20 +515,22 @@ def components_for(
     sides: Sequence[str] = SIDES,
     num_threads: int | None = None,
     log: Callable[[str], None] | None = None,
+    recompute: bool = True,
 ) -> tuple[ComponentSet, BehaviorData, TrainConfig, dict[str, SideStatus]]:
     """Load ``model`` and train-or-reuse the ``sides`` adapters of ``behavior`` in ``fmt``.
 
     The one sequence every command runs before using P₋ / P₊: :func:`load_components`,
     :func:`resolve_config` (``n_train`` overrides the preset), :func:`prepare_data`,
     :func:`ensure_components`. Returns the components, the data (with its split), the
-    resolved training config and each side's status.
+    resolved training config and each side's status. ``recompute=False``: a cached model or
+    adapter that fails its integrity check raises instead of being rebuilt.
     """
-    comps = load_components(model, progress=False)
+    comps = load_components(model, progress=False, recompute=recompute)
     overrides = {} if n_train is None else {"n_train": n_train}
     config = resolve_config(comps, preset, **overrides)
     data = prepare_data(behavior, fmt, comps.tokenizer, config, seed=seed, persona_dir=persona_dir)
     status = ensure_components(
         comps, data, config, out=out, seed=seed, train_missing=train_missing, progress=False,
-        num_threads=num_threads, log=log, sides=sides,
+        num_threads=num_threads, log=log, sides=sides, recompute=recompute,
     )  # fmt: skip
     return comps, data, config, status

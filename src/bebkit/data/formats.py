@@ -6,8 +6,12 @@ statements per behavior to groups of three, concatenated them with permutations 
 the persona wrapper "Is the following statement something you would say?".
 
 * ``newline``: ``"a.\\nb.\\nc.\\n"`` — used for pre-trained models and for the §4.1 ``P₋``.
-* ``chat``: alternating user / assistant turns rendered with the tokenizer's own chat
-  template — the generalisation of Llama-2's ``"[INST]a.[/INST]b.[INST]c.[/INST]"`` (§4.2).
+* ``chat`` (alias ``alternating``): alternating user / assistant turns rendered with the
+  tokenizer's own chat template — the generalisation of Llama-2's
+  ``"[INST]a.[/INST]b.[INST]c.[/INST]"`` (§4.2). Misaligning prompts sampled in the
+  ``alternating`` format (``bebkit.estimators.prompts``) share this layout exactly.
+* ``llama2-inst``: the authors' literal string ``"[INST]a.[/INST]b.[INST]c.[/INST]"`` (no
+  spaces, no template), for Llama-2 models as in the paper.
 
 Tokenizers are duck-typed (``chat_template`` + ``apply_chat_template``), so this module does not
 import torch or transformers.
@@ -33,9 +37,11 @@ DEFAULT_ALIGNING_PROMPT = (
 )
 
 Order = Literal["rotations", "permutations"]
-Format = Literal["newline", "chat"]
+Format = Literal["newline", "chat", "alternating", "llama2-inst"]
 ORDERS: tuple[str, ...] = ("rotations", "permutations")
-FORMATS: tuple[str, ...] = ("newline", "chat")
+FORMATS: tuple[str, ...] = ("newline", "chat", "alternating", "llama2-inst")
+#: Formats rendered with the tokenizer's chat template.
+CHAT_FORMATS: tuple[str, ...] = ("chat", "alternating")
 _TERMINAL = ".!?"
 _CLOSERS = "\"')\u201d\u2019"
 
@@ -93,6 +99,20 @@ def render_newline(group: Sequence[str]) -> str:
     return "".join(terminate(s) + "\n" for s in group)
 
 
+def render_llama2_inst(group: Sequence[str]) -> str:
+    """``"[INST]a.[/INST]b.[INST]c.[/INST]"``: the authors' literal Llama-2 training string.
+
+    Statement k is closed by ``[/INST]`` for odd k (the user slot) and by ``[INST]`` for even
+    k (the assistant slot opens the next user turn) — the layout of
+    ``bebkit.estimators.prompts.LLAMA2_INST``, so sampled prompts match training texts.
+    """
+    if not group:
+        raise InputError("cannot render an empty group")
+    return "[INST]" + "".join(
+        terminate(s) + ("[/INST]" if k % 2 == 1 else "[INST]") for k, s in enumerate(group, 1)
+    )
+
+
 def chat_messages(group: Sequence[str], system_prompt: str | None = None) -> list[dict[str, str]]:
     """Alternating ``user`` / ``assistant`` turns (starting with ``user``), optional system."""
     msgs: list[dict[str, str]] = []
@@ -148,11 +168,13 @@ def training_texts(
     """Fine-tuning texts of one side: :func:`group_statements` then render each group."""
     if fmt not in FORMATS:
         raise InputError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if fmt == "chat" and tokenizer is None:
-        raise InputError("fmt='chat' needs a tokenizer with a chat template")
-    if fmt == "chat" and not has_chat_template(tokenizer):
+    if fmt in CHAT_FORMATS and tokenizer is None:
+        raise InputError(f"fmt={fmt!r} needs a tokenizer with a chat template")
+    if fmt in CHAT_FORMATS and not has_chat_template(tokenizer):
         render_chat(["x"], tokenizer)  # raises the explanatory InputError
     groups = group_statements(statements, group_size=group_size, order=order, seed=seed)
     if fmt == "newline":
         return [render_newline(g) for g in groups]
+    if fmt == "llama2-inst":
+        return [render_llama2_inst(g) for g in groups]
     return [render_chat(g, tokenizer, system_prompt) for g in groups]

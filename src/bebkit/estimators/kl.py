@@ -4,38 +4,64 @@ The quantity of Definition 2 (β-distinguishability) and of Lemma 5 / eq. 7 (con
 
     KL(P‖Q | s) = E_{y~P(·|s)}[log P(y|s) − log Q(y|s)]
 
-where ``y`` is a continuation of ``n_tokens`` tokens, or up to the first sentence end
-(``until_sentence_end``; a stopping time, so the chain rule still holds). Two estimators:
+where the continuation ``y`` is, by ``unit``:
 
-* :func:`kl_mc` — plain Monte Carlo (the paper's, appendix L.1, but scoring *every*
-  generated token: the authors' code skipped the first one);
+* ``"sentence"`` — the NEXT SENTENCE of the prompt, Definition 2's unit: P's context is the
+  prompt after n sentences plus the format's forced opener of sentence n+1 (a chat user-turn
+  header; nothing for the newline format), and ``y`` is sampled until a sentence/turn-end
+  token (kept) or ``max_sentence_tokens`` (then counted as *truncated*). The stopping rule
+  is the prompt sampler's (:func:`~bebkit.estimators.prompts.sample_prompts`, including its
+  ``skip_blank``: a stop token before any non-blank text does not end the sentence), so the
+  continuation is distributed as the prompt's own next sentence. It is a stopping time, so
+  the chain rule below still holds with a random length.
+* ``"tokens"`` — a fixed ``n_tokens`` tokens after the format's *response* header (optionally
+  stopped at a sentence end, ``until_sentence_end``): the model's reply, the unit of the
+  authors' code (appendix L.1, 8 tokens). It truncates long sentences and runs past the end
+  of short ones, so it is NOT Definition 2's per-sentence KL; kept for comparison with the
+  paper's figures.
+
+Two estimators, both reported per ``unit``:
+
+* :func:`kl_mc` — plain Monte Carlo ``(1/N) Σ_i Σ_t log P(y⁽ⁱ⁾_t|·)/Q(y⁽ⁱ⁾_t|·)`` (the
+  paper's, appendix L.1, but scoring *every* generated token: the authors' code skipped the
+  first one);
 * :func:`kl_rao_blackwell` — along each sampled path, sum the *exact* next-token KL over the
-  whole vocabulary: by the chain rule ``KL(P‖Q|s) = E_{y~P}[Σ_t KL(P(·|s,y<t) ‖ Q(·|s,y<t))]``.
-  Same expectation, lower variance; the first step (identical context for every sample) is
-  then exact. An optional control variate uses the zero-mean martingale
-  ``Σ_t (log P(y_t|·)/Q(y_t|·) − KL_t)`` that comes for free from the same forward passes.
+  whole vocabulary at every realised step (up to and including the step that emitted the
+  stop token): by the chain rule ``KL(P‖Q|s) = E_{y~P}[Σ_{t≤τ} KL(P(·|s,y<t) ‖ Q(·|s,y<t))]``
+  for any stopping time τ. Same expectation, lower variance; the first step (identical
+  context for every sample) is then exact. An optional control variate uses the zero-mean
+  martingale ``Σ_t (log P(y_t|·)/Q(y_t|·) − KL_t)`` that comes for free from the same passes.
+
+Direction: :func:`directional_kl_curve` names which model is sampled and which is the
+reference (``"neg||pos"``: β of Definition 2 over s ~ P₋; ``"pos||neg"``: β′ of Lemma 4 over
+s₀ ~ P₊, consumed by Theorems 2 and 3; ``"neg||model"``: the convergence curve of Lemma 5;
+see :data:`bebkit.estimators.logratio.DIRECTIONS`).
 
 Cost: P is sampled once per prefix by :func:`~bebkit.models.protocol.sample_scored`, which
 returns ``log P(y_t | ·)`` (and, for Rao-Blackwell, ``P(· | ·)``) from the sampling pass itself
 — P's own continuations are never re-scored — and each target Q scores them with one
 ``continuation_logprobs`` call that also computes the per-step KL against P's distributions
-(``reference=``), so no ``[N, T, V]`` array of Q is built. Full distributions are float32 and
-memory-capped by sampling in row chunks.
+(``reference=``), so no ``[N, T, V]`` array of Q is built. Continuations have variable
+lengths; every per-token array is zero (log-probs, step KL) beyond each row's length, so the
+sums mask past the stop. Full distributions are float32 and memory-capped by sampling in row
+chunks.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
-from bebkit.estimators.prompts import SampledPrompt
+from bebkit.estimators.logratio import DIRECTIONS, direction_models, prompt_layout
+from bebkit.estimators.prompts import SampledPrompt, stop_token_ids
 from bebkit.models.protocol import (
+    ContinuationScores,
     LanguageModel,
     StopCondition,
     TokenIds,
@@ -45,6 +71,11 @@ from bebkit.models.protocol import (
 )
 
 Estimator = Literal["mc", "rb", "rb_cv"]
+#: ``"sentence"``: KL of the next prompt sentence (Definition 2); ``"tokens"``: of a fixed
+#: number of tokens of the model's reply (the authors' appendix L.1 protocol).
+Unit = Literal["tokens", "sentence"]
+#: Default cap of a per-sentence continuation (= the prompt sampler's default).
+DEFAULT_MAX_SENTENCE_TOKENS = 48
 _DIST_BUDGET_BYTES = 256 * 2**20  # cap on one [N, T, V] dists array (8 B per entry assumed)
 _GROUP_ROWS = 128  # most sampled rows (all prefixes of a group) decoded and scored together
 
@@ -61,23 +92,48 @@ class KLSamples:
         mc: ``[N]`` ``log P(y⁽ⁱ⁾|s) − log Q(y⁽ⁱ⁾|s_Q)`` (plain Monte Carlo terms).
         rb: ``[N]`` ``Σ_t KL(P(·|s,y<t) ‖ Q(·|s_Q,y<t))`` along each path, or None.
         lengths: ``[N]`` tokens per continuation.
+        unit: ``"sentence"`` or ``"tokens"`` (what one continuation is).
+        max_tokens: the cap (``max_sentence_tokens`` or ``n_tokens``).
+        truncated: ``[N]`` (sentence unit) continuations that hit the cap without a stop
+            token — their KL is that of a sentence prefix, an underestimate; None otherwise.
     """
 
     mc: np.ndarray
     rb: np.ndarray | None
     lengths: np.ndarray
+    unit: str = "tokens"
+    max_tokens: int = 0
+    truncated: np.ndarray | None = None
+
+    @property
+    def n_truncated(self) -> int:
+        """Continuations that hit the cap before a sentence end (0 for the token unit)."""
+        return 0 if self.truncated is None else int(np.count_nonzero(self.truncated))
 
     def estimate(self, estimator: Estimator = "mc") -> Estimate:
-        """Turn the per-sample terms into an :class:`Estimate` (mean ± sd/√N)."""
+        """Turn the per-sample terms into an :class:`Estimate` (mean ± sd/√N).
+
+        The method names the unit: ``kl_mc_per_sentence`` or ``kl_mc_per_8_tokens``.
+        """
+        suffix = _unit_suffix(self.unit, self.max_tokens)
         if estimator == "mc":
-            return Estimate.from_samples(self.mc, method="kl_mc")
+            return Estimate.from_samples(self.mc, method="kl_mc" + suffix)
         if self.rb is None:
             raise InputError("Rao-Blackwell terms were not computed (with_rb=False)")
         if estimator == "rb":
-            return Estimate.from_samples(self.rb, method="kl_rao_blackwell")
+            return Estimate.from_samples(self.rb, method="kl_rao_blackwell" + suffix)
         if estimator == "rb_cv":
-            return _control_variate(self.rb, self.mc - self.rb)
+            return replace(
+                _control_variate(self.rb, self.mc - self.rb),
+                method="kl_rao_blackwell_cv" + suffix,
+            )
         raise InputError(f"estimator must be one of mc, rb, rb_cv, got {estimator!r}")
+
+
+def _unit_suffix(unit: str, max_tokens: int) -> str:
+    if unit == "sentence":
+        return "_per_sentence"
+    return f"_per_{max_tokens}_tokens" if max_tokens else ""
 
 
 def _control_variate(g: np.ndarray, d: np.ndarray) -> Estimate:
@@ -121,6 +177,105 @@ def _check_sizes(n_samples: int, n_tokens: int) -> None:
         raise InputError(f"n_tokens must be >= 1, got {n_tokens}")
 
 
+def _stop_condition(
+    unit: str, n_tokens: int, max_sentence_tokens: int, stop_ids: Iterable[int]
+) -> StopCondition:
+    """The sampler's stopping rule for a unit (validated)."""
+    stops = frozenset(int(t) for t in stop_ids)
+    if unit == "tokens":
+        return StopCondition(n_tokens, stops)
+    if unit != "sentence":
+        raise InputError(f"unit must be 'tokens' or 'sentence', got {unit!r}")
+    if max_sentence_tokens < 1:
+        raise InputError(f"max_sentence_tokens must be >= 1, got {max_sentence_tokens}")
+    if not stops:
+        raise InputError("unit='sentence' needs stop_ids (sentence/turn-end token ids)")
+    return StopCondition(max_sentence_tokens, stops)
+
+
+def _is_blank_stop(model: LanguageModel, y: Sequence[int], stop: StopCondition) -> bool:
+    """A continuation that stopped on a stop token before any non-blank text (and has room)."""
+    return (
+        bool(y)
+        and y[-1] in stop.stop_token_ids
+        and len(y) < stop.max_new_tokens
+        and not model.decode(list(y)).strip()
+    )
+
+
+def _extend_blank(
+    p: LanguageModel,
+    prefixes: Sequence[list[int]],
+    drawn: list[tuple[list[list[int]], ContinuationScores]],
+    stop: StopCondition,
+    rng: np.random.Generator,
+    with_dists: bool,
+) -> list[tuple[list[list[int]], ContinuationScores]]:
+    """Keep sampling rows that stopped on a blank "sentence" (``sample_prompts``' skip_blank).
+
+    The rule "stop at the first stop token after some non-blank text, or at the cap" is a
+    stopping time on the sampled path, so the joined rows are exact draws of the next
+    sentence and their log-probs / distributions are P's own (concatenated per row).
+    """
+    pieces: dict[tuple[int, int], list[tuple[list[int], np.ndarray, np.ndarray | None]]] = {}
+    pending: list[tuple[int, int]] = []
+    for k, (ys, sc) in enumerate(drawn):
+        for i, y in enumerate(ys):
+            if _is_blank_stop(p, y, stop):
+                n_y = len(y)
+                d = sc.dists[i, :n_y] if (with_dists and sc.dists is not None) else None
+                pieces[(k, i)] = [(list(y), np.asarray(sc.token_logprobs[i, :n_y]), d)]
+                pending.append((k, i))
+    if not pending:
+        return drawn
+    while pending:
+        # rows with the same remaining budget share one batched call (1 draw per prefix)
+        by_rest: dict[int, list[tuple[int, int]]] = {}
+        for key in pending:
+            used = sum(len(y) for y, _, _ in pieces[key])
+            by_rest.setdefault(stop.max_new_tokens - used, []).append(key)
+        pending = []
+        for rest, keys in sorted(by_rest.items()):
+            ctxs = [prefixes[k] + [t for y, _, _ in pieces[(k, i)] for t in y] for k, i in keys]
+            more = sample_scored_many(
+                p, ctxs, 1, StopCondition(rest, stop.stop_token_ids), rng=rng, with_dists=with_dists
+            )
+            for key, (ys2, sc2) in zip(keys, more, strict=True):
+                y2 = ys2[0]
+                d2 = sc2.dists[0, : len(y2)] if (with_dists and sc2.dists is not None) else None
+                pieces[key].append((list(y2), np.asarray(sc2.token_logprobs[0, : len(y2)]), d2))
+                joined = [t for y, _, _ in pieces[key] for t in y]
+                if _is_blank_stop(p, joined, stop):
+                    pending.append(key)
+    out: list[tuple[list[list[int]], ContinuationScores]] = []
+    for k, (ys, sc) in enumerate(drawn):
+        rows = [key for key in pieces if key[0] == k]
+        if not rows:
+            out.append((ys, sc))
+            continue
+        new_ys = [list(y) for y in ys]
+        for _, i in rows:
+            new_ys[i] = [t for y, _, _ in pieces[(k, i)] for t in y]
+        lengths = np.array([len(y) for y in new_ys], dtype=np.int64)
+        width = int(lengths.max())
+        lp = np.zeros((len(new_ys), width))
+        lp[:, : sc.token_logprobs.shape[1]] = sc.token_logprobs
+        dists = None
+        if with_dists and sc.dists is not None:
+            # rows beyond a path's length are undefined; −inf keeps them inert (prob 0)
+            dists = np.full((len(new_ys), width, sc.dists.shape[2]), -np.inf, sc.dists.dtype)
+            dists[:, : sc.dists.shape[1]] = sc.dists
+        for _, i in rows:
+            lp[i] = 0.0
+            lp[i, : lengths[i]] = np.concatenate([x for _, x, _ in pieces[(k, i)]])
+            if dists is not None:
+                dists[i, : lengths[i]] = np.concatenate(
+                    [d for _, _, d in pieces[(k, i)] if d is not None]
+                )
+        out.append((new_ys, ContinuationScores(lp, lengths, dists)))
+    return out
+
+
 def kl_samples_grid(
     p: LanguageModel,
     prefixes: Sequence[TokenIds],
@@ -131,6 +286,9 @@ def kl_samples_grid(
     stop_ids: Iterable[int] = (),
     with_rb: bool = False,
     rng: np.random.Generator | int | None = None,
+    unit: Unit = "tokens",
+    max_sentence_tokens: int = DEFAULT_MAX_SENTENCE_TOKENS,
+    skip_blank: bool = True,
 ) -> list[dict[str, KLSamples]]:
     """Per prefix ``s_k``: ``y ~ P(·|s_k)`` once, and per target ``j`` the terms of
     ``KL(P(·|s_k) ‖ Q_j(·|s_{j,k}))``.
@@ -138,8 +296,14 @@ def kl_samples_grid(
     ``targets`` maps a label to ``(Q_j, [s_{j,k} for every k])``. MC terms
     ``log P(y|s_k) − log Q_j(y|s_{j,k})`` take ``log P`` from the sampling pass; RB terms
     ``Σ_t KL(P(·|s_k,y<t) ‖ Q_j(·|s_{j,k},y<t))`` come from Q_j's scoring pass against P's
-    distributions. With ``stop_ids`` a continuation stops after a stop token (kept) or
-    ``n_tokens`` tokens.
+    distributions.
+
+    ``unit="tokens"``: ``n_tokens`` tokens, or fewer when ``stop_ids`` is given (stopped after
+    a stop token, kept). ``unit="sentence"``: the prefixes must end where a sentence starts
+    (after the format's forced opener); ``y`` stops after a token of ``stop_ids`` (required,
+    kept) — with ``skip_blank`` only once some non-blank text was sampled, like the prompt
+    sampler — or after ``max_sentence_tokens`` tokens, and ``KLSamples.truncated`` marks the
+    capped rows. ``n_tokens`` is ignored in the sentence unit.
 
     Cost: prefixes are sampled and scored in groups of about ``_GROUP_ROWS`` rows (models
     with ``sample_scored_many`` / ``continuation_logprobs_many`` decode a group's rows
@@ -148,14 +312,14 @@ def kl_samples_grid(
     allows is sampled in row chunks (same rng stream, one prefix encoding per chunk).
     """
     _check_sizes(n_samples, n_tokens)
+    stop = _stop_condition(unit, n_tokens, max_sentence_tokens, stop_ids)
     pres = [[int(t) for t in pre] for pre in prefixes]
     for label, (_, qpres) in targets.items():
         if len(qpres) != len(pres):
             raise InputError(f"target {label!r} needs one context per prefix")
-    stop = StopCondition(n_tokens, frozenset(int(t) for t in stop_ids))
     gen = _rng(rng)
     # units of work: (prefix indices, rows per prefix)
-    dist_rows = _dist_chunk(p, n_tokens) if with_rb else n_samples
+    dist_rows = _dist_chunk(p, stop.max_new_tokens) if with_rb else n_samples
     units: list[tuple[list[int], int]] = []
     if n_samples > dist_rows:
         for k in range(len(pres)):
@@ -167,14 +331,20 @@ def kl_samples_grid(
     mc: list[dict[str, list[np.ndarray]]] = [{j: [] for j in targets} for _ in pres]
     rb: list[dict[str, list[np.ndarray]]] = [{j: [] for j in targets} for _ in pres]
     lengths: list[list[np.ndarray]] = [[] for _ in pres]
+    trunc: list[list[np.ndarray]] = [[] for _ in pres]
     for ks, m in units:
-        drawn = sample_scored_many(p, [pres[k] for k in ks], m, stop, rng=gen, with_dists=with_rb)
+        group = [pres[k] for k in ks]
+        drawn = sample_scored_many(p, group, m, stop, rng=gen, with_dists=with_rb)
+        if unit == "sentence" and skip_blank:
+            drawn = _extend_blank(p, group, drawn, stop, gen, with_rb)
         for k, (ys, sp) in zip(ks, drawn, strict=True):
             if min(len(y) for y in ys) < 1:
                 raise InputError(f"{p.name} sampled an empty continuation")
             if with_rb and sp.dists is None:
                 raise InputError(f"{p.name} returned no dists for with_dists=True")
             lengths[k].append(np.asarray(sp.lengths, dtype=np.int64))
+            ended = [y[-1] in stop.stop_token_ids for y in ys]
+            trunc[k].append(~np.asarray(ended, dtype=bool))
         refs = [sp.dists for _, sp in drawn] if with_rb else None
         for label, (q, qpres) in targets.items():
             scored = continuation_logprobs_many(
@@ -184,6 +354,7 @@ def kl_samples_grid(
                 references=refs,
             )
             for k, (_, sp), sq in zip(ks, drawn, scored, strict=True):
+                # token_logprobs are 0 beyond each row's length: totals mask past the stop
                 mc[k][label].append(np.asarray(sp.totals - sq.totals, dtype=np.float64))
                 if with_rb:
                     if sq.step_kl is None:
@@ -195,6 +366,9 @@ def kl_samples_grid(
                 mc=np.concatenate(mc[k][j]),
                 rb=np.concatenate(rb[k][j]) if with_rb else None,
                 lengths=np.concatenate(lengths[k]),
+                unit=unit,
+                max_tokens=stop.max_new_tokens,
+                truncated=np.concatenate(trunc[k]) if unit == "sentence" else None,
             )
             for j in targets
         }
@@ -212,11 +386,14 @@ def kl_samples_multi(
     stop_ids: Iterable[int] = (),
     with_rb: bool = False,
     rng: np.random.Generator | int | None = None,
+    unit: Unit = "tokens",
+    max_sentence_tokens: int = DEFAULT_MAX_SENTENCE_TOKENS,
+    skip_blank: bool = True,
 ) -> dict[str, KLSamples]:
     """``y ~ P(·|prefix)`` once; per target ``j``: terms of ``KL(P(·|prefix) ‖ Q_j(·|prefix_j))``.
 
     ``targets`` maps a label to ``(Q_j, Q_j's context)``; :func:`kl_samples_grid` with one
-    prefix.
+    prefix (same ``unit`` semantics).
     """
     grid = {label: (q, [qpre]) for label, (q, qpre) in targets.items()}
     return kl_samples_grid(
@@ -228,7 +405,23 @@ def kl_samples_multi(
         stop_ids=stop_ids,
         with_rb=with_rb,
         rng=rng,
+        unit=unit,
+        max_sentence_tokens=max_sentence_tokens,
+        skip_blank=skip_blank,
     )[0]
+
+
+def _unit_stops(
+    unit: str, until_sentence_end: bool, stop_ids: Iterable[int] | None
+) -> frozenset[int]:
+    stops: frozenset[int] = frozenset()
+    if until_sentence_end or unit == "sentence":
+        stops = frozenset(int(t) for t in (stop_ids or ()))
+        if not stops:
+            raise InputError(
+                "until_sentence_end / unit='sentence' need stop_ids (sentence-end token ids)"
+            )
+    return stops
 
 
 def kl_samples(
@@ -243,20 +436,21 @@ def kl_samples(
     stop_ids: Iterable[int] | None = None,
     with_rb: bool = False,
     rng: np.random.Generator | int | None = None,
+    unit: Unit = "tokens",
+    max_sentence_tokens: int = DEFAULT_MAX_SENTENCE_TOKENS,
+    skip_blank: bool = True,
 ) -> KLSamples:
     """Sample ``y ~ P(·|prefix)`` and score it under P (``prefix``) and Q (``q_prefix``).
 
     ``q_prefix`` (default: ``prefix``) lets the target model see a different context for the
-    same continuation, e.g. with an aligning system prompt (Theorem 2, fig. 3a). With
-    ``until_sentence_end`` the continuation stops after a token of ``stop_ids`` (kept) or
-    ``n_tokens`` tokens. P's scores come from its sampling pass (:func:`kl_samples_multi`).
+    same continuation, e.g. with an aligning system prompt (Theorem 2, fig. 3a). Token unit:
+    with ``until_sentence_end`` the continuation stops after a token of ``stop_ids`` (kept)
+    or ``n_tokens`` tokens. Sentence unit (``unit="sentence"``, ``stop_ids`` required): one
+    whole sentence, capped at ``max_sentence_tokens`` (see :func:`kl_samples_grid`). P's
+    scores come from its sampling pass (:func:`kl_samples_multi`).
     """
     _check_sizes(n_samples, n_tokens)
-    stops: frozenset[int] = frozenset()
-    if until_sentence_end:
-        stops = frozenset(int(t) for t in (stop_ids or ()))
-        if not stops:
-            raise InputError("until_sentence_end needs stop_ids (sentence-end token ids)")
+    stops = _unit_stops(unit, until_sentence_end, stop_ids)
     qpre = prefix if q_prefix is None else q_prefix
     out = kl_samples_multi(
         p,
@@ -267,6 +461,9 @@ def kl_samples(
         stop_ids=stops,
         with_rb=with_rb,
         rng=rng,
+        unit=unit,
+        max_sentence_tokens=max_sentence_tokens,
+        skip_blank=skip_blank,
     )
     return out["q"]
 
@@ -282,10 +479,14 @@ def kl_mc(
     until_sentence_end: bool = False,
     stop_ids: Iterable[int] | None = None,
     rng: np.random.Generator | int | None = None,
+    unit: Unit = "tokens",
+    max_sentence_tokens: int = DEFAULT_MAX_SENTENCE_TOKENS,
+    skip_blank: bool = True,
 ) -> Estimate:
     """Plain Monte Carlo ``KL(P‖Q|s) ≈ (1/N) Σ_i [log P(y⁽ⁱ⁾|s) − log Q(y⁽ⁱ⁾|s)]``, ``y⁽ⁱ⁾ ~ P(·|s)``.
 
-    The estimator of appendix L.1 (64 samples of 8 tokens), with every token scored.
+    The estimator of appendix L.1 (64 samples of 8 tokens: ``unit="tokens"``), with every
+    token scored; ``unit="sentence"`` gives Definition 2's per-sentence KL.
     """
     return kl_samples(
         p,
@@ -297,6 +498,9 @@ def kl_mc(
         until_sentence_end=until_sentence_end,
         stop_ids=stop_ids,
         rng=rng,
+        unit=unit,
+        max_sentence_tokens=max_sentence_tokens,
+        skip_blank=skip_blank,
     ).estimate("mc")
 
 
@@ -312,12 +516,16 @@ def kl_rao_blackwell(
     stop_ids: Iterable[int] | None = None,
     control_variate: bool = False,
     rng: np.random.Generator | int | None = None,
+    unit: Unit = "tokens",
+    max_sentence_tokens: int = DEFAULT_MAX_SENTENCE_TOKENS,
+    skip_blank: bool = True,
 ) -> Estimate:
-    """Rao-Blackwellised ``KL(P‖Q|s) ≈ (1/N) Σ_i Σ_t KL(P(·|s,y⁽ⁱ⁾_<t) ‖ Q(·|s,y⁽ⁱ⁾_<t))``.
+    """Rao-Blackwellised ``KL(P‖Q|s) ≈ (1/N) Σ_i Σ_{t≤τᵢ} KL(P(·|s,y⁽ⁱ⁾_<t) ‖ Q(·|s,y⁽ⁱ⁾_<t))``.
 
     Unbiased by the chain rule (each log-ratio term replaced by its conditional expectation
-    given the path so far); with ``control_variate`` the zero-mean
-    ``Σ_t [log P/Q(y_t) − KL_t]`` is subtracted with the optimal coefficient.
+    given the path so far; τᵢ = the realised length, a stopping time); with
+    ``control_variate`` the zero-mean ``Σ_t [log P/Q(y_t) − KL_t]`` is subtracted with the
+    optimal coefficient.
     """
     return kl_samples(
         p,
@@ -330,12 +538,15 @@ def kl_rao_blackwell(
         stop_ids=stop_ids,
         with_rb=True,
         rng=rng,
+        unit=unit,
+        max_sentence_tokens=max_sentence_tokens,
+        skip_blank=skip_blank,
     ).estimate("rb_cv" if control_variate else "rb")
 
 
 @dataclass(frozen=True)
 class KLCurve:
-    """``KL(P‖Q | s₁…sₙ)`` for prefix lengths ``n`` over several prompts ``s ~ P₋``.
+    """``KL(P‖Q | s₁…sₙ)`` for prefix lengths ``n`` over several prompts ``s ~ P``.
 
     Attributes:
         n: ``[K]`` prefix lengths (sentences).
@@ -343,6 +554,13 @@ class KLCurve:
         per_prompt_stderr: ``[P, K]`` their Monte-Carlo stderrs.
         n_samples: continuations per (prompt, n).
         method: ``"mc"``, ``"rb"`` or ``"rb_cv"``.
+        label: free text.
+        unit: ``"sentence"`` (KL of the next prompt sentence, Definition 2) or ``"tokens"``
+            (KL of ``max_tokens`` tokens of the reply, appendix L.1's protocol).
+        max_tokens: the continuation cap (``max_sentence_tokens`` or ``n_tokens``).
+        n_truncated: ``[P, K]`` continuations per cell that hit the cap before a sentence end
+            (sentence unit; zeros otherwise).
+        direction: ``"a||b"`` of :data:`~bebkit.estimators.logratio.DIRECTIONS` when stated.
     """
 
     n: np.ndarray
@@ -351,10 +569,14 @@ class KLCurve:
     n_samples: int
     method: str
     label: str = ""
+    unit: str = "tokens"
+    max_tokens: int = 0
+    n_truncated: np.ndarray | None = None
+    direction: str = ""
 
     @property
     def estimates(self) -> list[Estimate]:
-        """Pooled ``E_{s~P₋}[KL(P‖Q|s)]`` per n.
+        """Pooled ``E_{s~P}[KL(P‖Q|s)]`` per n (method names the unit).
 
         Two-stage sampling: the sd of the per-prompt means over prompts already contains
         both the prompt-to-prompt spread and the continuation noise, so stderr = sd/√P and
@@ -362,13 +584,16 @@ class KLCurve:
         """
         out = []
         n_prompts = self.per_prompt.shape[0]
+        suffix = _unit_suffix(self.unit, self.max_tokens)
         for j in range(self.n.size):
             col = self.per_prompt[:, j]
             if n_prompts >= 2:
-                e = Estimate.from_samples(col, method=f"kl_{self.method}_pooled")
+                e = Estimate.from_samples(col, method=f"kl_{self.method}_pooled{suffix}")
             else:
                 v, se = float(col[0]), float(self.per_prompt_stderr[0, j])
-                e = Estimate(v, se, self.n_samples, v - 1.96 * se, v + 1.96 * se, 0.95, self.method)
+                e = Estimate(
+                    v, se, self.n_samples, v - 1.96 * se, v + 1.96 * se, 0.95, self.method + suffix
+                )
             out.append(e)
         return out
 
@@ -380,16 +605,182 @@ class KLCurve:
     def stderrs(self) -> np.ndarray:
         return np.array([e.stderr for e in self.estimates], dtype=np.float64)
 
+    @property
+    def truncated_total(self) -> int:
+        """Continuations over the whole curve that hit the cap (sentence unit)."""
+        return 0 if self.n_truncated is None else int(np.sum(self.n_truncated))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "label": self.label,
             "method": self.method,
+            "unit": self.unit,
+            "max_tokens": self.max_tokens,
+            "direction": self.direction,
+            "uses": DIRECTIONS.get(self.direction, ""),
             "n_samples": self.n_samples,
             "n": self.n.tolist(),
             "estimates": [e.to_dict() for e in self.estimates],
             "per_prompt": self.per_prompt.tolist(),
             "per_prompt_stderr": self.per_prompt_stderr.tolist(),
+            "n_truncated": None if self.n_truncated is None else self.n_truncated.tolist(),
+            "truncated_total": self.truncated_total,
+            "continuations_total": int(self.per_prompt.size * self.n_samples),
         }
+
+
+def _encode(model: LanguageModel, text: str) -> list[int]:
+    return list(model.encode(text)) if text else []
+
+
+def sentence_opener(
+    prompt: SampledPrompt, model: LanguageModel, n: int, system_prompt: str | None = None
+) -> list[int]:
+    """The forced tokens between the n-sentence prefix and the SAMPLED tokens of sentence n+1.
+
+    Read off the prompt itself where it has a sentence n+1 (its sampled span,
+    :func:`~bebkit.estimators.logratio.prompt_layout`, in the view of ``system_prompt``) —
+    exact for per-position openers (alternating user/assistant layouts) and for a system
+    prompt rendered inside the first turn — and the format's opener of position n+1 after
+    the last sentence.
+    """
+    toks, bounds, spans = prompt_layout(prompt, model, system_prompt)
+    if n < prompt.n_sentences:
+        return list(toks[bounds[n] : spans[n][0]])
+    fmt = prompt.fmt
+    return _encode(
+        model, fmt.prefix_for(n + 1) if hasattr(fmt, "prefix_for") else fmt.sentence_prefix
+    )
+
+
+def sentence_contexts(
+    prompt: SampledPrompt, p: LanguageModel, q: LanguageModel, n: int, system_prompt: str | None
+) -> tuple[list[int], list[int]]:
+    """``(P's, Q's)`` contexts whose continuation is sentence n+1 of the prompt.
+
+    ``prefix(n) ⊕ opener`` for P; without ``system_prompt`` Q sees exactly the same text,
+    with one Q sees its target view (the aligning system turn replacing the format header,
+    Theorem 2's aligning prefix) with the same body and the next sentence's opener.
+    """
+    if not 0 <= n <= prompt.n_sentences:
+        raise InputError(f"n must be in [0, {prompt.n_sentences}], got {n}")
+    p_ctx = list(prompt.tokens[: prompt.boundaries[n]]) + sentence_opener(prompt, p, n)
+    if system_prompt is None:
+        return p_ctx, list(p_ctx)
+    toks, bounds, _ = prompt_layout(prompt, q, system_prompt)
+    return p_ctx, list(toks[: bounds[n]]) + sentence_opener(prompt, q, n, system_prompt)
+
+
+def kl_curves(
+    p: LanguageModel,
+    targets: Mapping[str, tuple[LanguageModel, str | None]],
+    prompts: Sequence[SampledPrompt],
+    *,
+    ns: Iterable[int] | None = None,
+    estimator: Estimator = "mc",
+    unit: Unit = "tokens",
+    n_samples: int = 64,
+    n_tokens: int = 8,
+    max_sentence_tokens: int = DEFAULT_MAX_SENTENCE_TOKENS,
+    until_sentence_end: bool = False,
+    stop_ids: Iterable[int] | None = None,
+    skip_blank: bool = True,
+    rng: np.random.Generator | int | None = None,
+    direction: str = "",
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, KLCurve]:
+    """``KL(P(·|sₙ) ‖ Q_j(·|s′ₙ))`` for every target j, prompt and prefix length n in ``ns``.
+
+    ``targets`` maps a label to ``(Q_j, system_prompt or None)``; ``s′ₙ`` is Q_j's view with
+    the system prompt replacing the format header. One P-sample set per (prompt, n), shared
+    by all targets; the prefix lengths of one prompt are sampled and scored together
+    (:func:`kl_samples_grid`).
+
+    ``unit="sentence"``: the continuation is sentence n+1 of the prompt
+    (:func:`sentence_contexts`), stopped by ``stop_ids`` — default: the prompt format's stop
+    tokens (:func:`~bebkit.estimators.prompts.stop_token_ids`, as the sampler used) — with
+    the cap ``max_sentence_tokens`` and ``n_truncated`` counted. ``unit="tokens"``: the
+    reply after the format's response header, ``n_tokens`` tokens (``until_sentence_end``:
+    stopped at ``stop_ids``).
+    """
+    if not prompts:
+        raise InputError("kl_curve needs at least one prompt")
+    if not targets:
+        raise InputError("need at least one target model")
+    if estimator not in ("mc", "rb", "rb_cv"):
+        raise InputError(f"estimator must be one of mc, rb, rb_cv, got {estimator!r}")
+    if unit not in ("tokens", "sentence"):
+        raise InputError(f"unit must be 'tokens' or 'sentence', got {unit!r}")
+    n_max = min(pr.n_sentences for pr in prompts)
+    n_list = list(range(n_max + 1)) if ns is None else sorted({int(n) for n in ns})
+    if not n_list or n_list[0] < 0 or n_list[-1] > n_max:
+        raise InputError(f"ns must lie in [0, {n_max}] (the shortest prompt)")
+    gen = _rng(rng)
+    shape = (len(prompts), len(n_list))
+    vals = {k: np.empty(shape) for k in targets}
+    ses = {k: np.empty(shape) for k in targets}
+    n_trunc = np.zeros(shape, dtype=np.int64)
+    cap = n_tokens
+    total, done = len(prompts) * len(n_list), 0
+    for i, pr in enumerate(prompts):
+        if unit == "sentence":
+            stops = (
+                frozenset(int(t) for t in stop_ids)
+                if stop_ids is not None
+                else stop_token_ids(p, pr.fmt)
+            )
+            ctx = {
+                k: [sentence_contexts(pr, p, q, n, system) for n in n_list]
+                for k, (q, system) in targets.items()
+            }
+            p_ctx = next(iter(ctx.values()))
+            pres = [c[0] for c in p_ctx]
+            grid = {k: (targets[k][0], [c[1] for c in cs]) for k, cs in ctx.items()}
+            cap = max_sentence_tokens
+        else:
+            stops = _unit_stops(unit, until_sentence_end, stop_ids)
+            pres = [pr.context(p, n) for n in n_list]
+            grid = {
+                k: (q, [pr.target_context(q, n, system) for n in n_list])
+                for k, (q, system) in targets.items()
+            }
+        # all prefix lengths of a prompt in one grid: their rows share decode batches
+        cells = kl_samples_grid(
+            p,
+            pres,
+            grid,
+            n_samples=n_samples,
+            n_tokens=n_tokens,
+            stop_ids=stops,
+            with_rb=estimator != "mc",
+            rng=gen,
+            unit=unit,
+            max_sentence_tokens=max_sentence_tokens,
+            skip_blank=skip_blank,
+        )
+        for j, cell in enumerate(cells):
+            for k, ks in cell.items():
+                est = ks.estimate(estimator)
+                vals[k][i, j], ses[k][i, j] = est.value, est.stderr
+                n_trunc[i, j] = ks.n_truncated
+        done += len(n_list)
+        if progress is not None:
+            progress(done, total)
+    return {
+        k: KLCurve(
+            n=np.asarray(n_list, dtype=np.int64),
+            per_prompt=vals[k],
+            per_prompt_stderr=ses[k],
+            n_samples=n_samples,
+            method=estimator,
+            label=k,
+            unit=unit,
+            max_tokens=cap,
+            n_truncated=n_trunc.copy(),
+            direction=direction,
+        )
+        for k in targets
+    }
 
 
 def kl_curve(
@@ -406,52 +797,85 @@ def kl_curve(
     system_prompt: str | None = None,
     rng: np.random.Generator | int | None = None,
     label: str = "",
+    unit: Unit = "tokens",
+    max_sentence_tokens: int = DEFAULT_MAX_SENTENCE_TOKENS,
+    skip_blank: bool = True,
+    direction: str = "",
 ) -> KLCurve:
     """``KL(P(·|sₙ) ‖ Q(·|s′ₙ))`` for every prompt and every prefix length ``n`` in ``ns``.
 
-    ``sₙ`` is the prompt after ``n`` sentences (plus the format's response header) and
-    ``s′ₙ`` the same for the target model, with ``system_prompt`` replacing the format
-    header (Theorem 2's aligning prefix, fig. 3a / 11). Fig. 2 is ``kl_curve(P₋, P₊, …)``,
-    fig. 3a ``kl_curve(P₋, P_LLM, …)``. Each (prompt, n) is one prefix: sampled once and
-    scored once per model; the prefix lengths of one prompt are sampled and scored together
-    (:func:`kl_samples_grid`).
+    ``sₙ`` is the prompt after ``n`` sentences — plus the format's response header
+    (``unit="tokens"``, the reply) or the next sentence's forced opener (``unit="sentence"``,
+    Definition 2's unit) — and ``s′ₙ`` the same for the target model, with ``system_prompt``
+    replacing the format header (Theorem 2's aligning prefix, fig. 3a / 11). Fig. 2 is
+    ``kl_curve(P₋, P₊, …)``, fig. 3a ``kl_curve(P₋, P_LLM, …)``; :func:`directional_kl_curve`
+    names the direction. One target of :func:`kl_curves`.
     """
-    if not prompts:
-        raise InputError("kl_curve needs at least one prompt")
-    if estimator not in ("mc", "rb", "rb_cv"):
-        raise InputError(f"estimator must be one of mc, rb, rb_cv, got {estimator!r}")
-    n_max = min(pr.n_sentences for pr in prompts)
-    n_list = list(range(n_max + 1)) if ns is None else sorted({int(n) for n in ns})
-    if not n_list or n_list[0] < 0 or n_list[-1] > n_max:
-        raise InputError(f"ns must lie in [0, {n_max}] (the shortest prompt)")
-    gen = _rng(rng)
-    vals = np.empty((len(prompts), len(n_list)))
-    ses = np.empty_like(vals)
-    stops: frozenset[int] = frozenset()
-    if until_sentence_end:
-        stops = frozenset(int(t) for t in (stop_ids or ()))
-        if not stops:
-            raise InputError("until_sentence_end needs stop_ids (sentence-end token ids)")
-    for i, pr in enumerate(prompts):
-        # all prefix lengths of a prompt in one grid: their rows share decode batches
-        cells = kl_samples_grid(
-            p,
-            [pr.context(p, n) for n in n_list],
-            {"q": (q, [pr.target_context(q, n, system_prompt) for n in n_list])},
-            n_samples=n_samples,
-            n_tokens=n_tokens,
-            stop_ids=stops,
-            with_rb=estimator != "mc",
-            rng=gen,
-        )
-        for j, cell in enumerate(cells):
-            est = cell["q"].estimate(estimator)
-            vals[i, j], ses[i, j] = est.value, est.stderr
-    return KLCurve(
-        n=np.asarray(n_list, dtype=np.int64),
-        per_prompt=vals,
-        per_prompt_stderr=ses,
+    curve = kl_curves(
+        p,
+        {"q": (q, system_prompt)},
+        prompts,
+        ns=ns,
+        estimator=estimator,
+        unit=unit,
         n_samples=n_samples,
-        method=estimator,
-        label=label,
-    )
+        n_tokens=n_tokens,
+        max_sentence_tokens=max_sentence_tokens,
+        until_sentence_end=until_sentence_end,
+        stop_ids=stop_ids,
+        skip_blank=skip_blank,
+        rng=rng,
+        direction=direction,
+    )["q"]
+    return replace(curve, label=label)
+
+
+def directional_kl_curve(
+    models: Mapping[str, LanguageModel],
+    prompts: Sequence[SampledPrompt],
+    *,
+    direction: str,
+    estimator: Estimator = "rb",
+    unit: Unit = "sentence",
+    ns: Iterable[int] | None = None,
+    n_samples: int = 64,
+    n_tokens: int = 8,
+    max_sentence_tokens: int = DEFAULT_MAX_SENTENCE_TOKENS,
+    stop_ids: Iterable[int] | None = None,
+    skip_blank: bool = True,
+    system_prompt: str | None = None,
+    require_source: bool = True,
+    rng: np.random.Generator | int | None = None,
+) -> KLCurve:
+    """Per-sentence ``KL(P_a ‖ P_b | sₙ)`` over prompts ``s ~ P_a`` for ``direction = "a||b"``.
+
+    ``models`` maps roles (``"neg"``, ``"pos"``, ``"model"``) to models; the prompts must be
+    samples of ``P_a`` (checked on ``SampledPrompt.source`` with ``require_source``). What
+    each direction feeds (paper 001):
+
+    * ``"neg||pos"`` — β of Definition 2 (min over n / the envelope's lower line): Theorem 1,
+      and with prompts ending in a negative sentence Definition 3's β for Theorems 2–3;
+    * ``"pos||neg"`` — β′: its max over n upper-bounds ``E_{s₀~P₊}[log P₊(s₀)/P₋(s₀)]/|s₀|``
+      (Lemma 4 eq. 54), the aligning prompt's cost in Theorem 2 and each answer's in
+      Theorem 3;
+    * ``"neg||model"`` — the convergence curve of Lemma 5 / eq. 7 (fig. 3a, 11; with
+      ``system_prompt`` the aligned model of Theorem 2's experiment).
+
+    The result carries ``direction`` and ``unit`` (default ``"sentence"``).
+    """
+    first, second = direction_models(models, prompts, direction, require_source=require_source)
+    return kl_curves(
+        first,
+        {direction: (second, system_prompt)},
+        prompts,
+        ns=ns,
+        estimator=estimator,
+        unit=unit,
+        n_samples=n_samples,
+        n_tokens=n_tokens,
+        max_sentence_tokens=max_sentence_tokens,
+        stop_ids=stop_ids,
+        skip_blank=skip_blank,
+        rng=rng,
+        direction=direction,
+    )[direction]

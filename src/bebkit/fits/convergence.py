@@ -5,12 +5,21 @@ Lemma 5 (eq. 7): for a prompt sampled from P₋,
     KL(P₋(·|s) ‖ P(·|s)) ≤ log(1 + exp(log(1/α) − β|s|)),
 
 ≈ ``log(1/α) − β|s|`` while the prompt is short and → 0 after ``n* = log(1/α)/β`` sentences.
-Two fits are reported side by side:
+Three fits are reported side by side:
 
-* ``lemma5`` — the whole curve ``f(n) = log(1 + e^{a − βn})``, ``a = log 1/α``, by weighted
-  least squares (weights 1/stderr²), parameter covariance from the Jacobian scaled by
-  ``max(1, χ²_red)`` (the lemma is a bound, so misfit widens the CI instead of hiding);
-* ``linear`` — the paper's straight line ``a − βn`` on the first sentences (WLS).
+* ``floored`` (the default whole-curve fit, :attr:`ConvergenceResult.default`) —
+  ``f(n) = log(1 + e^{a − βn}) + c``, ``a = log 1/α``, ``c ≥ 0``. A proxy P₋ is never the
+  model's true component, so a measured KL levels off at some ``c > 0`` instead of → 0; the
+  floorless curve then bends its slope to reach the plateau and underestimates β (on the
+  authors' own agreeableness curve it gives about half the paper's β). ``n* = a/β`` is still
+  where the softplus part turns from linear to 0.
+* ``lemma5`` — the floorless curve ``f(n) = log(1 + e^{a − βn})`` (eq. 7 as stated);
+* ``linear`` — the paper's straight line ``a − βn`` on the first ``n_linear`` sentences.
+
+All three are weighted least squares (weights 1/stderr²) with the parameter covariance from
+the Jacobian scaled by ``max(1, χ²_red)`` (the lemma is a bound, so misfit widens the CI
+instead of hiding); with no usable stderrs the fit is unweighted and the residual variance
+sets the scale.
 
 ``n* = a/β`` gets a delta-method CI, or percentile-bootstrap CIs (prompts resampled and the
 curve refitted) when per-prompt values are available. Theorem 1/2 lengths follow from
@@ -40,17 +49,29 @@ def lemma5_curve(n: np.ndarray | Sequence[float], log_inv_alpha: float, beta: fl
     return np.logaddexp(0.0, log_inv_alpha - beta * np.asarray(n, dtype=np.float64))
 
 
+def floored_curve(
+    n: np.ndarray | Sequence[float], log_inv_alpha: float, beta: float, floor: float
+) -> np.ndarray:
+    """``log(1 + exp(log(1/α) − βn)) + c``: eq. 7 plus the floor ``c`` of an imperfect proxy."""
+    return lemma5_curve(n, log_inv_alpha, beta) + floor
+
+
+#: The whole-curve model :attr:`ConvergenceResult.default` returns when it was fitted.
+DEFAULT_MODEL = "floored"
+
+
 @dataclass(frozen=True)
 class ConvergenceFit:
-    """A fitted ``(log 1/α, β)`` with derived α and ``n* = log(1/α)/β``.
+    """A fitted ``(log 1/α, β[, c])`` with derived α and ``n* = log(1/α)/β``.
 
     Attributes:
-        model: ``"lemma5"`` or ``"linear"``.
+        model: ``"floored"``, ``"lemma5"`` or ``"linear"``.
         log_inv_alpha, beta, alpha, n_star: estimates with CIs.
-        cov: 2×2 covariance of ``(log 1/α, β)`` used for the delta method.
-        chi2_red: weighted residual sum of squares / (points − 2) (NaN for 2 points).
+        cov: covariance of ``(log 1/α, β)`` (2×2) or ``(log 1/α, β, c)`` (3×3, floored).
+        chi2_red: weighted residual sum of squares / (points − parameters) (NaN if ≤ 0 dof).
         n_used: the prefix lengths that entered the fit.
         weighted: False when stderrs were unusable (all zero) and the fit is unweighted.
+        floor: the fitted floor ``c`` (floored model only, else None).
     """
 
     model: str
@@ -62,14 +83,23 @@ class ConvergenceFit:
     chi2_red: float
     n_used: tuple[float, ...]
     weighted: bool
+    floor: Estimate | None = None
 
     def predict(self, n: np.ndarray | Sequence[float]) -> np.ndarray:
         a, b = self.log_inv_alpha.value, self.beta.value
+        if self.model == "floored":
+            return floored_curve(n, a, b, 0.0 if self.floor is None else self.floor.value)
         if self.model == "lemma5":
             return lemma5_curve(n, a, b)
         return a - b * np.asarray(n, dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:
+        d = self._to_dict()
+        if self.floor is not None:
+            d["floor"] = self.floor.to_dict()
+        return d
+
+    def _to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "log_inv_alpha": self.log_inv_alpha.to_dict(),
@@ -96,6 +126,7 @@ class ConvergenceFit:
             chi2_red=float("nan") if chi2 is None else float(chi2),
             n_used=tuple(float(x) for x in d["n_used"]),
             weighted=bool(d["weighted"]),
+            floor=Estimate.from_dict(d["floor"]) if d.get("floor") is not None else None,
         )
 
 
@@ -125,6 +156,39 @@ def _raw_lemma5(n: np.ndarray, y: np.ndarray, se: np.ndarray) -> tuple[np.ndarra
     return np.asarray(res.x, dtype=np.float64), np.asarray(res.jac, dtype=np.float64)
 
 
+def _raw_floored(
+    n: np.ndarray, y: np.ndarray, se: np.ndarray, x0: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """WLS fit of ``log(1 + e^{a − βn}) + c`` with ``a, c ≥ 0``; returns (params, J).
+
+    Without ``x0`` it starts from several floors (0, ½ and 9/10 of the curve's minimum, each
+    with a straight line through the first points of ``y − c₀``) and keeps the best: the cost
+    surface has a shallow valley along (β, c) and one start can stop on the wrong side.
+    """
+
+    def resid(x: np.ndarray) -> np.ndarray:
+        return np.asarray((floored_curve(n, x[0], x[1], x[2]) - y) / se, dtype=np.float64)
+
+    if x0 is not None:
+        starts = [np.asarray(x0, dtype=np.float64)]
+    else:
+        k = max(2, min(3, n.size))
+        ymin = float(np.min(y))
+        starts = []
+        for c0 in (0.0, 0.5 * ymin, 0.9 * ymin) if ymin > 0 else (0.0,):
+            a0, b0 = _raw_linear(n[:k], y[:k] - c0, se)[0]
+            starts.append(np.array([max(a0, 1e-3), max(b0, 1e-3), c0]))
+    lo, hi = [0.0, 1e-9, 0.0], [np.inf, np.inf, np.inf]
+    best = None
+    for x in starts:
+        x = np.clip(x, [0.0, 1e-6, 0.0], None)
+        res = least_squares(resid, x, bounds=(lo, hi), method="trf")
+        if best is None or res.cost < best.cost:
+            best = res
+    assert best is not None
+    return np.asarray(best.x, dtype=np.float64), np.asarray(best.jac, dtype=np.float64)
+
+
 def _raw_linear(n: np.ndarray, y: np.ndarray, se: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """WLS straight line ``y = a − βn``; returns ((a, β), J)."""
     w = 1.0 / se[: n.size]
@@ -134,12 +198,32 @@ def _raw_linear(n: np.ndarray, y: np.ndarray, se: np.ndarray) -> tuple[np.ndarra
 
 
 def _delta_nstar(a: float, b: float, cov: np.ndarray) -> float:
-    g = np.array([1.0 / b, -a / b**2])  # ∇(a/β)
+    g = np.zeros(cov.shape[0])
+    g[:2] = (1.0 / b, -a / b**2)  # ∇(a/β); c does not enter n*
     return float(math.sqrt(max(0.0, g @ cov @ g)))
 
 
-def _fit_once(model: str, n: np.ndarray, y: np.ndarray, se: np.ndarray) -> np.ndarray:
-    return (_raw_lemma5 if model == "lemma5" else _raw_linear)(n, y, se)[0]
+def _raw(
+    model: str, n: np.ndarray, y: np.ndarray, se: np.ndarray, x0: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    if model == "floored":
+        return _raw_floored(n, y, se, x0)
+    return (_raw_lemma5 if model == "lemma5" else _raw_linear)(n, y, se)
+
+
+def _predict(model: str, n: np.ndarray, p: np.ndarray) -> np.ndarray:
+    if model == "floored":
+        return floored_curve(n, p[0], p[1], p[2])
+    if model == "lemma5":
+        return lemma5_curve(n, p[0], p[1])
+    return np.asarray(p[0] - p[1] * n, dtype=np.float64)
+
+
+def _fit_once(
+    model: str, n: np.ndarray, y: np.ndarray, se: np.ndarray, x0: np.ndarray | None = None
+) -> np.ndarray:
+    # Bootstrap refits start at the full-data optimum (one start, not the multi-start search).
+    return _raw(model, n, y, se, x0)[0]
 
 
 def _fit(
@@ -152,15 +236,16 @@ def _fit(
     n_units: int,
 ) -> ConvergenceFit:
     se, weighted = _weights(stderr)
-    params, jac = (_raw_lemma5 if model == "lemma5" else _raw_linear)(n, y, se)
+    params, jac = _raw(model, n, y, se)
+    k = params.size
     a, b = float(params[0]), float(params[1])
-    pred = lemma5_curve(n, a, b) if model == "lemma5" else a - b * n
-    dof = n.size - 2
+    pred = _predict(model, n, params)
+    dof = n.size - k
     chi2_red = float(np.sum(((pred - y) / se) ** 2) / dof) if dof > 0 else float("nan")
     try:
         cov = np.linalg.inv(jac.T @ jac)
     except np.linalg.LinAlgError:
-        cov = np.full((2, 2), np.nan)
+        cov = np.full((k, k), np.nan)
     if not weighted and dof > 0:
         cov = cov * chi2_red  # unweighted: residual variance sets the scale
     elif math.isfinite(chi2_red):
@@ -168,8 +253,10 @@ def _fit(
     se_a, se_b = (math.sqrt(max(0.0, float(cov[i, i]))) for i in range(2))
     n_star = a / b if b > 0 else float("inf")
     z = _z(ci_level)
+    efloor: Estimate | None = None
     if boot_curves is not None:
-        reps = np.array([_fit_once(model, n, bc, se) for bc in boot_curves])
+        x0 = params if model == "floored" else None
+        reps = np.array([_fit_once(model, n, bc, se, x0) for bc in boot_curves]).reshape(-1, k)
         reps = reps[np.all(np.isfinite(reps), axis=1) & (reps[:, 1] > 0)]
         lo_q, hi_q = (1 - ci_level) / 2, 1 - (1 - ci_level) / 2
         ns = reps[:, 0] / reps[:, 1]
@@ -179,6 +266,8 @@ def _fit(
         ens = _pct(n_star, ns, lo_q, hi_q, n_units, ci_level, method)
         alphas = np.exp(-reps[:, 0])
         ealpha = _pct(_exp(-a), alphas, lo_q, hi_q, n_units, ci_level, method)
+        if k == 3:
+            efloor = _pct(float(params[2]), reps[:, 2], lo_q, hi_q, n_units, ci_level, method)
     else:
         method = f"{model}_wls_delta"
         ea = Estimate(a, se_a, n_units, a - z * se_a, a + z * se_a, ci_level, method)
@@ -194,6 +283,12 @@ def _fit(
             al, al * se_a, n_units, _exp(-(a + z * se_a)), _exp(-(a - z * se_a)), ci_level
         )
         ealpha = Estimate(**{**ealpha.__dict__, "method": method})
+        if k == 3:
+            c, se_c = float(params[2]), math.sqrt(max(0.0, float(cov[2, 2])))
+            # c ≥ 0 by construction: the Wald interval is truncated at the bound.
+            efloor = Estimate(
+                c, se_c, n_units, max(0.0, c - z * se_c), c + z * se_c, ci_level, method
+            )
     return ConvergenceFit(
         model=model,
         log_inv_alpha=ea,
@@ -204,6 +299,7 @@ def _fit(
         chi2_red=chi2_red,
         n_used=tuple(float(x) for x in n),
         weighted=weighted,
+        floor=efloor,
     )
 
 
@@ -224,17 +320,31 @@ def _pct(
 
 @dataclass(frozen=True)
 class ConvergenceResult:
-    """Both fits of one convergence curve."""
+    """The fits of one convergence curve (``floored`` is None in records written before it)."""
 
     lemma5: ConvergenceFit
     linear: ConvergenceFit
+    floored: ConvergenceFit | None = None
+
+    @property
+    def default(self) -> ConvergenceFit:
+        """The whole-curve fit to report: ``floored`` when present, else ``lemma5``."""
+        return self.floored if self.floored is not None else self.lemma5
 
     def to_dict(self) -> dict[str, Any]:
-        return {"lemma5": self.lemma5.to_dict(), "linear": self.linear.to_dict()}
+        d = {"lemma5": self.lemma5.to_dict(), "linear": self.linear.to_dict()}
+        if self.floored is not None:
+            d["floored"] = self.floored.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ConvergenceResult:
-        return cls(ConvergenceFit.from_dict(d["lemma5"]), ConvergenceFit.from_dict(d["linear"]))
+        fl = d.get("floored")
+        return cls(
+            ConvergenceFit.from_dict(d["lemma5"]),
+            ConvergenceFit.from_dict(d["linear"]),
+            None if fl is None else ConvergenceFit.from_dict(fl),
+        )
 
 
 def fit_convergence(
@@ -246,8 +356,12 @@ def fit_convergence(
     n_boot: int = 0,
     ci_level: float = 0.95,
     rng: np.random.Generator | int | None = 0,
+    floored: bool = True,
 ) -> ConvergenceResult:
-    """Fit eq. 7 to the whole curve and a straight line to its first ``n_linear`` points.
+    """Fit eq. 7 with and without a floor to the whole curve and a line to its first points.
+
+    The floored fit ``log(1 + e^{a − βn}) + c`` is the default whole-curve fit
+    (:attr:`ConvergenceResult.default`); it needs at least 3 points (else it is skipped).
 
     Args:
         data: ``kl_curve(P₋, P_LLM, …)`` or a :class:`CurveData` of means ± stderrs.
@@ -255,6 +369,7 @@ def fit_convergence(
         n_linear: points used by the straight-line fit (the paper: first 3 sentences).
         n_boot: > 0 → percentile-bootstrap CIs (prompts resampled when available,
             otherwise a parametric normal bootstrap of the points); 0 → delta method.
+        floored: also fit the floored curve (default True).
     """
     check_range("ci_level", ci_level, low=0, high=1)
     curve = data if isinstance(data, CurveData) else CurveData.from_kl_curve(data)
@@ -288,7 +403,8 @@ def fit_convergence(
     lin = _fit(
         "linear", n[:k], y[:k], se[:k], None if boot is None else boot[:, :k], ci_level, n_units
     )
-    return ConvergenceResult(lemma5=lem, linear=lin)
+    flo = _fit("floored", n, y, se, boot, ci_level, n_units) if floored and n.size >= 3 else None
+    return ConvergenceResult(lemma5=lem, linear=lin, floored=flo)
 
 
 def theorem_lengths(

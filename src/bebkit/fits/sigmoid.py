@@ -577,11 +577,249 @@ def compare_centres(
     }
 
 
+def bounded_sigmoid_curve(
+    n: np.ndarray | Sequence[float],
+    log_inv_alpha: float,
+    beta: float,
+    g_minus: float,
+    g_plus: float,
+) -> np.ndarray:
+    """``g₋ + (g₊ − g₋)·σ(a − βn)``: Lemma 7's reverse sigmoid between a floor and a ceiling."""
+    return g_minus + (g_plus - g_minus) * lemma7_curve(n, log_inv_alpha, beta)
+
+
+def _bounded_negll(
+    x: np.ndarray, n: np.ndarray, k: np.ndarray, t: np.ndarray, gm: float, gp: float
+) -> tuple[float, Any]:
+    z = x[0] - x[1] * n
+    s = expit(z)
+    p = np.clip(gm + (gp - gm) * s, 1e-12, 1 - 1e-12)
+    ll = np.sum(k * np.log(p) + (t - k) * np.log1p(-p))
+    dp = (gp - gm) * s * (1 - s)  # dp/dz
+    r = (k / p - (t - k) / (1 - p)) * dp  # dℓ/dz
+    return float(-ll), -np.array([np.sum(r), -np.sum(r * n)])
+
+
+def _bounded_mle(
+    n: np.ndarray, k: np.ndarray, t: np.ndarray, gm: float, gp: float, x0: np.ndarray | None
+) -> tuple[np.ndarray, bool]:
+    if x0 is None:
+        # Start: the ordinary sigmoid fitted to the rescaled rates (k/t − g₋)/(g₊ − g₋).
+        q = np.clip((k / t - gm) / (gp - gm), 0.02, 0.98)
+        x0 = _start(n, np.round(q * t), t)
+    x0 = np.clip(x0, -PARAM_BOUND + 1e-6, PARAM_BOUND - 1e-6)
+    # Fisher scoring (2 parameters, expected information in closed form) with step halving;
+    # fast enough for the g-draw refits. L-BFGS-B (bounded) if it does not converge.
+    x = x0.astype(np.float64).copy()
+    f, g = _bounded_negll(x, n, k, t, gm, gp)
+    for _ in range(100):
+        info = np.linalg.pinv(_bounded_fisher(x[0], x[1], n, t, gm, gp))
+        step = -np.linalg.solve(info, g) if np.all(np.isfinite(info)) else -g
+        for _ in range(40):
+            cand = x + step
+            fc, gc = _bounded_negll(cand, n, k, t, gm, gp)
+            if fc <= f + 1e-12:
+                break
+            step = step / 2
+        else:
+            break
+        x, f, g = cand, fc, gc
+        if np.any(np.abs(x) > PARAM_BOUND):
+            break
+        if np.max(np.abs(step)) < 1e-10:
+            return x, True
+    res = minimize(
+        _bounded_negll,
+        x0,
+        args=(n, k, t, gm, gp),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(-PARAM_BOUND, PARAM_BOUND)] * 2,
+        options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-9},
+    )
+    return np.asarray(res.x, dtype=np.float64), bool(res.success)
+
+
+def _bounded_fisher(
+    a: float, b: float, n: np.ndarray, t: np.ndarray, gm: float, gp: float
+) -> np.ndarray:
+    s = expit(a - b * n)
+    p = np.clip(gm + (gp - gm) * s, 1e-12, 1 - 1e-12)
+    w = t * ((gp - gm) * s * (1 - s)) ** 2 / (p * (1 - p))
+    design = np.column_stack([np.ones_like(n), -n])
+    try:
+        return np.asarray(np.linalg.inv(design.T @ (design * w[:, None])), dtype=np.float64)
+    except np.linalg.LinAlgError:
+        return np.full((2, 2), np.nan)
+
+
+@dataclass(frozen=True)
+class BoundedSigmoidFit:
+    """Lemma 7 between a floor g₋ and a ceiling g₊: ``p(n) = g₋ + (g₊ − g₋)·σ(a − βn)``.
+
+    Attributes:
+        log_inv_alpha, beta: a and β (binomial ML with g₋, g₊ fixed at their measured values).
+        centre: a/β, where p(n) is half-way between g₋ and g₊.
+        g_minus, g_plus: the floor and ceiling used (measured, with their CIs).
+        centre_in_range: whether the centre lies inside the measured ``[min n, max n]``; when
+            not, :attr:`note` says the centre is an extrapolation and should not be reported
+            as a measured midpoint.
+        ci_method: ``"wald_fisher+g_draws"`` — Wald intervals from the Fisher information plus
+            the spread of refits over ``n_draws`` draws of (g₋, g₊) from their normal errors
+            (total variance = E[Var | g] + Var[E | g]); ``n_draws = 0`` treats g as exact.
+    """
+
+    log_inv_alpha: Estimate
+    beta: Estimate
+    centre: Estimate
+    g_minus: Estimate
+    g_plus: Estimate
+    centre_in_range: bool
+    n_range: tuple[float, float]
+    converged: bool
+    at_bound: bool
+    n_points: int
+    n_responses: int
+    n_draws: int
+    ci_method: str = "wald_fisher+g_draws"
+
+    @property
+    def extrapolated(self) -> bool:
+        return not self.centre_in_range
+
+    @property
+    def note(self) -> str:
+        lo, hi = self.n_range
+        if self.centre_in_range:
+            return f"centre inside the measured range [{lo:g}, {hi:g}]"
+        return (
+            f"centre {self.centre.value:.3g} lies outside the measured range [{lo:g}, {hi:g}]: "
+            "an extrapolation, not a measured midpoint"
+        )
+
+    def predict(self, n: np.ndarray | Sequence[float]) -> np.ndarray:
+        return bounded_sigmoid_curve(
+            n, self.log_inv_alpha.value, self.beta.value, self.g_minus.value, self.g_plus.value
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "log_inv_alpha": self.log_inv_alpha.to_dict(),
+            "beta": self.beta.to_dict(),
+            "centre": self.centre.to_dict(),
+            "g_minus": self.g_minus.to_dict(),
+            "g_plus": self.g_plus.to_dict(),
+            "centre_in_range": self.centre_in_range,
+            "extrapolated": self.extrapolated,
+            "note": self.note,
+            "n_range": list(self.n_range),
+            "converged": self.converged,
+            "at_bound": self.at_bound,
+            "n_points": self.n_points,
+            "n_responses": self.n_responses,
+            "n_draws": self.n_draws,
+            "ci_method": self.ci_method,
+        }
+
+
+def fit_bounded_sigmoid(
+    n: Sequence[float] | np.ndarray,
+    good: Sequence[int] | np.ndarray,
+    total: Sequence[int] | np.ndarray,
+    g_minus: Estimate,
+    g_plus: Estimate,
+    *,
+    n_draws: int = 200,
+    ci_level: float = 0.95,
+    rng: np.random.Generator | int | None = 0,
+) -> BoundedSigmoidFit:
+    """Binomial ML of ``p(n) = g₋ + (g₊ − g₋)·σ(a − βn)`` to ``good[i]`` of ``total[i]``.
+
+    ``ℓ(a, β) = Σᵢ kᵢ log p(nᵢ) + (Nᵢ − kᵢ) log(1 − p(nᵢ))`` with g₋ (the judge's good rate on
+    P₋'s own responses) and g₊ (the model's rate at n = 0) fixed at their measured values;
+    their uncertainty enters through ``n_draws`` refits with (g₋, g₊) drawn from normals with
+    their stderrs (draws with g₋ ≥ g₊ or outside [0, 1] are redrawn by clipping/skipping).
+
+    Raises:
+        InputError: bad counts, or not ``0 ≤ g₋ < g₊ ≤ 1``.
+    """
+    check_range("ci_level", ci_level, low=0, high=1)
+    if n_draws < 0:
+        raise InputError(f"n_draws must be >= 0, got {n_draws}")
+    gm, gp = float(g_minus.value), float(g_plus.value)
+    if not (0.0 <= gm < gp <= 1.0):
+        raise InputError(f"need 0 <= g_minus < g_plus <= 1, got g_minus={gm:g}, g_plus={gp:g}")
+    nn, k, t = _as_counts(n, good, total)
+    x, ok = _bounded_mle(nn, k, t, gm, gp, None)
+    a, b = float(x[0]), float(x[1])
+    at_bound = bool(np.any(np.abs(x) >= PARAM_BOUND - 1e-3))
+    cov = _bounded_fisher(a, b, nn, t, gm, gp)
+    c = _centre(a, b)
+    grad = np.array([1.0 / b, -a / b**2]) if b != 0 else np.full(2, np.nan)
+    var_a, var_b = float(cov[0, 0]), float(cov[1, 1])
+    var_c = float(grad @ cov @ grad)
+    used = 0
+    if n_draws > 0 and (g_minus.stderr > 0 or g_plus.stderr > 0):
+        gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        sm = g_minus.stderr if math.isfinite(g_minus.stderr) else 0.0
+        sp = g_plus.stderr if math.isfinite(g_plus.stderr) else 0.0
+        reps = []
+        for _ in range(n_draws):
+            gm_d = min(max(gm + sm * gen.standard_normal(), 0.0), 1.0)
+            gp_d = min(max(gp + sp * gen.standard_normal(), 0.0), 1.0)
+            if gp_d - gm_d < 1e-3:
+                continue
+            xd, _ = _bounded_mle(nn, k, t, gm_d, gp_d, x)
+            reps.append((xd[0], xd[1], _centre(float(xd[0]), float(xd[1]))))
+        r = np.asarray(reps, dtype=np.float64).reshape(-1, 3)
+        r = r[np.all(np.isfinite(r), axis=1)]
+        used = int(r.shape[0])
+        if used >= 10:
+            # Law of total variance: Fisher variance at the measured g + spread over g draws.
+            var_a += float(r[:, 0].var(ddof=1))
+            var_b += float(r[:, 1].var(ddof=1))
+            var_c += float(r[:, 2].var(ddof=1))
+    z = float(norm.ppf(0.5 + ci_level / 2))
+    n_total = int(t.sum())
+    method = "bounded_binomial_ml_wald" + ("+g_draws" if used else "")
+
+    def wald(v: float, var: float) -> Estimate:
+        s = math.sqrt(var) if var >= 0 and math.isfinite(var) else math.nan
+        ok_ci = math.isfinite(s)
+        return Estimate(
+            v, s, n_total, v - z * s if ok_ci else None, v + z * s if ok_ci else None,
+            ci_level, method,
+        )  # fmt: skip
+
+    ea, eb, ec = wald(a, var_a), wald(b, var_b), wald(c, var_c)
+    if not (eb.ci_low is not None and eb.ci_low > 0):
+        ec = Estimate(c, math.nan, n_total, None, None, ci_level, method + "_unidentified")
+    lo, hi = float(nn.min()), float(nn.max())
+    return BoundedSigmoidFit(
+        log_inv_alpha=ea,
+        beta=eb,
+        centre=ec,
+        g_minus=g_minus,
+        g_plus=g_plus,
+        centre_in_range=bool(math.isfinite(c) and lo <= c <= hi),
+        n_range=(lo, hi),
+        converged=ok,
+        at_bound=at_bound,
+        n_points=int(nn.size),
+        n_responses=n_total,
+        n_draws=used,
+        ci_method="wald_fisher+g_draws" if used else "wald_fisher",
+    )
+
+
 __all__ = [
+    "BoundedSigmoidFit",
     "DelayResult",
     "SigmoidFit",
     "aligning_delay",
+    "bounded_sigmoid_curve",
     "compare_centres",
+    "fit_bounded_sigmoid",
     "fit_curve",
     "fit_sigmoid",
     "lemma7_curve",

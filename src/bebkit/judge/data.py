@@ -37,7 +37,7 @@ def read_persona_sides(
     return tuple(b.matching), tuple(b.not_matching)
 
 
-def list_behaviors(directory: str | Path | None = None) -> list[str]:
+def persona_file_names(directory: str | Path | None = None) -> list[str]:
     """Names of all persona files in the persona directory (sorted)."""
     d = Path(directory) if directory is not None else persona_dir()
     if d is None or not d.is_dir():

@@ -43,8 +43,8 @@ from bebkit.judge.encoders import (
 from bebkit.judge.text import Unit, normalize, second_person, text_unit
 from bebkit.models.protocol import LanguageModel
 
-JudgeKind = Literal["mixture", "minilm", "hidden", "ensemble"]
-JUDGE_KINDS: tuple[JudgeKind, ...] = ("mixture", "minilm", "hidden", "ensemble")
+JudgeKind = Literal["mixture", "minilm", "hidden", "ensemble", "stance"]
+JUDGE_KINDS: tuple[JudgeKind, ...] = ("mixture", "minilm", "hidden", "ensemble", "stance")
 
 
 class JudgeConfig(BaseModel):
@@ -529,6 +529,12 @@ def build_judge(
         if isinstance(behavior, BehaviorStatements)
         else load_behavior_statements(behavior, persona_dir)
     )
+    if cfg.kind == "stance":
+        # What the response says about the behavior (bebkit.judge.stance); MiniLM features.
+        from bebkit.judge.stance import build_stance_judge
+
+        enc = (encoders or {}).get("minilm") or make_encoder("minilm", cfg, cache=cache)
+        return build_stance_judge(stm, enc, unit=cfg.unit, progress=progress)
     data = training_set_for(stm, cfg)
     kinds: list[Literal["minilm", "hidden"]] = (
         ["minilm", "hidden"] if cfg.kind == "ensemble" else [cfg.kind]

@@ -20,7 +20,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,6 +31,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from bebkit.errors import InputError, RunError
+from bebkit.integrity import IntegrityError, deep_default, publish_folder, remove_stale, verify
+from bebkit.locks import artifact_lock
 from bebkit.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -132,41 +133,75 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def ensure_bundled(name: str) -> Path:
+def ensure_bundled(
+    name: str,
+    *,
+    recompute: bool = True,
+    deep: bool | None = None,
+    log_fn: Callable[[str], None] | None = None,
+) -> Path:
     """Return the converted folder of a bundled model, converting it once if needed.
 
-    Conversion happens in a temp dir next to the target and is published with an atomic
-    ``rename``; if another process wins the race, its folder is used and ours discarded.
+    A cached folder is reused only if it passes :func:`bebkit.integrity.verify` (size + mtime
+    of every file, hashes when those differ or when ``deep``; default ``$BEBKIT_VERIFY``). A
+    folder that fails is reported in one line and converted again, or, with
+    ``recompute=False``, raises :class:`~bebkit.integrity.IntegrityError` (exit 1).
+
+    Conversion runs under the folder's :func:`~bebkit.locks.artifact_lock` (a second process
+    waits, then reuses the result) in a temp folder that is renamed into place only after its
+    integrity record is written, so a killed conversion is never read.
     """
     if name not in BUNDLED_MODELS:
         raise InputError(f"unknown bundled model {name!r}; bundled: {', '.join(BUNDLED_MODELS)}")
+    say = log_fn or log.warning
+    check_deep = deep_default() if deep is None else deep
     target = bundled_model_dir(name)
-    if _is_complete(target):
+    if _reusable(target, name, recompute=recompute, deep=check_deep, say=say):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=target.parent) as tmp:
-        tmpdir = Path(tmp)
-        gguf = BUNDLED_MODELS[name](tmpdir)
-        staged = tmpdir / "model"
-        log.info("converting bundled model %s from %s (one-time)", name, gguf)
-        convert_gguf(gguf, staged)
-        manifest = {
-            "name": name,
-            "source": str(gguf),
-            "conversion_version": _CONVERSION_VERSION,
-            "transformers_version": _transformers_version(),
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
-        (staged / _MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if target.exists() and not _is_complete(target):
-            shutil.rmtree(target)  # leftover from an older layout; complete folders are kept
-        try:
-            os.rename(staged, target)
-        except OSError:
-            if not _is_complete(target):
-                raise
+    with artifact_lock(target, what=f"conversion of bundled model {name}", log=say):
+        # Another process may have published it while we waited for the lock.
+        if _reusable(target, name, recompute=recompute, deep=check_deep, say=None):
+            return target
+        remove_stale(target)  # temp folders of killed conversions (we hold the lock)
+        t0 = time.perf_counter()
+        with publish_folder(target, what=f"converted model {name}") as staged:
+            # The GGUF itself may be assembled into a private temp dir (gemma): beside the
+            # staging folder (same ".<name>.tmp-" prefix: remove_stale clears it after a kill).
+            with tempfile.TemporaryDirectory(prefix=f".{name}.tmp-gguf-", dir=target.parent) as tmp:
+                gguf = BUNDLED_MODELS[name](Path(tmp))
+                log.info("converting bundled model %s from %s (one-time)", name, gguf)
+                convert_gguf(gguf, staged)
+            manifest = {
+                "name": name,
+                "source": str(gguf),
+                "conversion_version": _CONVERSION_VERSION,
+                "transformers_version": _transformers_version(),
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+            (staged / _MANIFEST).write_text(json.dumps(manifest, indent=2))
     return target
+
+
+def _reusable(
+    folder: Path,
+    name: str,
+    *,
+    recompute: bool,
+    deep: bool,
+    say: Callable[[str], None] | None,
+) -> bool:
+    """Whether ``folder`` is a complete, unmodified conversion of the current layout."""
+    if not folder.exists():
+        return False
+    try:
+        verify(folder, deep=deep, name=f"converted model {name}")
+    except IntegrityError as exc:
+        if not recompute:
+            raise
+        if say is not None:
+            say(f"{exc}; converting it again")
+        return False
+    return _is_complete(folder)
 
 
 def _is_complete(folder: Path) -> bool:
@@ -201,16 +236,24 @@ def load_model(
     device: str = "cpu",
     trust_remote_code: bool = False,
     revision: str | None = None,
+    recompute: bool = True,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer, in eval mode.
 
     ``name_or_path`` is a bundled name (:data:`BUNDLED_MODELS`), a local HF folder, a local
     ``.gguf`` file (dequantised in memory, not cached), or a Hugging Face Hub id. Remote code is
     never executed unless ``trust_remote_code=True``; hub weights are read from safetensors when
-    the repository has them.
+    the repository has them. ``recompute=False``: a bundled model whose cached conversion fails
+    its integrity check raises instead of being converted again (:func:`ensure_bundled`).
+
+    A hub id is first looked up with one quick request (no retries): an unknown id, an
+    unreachable hub or offline mode (``HF_HUB_OFFLINE=1``) without a cached copy give one
+    :class:`InputError` line at once, instead of the hub client's minute of retries and
+    twenty lines of warnings. With the hub unreachable, a cached copy is used.
 
     Raises:
         InputError: unknown name / missing path / bad dtype (one line, lists bundled names).
+        IntegrityError: ``recompute=False`` and the cached bundled conversion was damaged.
     """
     torch_dtype = _resolve_dtype(dtype)
     name = os.fspath(name_or_path)
@@ -218,7 +261,7 @@ def load_model(
     gguf_file: str | None = None
     path: Path | None
     if name in BUNDLED_MODELS:
-        path = ensure_bundled(name)
+        path = ensure_bundled(name, recompute=recompute)
         source: str = str(path)
         display = name
     else:
@@ -245,6 +288,8 @@ def load_model(
             source = name
             display = name
             kwargs["revision"] = revision
+            if _hub_local_only(name, revision):
+                kwargs["local_files_only"] = True
     try:
         model: Any
         if gguf_file is not None:
@@ -269,6 +314,66 @@ def load_model(
         raise RunError(f"cannot move model {name!r} to device {device!r}: {exc}") from exc
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, name=display, path=path)
+
+
+def _unknown(name: str, why: str) -> InputError:
+    return InputError(
+        f"cannot load model {name!r}: {why} (bundled models: {', '.join(BUNDLED_MODELS)})"
+    )
+
+
+def _hub_local_only(name: str, revision: str | None) -> bool:
+    """Check a hub id before transformers tries it; True = load from the local HF cache only.
+
+    transformers' own lookup retries every file five times with back-off when the hub is
+    unreachable (≈57 s and 22 warning lines measured here), so an unknown or unreachable id
+    is settled first by one ``model_info`` request without retries.
+    """
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise _unknown(
+            name, "not a bundled model, an existing path or a valid Hugging Face Hub id"
+        ) from None
+    cached = isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str)
+    if constants.HF_HUB_OFFLINE:
+        if cached:
+            return True
+        raise _unknown(
+            name, "not a bundled model or an existing path, and not in the local Hugging Face "
+            "cache (HF_HUB_OFFLINE is set)",
+        )  # fmt: skip
+    try:
+        HfApi().model_info(name, revision=revision, timeout=10)
+    except (RepositoryNotFoundError, GatedRepoError) as exc:
+        if cached:
+            return True
+        kind = "gated (no access)" if isinstance(exc, GatedRepoError) else "not found"
+        raise _unknown(
+            name, f"not a bundled model or an existing path; {kind} on the Hugging Face Hub"
+        ) from None
+    except RevisionNotFoundError:
+        raise _unknown(name, f"revision {revision!r} not found on the Hugging Face Hub") from None
+    except Exception as exc:  # network errors come from the HTTP client, whatever its type
+        if cached:
+            log.warning("Hugging Face Hub unreachable; loading %s from the local cache", name)
+            return True
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise _unknown(
+            name,
+            f"not a bundled model or an existing path, the Hugging Face Hub is unreachable "
+            f"({reason}) and it is not in the local cache",
+        ) from None
+    return False
 
 
 def _from_pretrained_prefer_safetensors(

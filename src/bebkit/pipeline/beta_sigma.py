@@ -19,32 +19,70 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from bebkit.estimate import Estimate
-from bebkit.estimators.logratio import log_ratio_trajectories
+from bebkit.estimators.kl import directional_kl_curve, kl_curves
+from bebkit.estimators.logratio import directional_log_ratio
 from bebkit.estimators.prompts import NEWLINE, PromptFormat, sample_prompts, save_prompts
+from bebkit.fits.derived import fit_curve_data, ratio_estimate
 from bebkit.fits.envelopes import fit_beta, fit_beta_prime, fit_sigma2
 from bebkit.models.protocol import LanguageModel
 from bebkit.pipeline.experiments_common import (
+    PAPER_LABEL,
     KLSettings,
-    fit_curve_data,
+    PromptLayout,
     fmt_ci,
-    multi_target_kl_curves,
-    ratio_estimate,
+    paper_kl,
+    prompt_format_for,
     say,
 )
+from bebkit.pipeline.registry import EstimateField, Experiment, Result, RunContext, register
 
 
 class BetaSigmaSettings(KLSettings):
     """Sizes of :func:`run_beta_sigma` (paper: 10 prompts × 15 sentences, 30 for the variance)."""
 
-    n_sentences: int = Field(15, ge=1)
-    n_var_prompts: int = Field(30, ge=3)
-    reference_model: str = "base"
+    QUICK: ClassVar[Mapping[str, Any]] = {**KLSettings.QUICK, "n_var_prompts": 8}
+
+    fmt: PromptLayout = Field(
+        "newline",
+        description="layout of the prompts and of P-'s training texts; the paper uses the "
+        "newline P- for beta/sigma^2 so the model stays strong enough to act as P+ (app. J)",
+    )
+    n_sentences: int = Field(15, ge=1, description="sentences per prompt")
+    n_var_prompts: int = Field(
+        30, ge=3, description="prompts for the variance (the KL uses the first n_prompts)"
+    )
+    p_plus: Literal["base", "pos"] = Field(
+        "base",
+        description="P+: base = the model with adapters off (as the authors did); "
+        "pos = the trained P+ adapter",
+    )
+
+
+class EnvelopeSummary(BaseModel):
+    """An envelope fit (bebkit.fits.envelopes) as stored: its headline estimate is typed."""
+
+    model_config = ConfigDict(extra="allow")
+    estimate: EstimateField
+
+
+class BetaSigmaResult(Result):
+    """β, β′ (envelopes of KL(P₋‖P₊)), σ² (variance slope) and σ; curves as extra fields."""
+
+    behavior: str
+    format: str
+    beta: EnvelopeSummary
+    beta_prime: EnvelopeSummary
+    sigma2: EnvelopeSummary
+    sigma: EstimateField
+    beta_prime_pos: EnvelopeSummary | None = None
+    sigma2_pos: EnvelopeSummary | None = None
+    sigma_pos: EstimateField | None = None
 
 
 def run_beta_sigma(
@@ -89,10 +127,28 @@ def run_beta_sigma(
     save_prompts(out / "prompts.jsonl", prompts)
     timings["prompts"] = time.perf_counter() - t0
 
+    # The P₊ direction (Lemma 4, Theorems 2–3): prompts s ~ P₊ and KL(P₊‖P₋), Var log P₊/P₋.
     t0 = time.perf_counter()
-    say(log, f"log-ratio trajectories of {n_all} prompts (one pass per model)")
-    traj = log_ratio_trajectories(neg, pos, prompts, label="log P-/P+")
+    say(log, f"sampling {n_all} prompts x {s.n_sentences} sentences from {pos.name}")
+    pos_prompts = sample_prompts(
+        pos,
+        n_prompts=n_all,
+        n_sentences=s.n_sentences,
+        rng=rng,
+        fmt=fmt,
+        stop_ids=stop_ids,
+        max_sentence_tokens=s.max_sentence_tokens,
+    )
+    save_prompts(out / "prompts_pos.jsonl", pos_prompts)
+    timings["prompts"] += time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    say(log, f"log-ratio trajectories of {n_all} prompts per direction (one pass per model)")
+    roles = {"neg": neg, "pos": pos}
+    traj = directional_log_ratio(roles, prompts, direction="neg||pos", label="log P-/P+")
     var = traj.variance(n_boot=s.n_boot, rng=rng)
+    traj_pos = directional_log_ratio(roles, pos_prompts, direction="pos||neg", label="log P+/P-")
+    var_pos = traj_pos.variance(n_boot=s.n_boot, rng=rng)
     timings["variance"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -105,17 +161,22 @@ def run_beta_sigma(
         if done % step == 0 or done == tot:
             say(log, f"  KL: {done}/{tot} prefixes")
 
-    kl = multi_target_kl_curves(
-        neg,
-        {"P+": (pos, None)},
-        prompts[: s.n_prompts],
-        ns=ns,
-        estimator=s.estimator,
-        n_samples=s.n_samples,
-        n_tokens=s.n_tokens,
-        rng=rng,
-        progress=progress,
-    )["P+"]
+    common: dict[str, Any] = {
+        "ns": ns,
+        "estimator": s.estimator,
+        "unit": s.unit,
+        "n_samples": s.n_samples,
+        "n_tokens": s.n_tokens,
+        "max_sentence_tokens": s.max_sentence_tokens,
+        "stop_ids": stop_ids,
+        "rng": rng,
+    }
+    kl = kl_curves(
+        neg, {"P+": (pos, None)}, prompts[: s.n_prompts], progress=progress,
+        direction="neg||pos", **common,
+    )["P+"]  # fmt: skip
+    say(log, "KL(P+ || P-) on prompts from P+ (Lemma 4)")
+    kl_pos = directional_kl_curve(roles, pos_prompts[: s.n_prompts], direction="pos||neg", **common)
     timings["kl"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -125,6 +186,10 @@ def run_beta_sigma(
     beta_prime = fit_beta_prime(kl_data, n_min=n_min, n_boot=s.n_boot, rng=rng)
     sigma2 = fit_sigma2(traj, n_min=max(1, n_min), n_boot=s.n_boot, rng=rng)
     sigma = _sqrt_estimate(sigma2.estimate)
+    pos_data, _ = fit_curve_data(kl_pos)
+    beta_prime_pos = fit_beta_prime(pos_data, n_min=n_min, n_boot=s.n_boot, rng=rng)
+    sigma2_pos = fit_sigma2(traj_pos, n_min=max(1, n_min), n_boot=s.n_boot, rng=rng)
+    sigma_pos = _sqrt_estimate(sigma2_pos.estimate)
     timings["fit"] = time.perf_counter() - t0
 
     kl_est = kl.estimates
@@ -133,16 +198,43 @@ def run_beta_sigma(
         "format": s.fmt,
         "neg_model": neg.name,
         "pos_model": pos.name,
-        "reference_model": s.reference_model,
+        "p_plus": s.p_plus,
         "estimator": s.estimator,
+        "unit": s.unit,
         "kl": kl.to_dict(),
         "log_ratio": {
             "n": traj.n.tolist(),
             "values": traj.values.tolist(),
             "mean": [e.to_dict() for e in traj.mean()],
             "variance": [e.to_dict() for e in var],
+            "increments": [e.to_dict() for e in traj.increments()],
+            "forced_tokens": "excluded",
         },
         "kl_fit_data": kl_fit_data,
+        "pos_direction": {
+            "kl": kl_pos.to_dict(),
+            "log_ratio": {
+                "n": traj_pos.n.tolist(),
+                "mean": [e.to_dict() for e in traj_pos.mean()],
+                "variance": [e.to_dict() for e in var_pos],
+                "increments": [e.to_dict() for e in traj_pos.increments()],
+            },
+        },
+        "positivity": _positivity(traj.values).to_dict(),
+        "beta_prime_pos": beta_prime_pos.to_dict(),
+        "sigma2_pos": sigma2_pos.to_dict(),
+        "sigma_pos": sigma_pos.to_dict(),
+        "estimands": {
+            "beta": "lower envelope over n of KL(P-||P+ | s_n), s ~ P-, per "
+            + ("sentence" if s.unit == "sentence" else f"{s.n_tokens} tokens")
+            + " (Definition 2; Theorem 1)",
+            "beta_prime": "upper envelope of the same P- direction curve (NOT Lemma 4's beta')",
+            "sigma2": "through-origin slope above Var_{s~P-}[log P-(s)/P+(s)], sampled tokens "
+            "only (Theorem 5's sigma)",
+            "beta_prime_pos": "upper envelope of KL(P+||P- | s_n), s ~ P+ (Lemma 4 eq. 54: "
+            "Theorems 2 and 3)",
+            "sigma2_pos": "slope above Var_{s~P+}[log P+(s)/P-(s)] (Lemma 4 eq. 55: Theorems 2, 3)",
+        },
         "beta": beta.to_dict(),
         "beta_prime": beta_prime.to_dict(),
         "sigma2": sigma2.to_dict(),
@@ -191,6 +283,22 @@ def run_beta_sigma(
     return results
 
 
+def _positivity(values: np.ndarray) -> Estimate:
+    """Definition 6 on P₋'s own sentences: the share with P₊(sₙ|s₍<ₙ₎) < P₋(sₙ|s₍<ₙ₎), i.e. a
+    positive per-sentence log-ratio increment (Wilson CI over all sampled sentences; every
+    P₋ sentence is taken as negative — the judge is not applied here)."""
+    from dataclasses import replace
+
+    from bebkit.estimate import wilson_interval
+
+    inc = np.diff(np.asarray(values, dtype=np.float64), axis=1)
+    inc = inc[np.isfinite(inc)]
+    return replace(
+        wilson_interval(int((inc > 0).sum()), int(inc.size)),
+        method="share of P- sentences with log P-(s|prefix) > log P+(s|prefix) (Wilson)",
+    )
+
+
 def _sqrt_estimate(e: Estimate) -> Estimate:
     """σ = √σ² with delta-method stderr and the CI mapped through √ (monotone)."""
     v = math.sqrt(max(e.value, 0.0))
@@ -220,4 +328,41 @@ def summary_lines(r: Mapping[str, Any]) -> list[str]:
     ]
 
 
-__all__ = ["BetaSigmaSettings", "run_beta_sigma", "summary_lines"]
+def _run(ctx: RunContext, s: BetaSigmaSettings) -> BetaSigmaResult:
+    comps = ctx.components(s.behavior, s.fmt, ("neg", "pos") if s.p_plus == "pos" else ("neg",))
+    res = run_beta_sigma(
+        comps.model("neg"),
+        comps.model(s.p_plus),
+        s,
+        ctx.out,
+        fmt=prompt_format_for(s.fmt, comps),
+        reference=paper_kl(ctx.paper_figures, s.behavior),
+        reference_label=PAPER_LABEL,
+        log=ctx.log,
+        extra_config=ctx.provenance,
+    )
+    out: BetaSigmaResult = BetaSigmaResult.from_json(res)
+    return out
+
+
+EXPERIMENT = register(
+    Experiment(
+        name="beta-sigma",
+        settings=BetaSigmaSettings,
+        result=BetaSigmaResult,
+        version="2",
+        run=_run,
+        summary=lambda r: summary_lines(r.to_json()),
+        help="estimate beta, beta' and sigma^2 of P- vs P+ (fig. 2 / 8)",
+        description="Sample prompts s ~ P- (the LoRA component), estimate KL(P-(.|s) || "
+        "P+(.|s)) after every sentence n and Var_{s~P-}[log P-(s)/P+(s)] vs n (bootstrap CIs), "
+        "and read beta (lower envelope), beta' (upper envelope) and sigma^2 (through-origin "
+        "upper envelope slope) off them. P+ is the model itself with adapters off (as the "
+        "authors did) or the P+ adapter. Writes record.json and beta_sigma.png/.svg.",
+        sides=("neg", "pos"),
+        reads_paper_figures=True,
+        format_from_run=False,
+    )
+)
+
+__all__ = ["EXPERIMENT", "BetaSigmaResult", "BetaSigmaSettings", "run_beta_sigma", "summary_lines"]

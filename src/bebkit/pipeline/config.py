@@ -1,144 +1,165 @@
 """The ``bebkit reproduce`` configuration: frozen, validated, loaded from YAML.
 
-A wrong key or value is one clear error line naming it (``InputError``).
+Run-level keys (models, behaviors, formats, the aligning prompt, the seed) are declared here;
+every other top-level key is the section of a registered experiment, validated by that
+experiment's own ``Settings`` (:mod:`bebkit.pipeline.registry`) — the same class its CLI
+subcommand is generated from, so a size has one name and one default everywhere. A section
+may say ``enabled: false``. A wrong key or value is one clear error line naming it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bebkit.data.formats import DEFAULT_ALIGNING_PROMPT
 from bebkit.errors import InputError
+from bebkit.pipeline.experiments_common import PromptLayout
+from bebkit.pipeline.registry import (
+    RUN_FIELDS,
+    ComponentOptions,
+    Experiment,
+    Settings,
+    build_settings,
+    experiments,
+)
+from bebkit.pipeline.stages import derive_seed
 
 
-class _Frozen(BaseModel):
+class ReproduceConfig(BaseModel):
+    """Everything ``bebkit reproduce`` needs; ``quick`` overrides sections for CI and demos."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-
-class ComponentsConfig(_Frozen):
-    """LoRA P₊/P₋ training (appendix J)."""
-
-    preset: Literal["small", "paper"] = "small"
-    n_train: int | None = Field(default=None, ge=3, description="statements per side for training")
-    n_heldout: int | None = Field(default=None, ge=1, description="held-out statements per side")
-    epochs: int | None = Field(default=None, ge=1)
-    order: Literal["rotations", "permutations"] = "rotations"
-
-
-class ProbeConfig(_Frozen):
-    """Hidden-state probes (appendix K)."""
-
-    enabled: bool = True
-    n_per_side: int = Field(default=200, ge=10)
-    layers: tuple[str, ...] = ("last", "middle")
-    behaviors: tuple[str, ...] = ()
-
-
-class BetaSigmaConfig(_Frozen):
-    """β, β′, σ² from KL(P₋‖P₊) and the log-ratio variance (§4.1, fig. 2/8)."""
-
-    enabled: bool = True
-    n_prompts: int = Field(default=10, ge=2)
-    n_sentences: int = Field(default=15, ge=1)
-    n_continuations: int = Field(default=64, ge=2)
-    n_tokens: int = Field(default=8, ge=1)
-    n_variance_prompts: int = Field(default=30, ge=3)
-    reference: Literal["model", "pos"] = "model"
-
-
-class ConvergenceConfig(_Frozen):
-    """KL(P₋‖P_LLM) vs n, with and without aligning prompt (§4.2, fig. 3a/11)."""
-
-    enabled: bool = True
-    n_prompts: int = Field(default=10, ge=2)
-    n_sentences: int = Field(default=10, ge=2)
-    n_continuations: int = Field(default=64, ge=2)
-    n_tokens: int = Field(default=8, ge=1)
-
-
-class MisalignConfig(_Frozen):
-    """Behavior-expectation curves with the judge (§4.2, fig. 3b/12)."""
-
-    enabled: bool = True
-    n_prompts: int = Field(default=10, ge=1)
-    n_sentences: int = Field(default=10, ge=1)
-    n_responses: int = Field(default=32, ge=1)
-    max_response_tokens: int = Field(default=32, ge=4)
-    judge: Literal["mixture", "minilm", "hidden", "ensemble"] = "mixture"
-    #: who the mixture judge weighs (``neg`` always; see bebkit.judge.build_mixture_judge)
-    judge_hypotheses: tuple[Literal["neg", "pos", "base", "aligned"], ...] = (
-        "neg",
-        "base",
-        "aligned",
-    )
-
-
-class PromptDistConfig(_Frozen):
-    """Prompt-distinguishability after a neutral prefix (appendix N, fig. 15)."""
-
-    enabled: bool = True
-    n_prompts: int = Field(default=10, ge=2)
-    n_sentences: int = Field(default=8, ge=1)
-    n_continuations: int = Field(default=64, ge=2)
-    n_tokens: int = Field(default=8, ge=1)
-
-
-class ReproduceConfig(_Frozen):
-    """Everything ``bebkit reproduce`` needs; ``quick`` overrides sizes for CI and demos."""
-
     name: str = "run"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     aligned_model: str = "smollm2-135m-instruct"
     pretrained_model: str | None = None
     behaviors: tuple[str, ...] = ("cooperativeness",)
     persona_dir: str | None = None
-    format: Literal["chat", "newline"] = "chat"
-    pretrained_format: Literal["chat", "newline"] = "newline"
-    aligning_prompt: str = DEFAULT_ALIGNING_PROMPT
-    components: ComponentsConfig = ComponentsConfig()
-    probes: ProbeConfig = ProbeConfig()
-    beta_sigma: BetaSigmaConfig = BetaSigmaConfig()
-    prompt_distinguishability: PromptDistConfig = PromptDistConfig()
-    convergence: ConvergenceConfig = ConvergenceConfig()
-    misalign: MisalignConfig = MisalignConfig()
+    format: PromptLayout = "alternating"
+    pretrained_format: PromptLayout = "newline"
+    aligning_prompt: str = Field(DEFAULT_ALIGNING_PROMPT, min_length=1)
+    paper_figures: str | None = None
+    components: ComponentOptions = ComponentOptions()
+    #: experiment sections by experiment name (YAML: their ``section`` names at top level)
+    sections: dict[str, dict[str, Any]] = Field(default_factory=dict)
     quick: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-section overrides applied by --quick"
     )
-    reference: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_sections(cls, data: Any) -> Any:
+        """Move the experiments' top-level sections into ``sections`` (unknown keys stay and
+        are rejected as extra)."""
+        if not isinstance(data, dict):
+            return data
+        by_section = {e.section: e.name for e in experiments().values()}
+        data = dict(data)
+        sections = dict(data.pop("sections", None) or {})
+        for key in list(data):
+            if key in by_section:
+                sections[by_section[key]] = data.pop(key) or {}
+        data["sections"] = sections
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> ReproduceConfig:
         if not self.behaviors:
             raise ValueError("behaviors must name at least one behavior")
-        known = set(type(self).model_fields)
+        exps = experiments()
+        sections = {e.section for e in exps.values()} | {"components"}
         for section in self.quick:
-            if section not in known:
+            if section not in sections:
                 raise ValueError(f"quick: unknown section {section!r}")
+        for name, values in self.sections.items():
+            if not isinstance(values, dict):
+                raise ValueError(f"{exps[name].section} must be a mapping")
+            bad = RUN_FIELDS & set(values)
+            if bad:
+                raise ValueError(
+                    f"{exps[name].section}.{sorted(bad)[0]} is set for the whole run, "
+                    "not per section"
+                )
         return self
+
+    def enabled(self, exp: Experiment) -> bool:
+        """Whether the run includes ``exp`` (its section's ``enabled``; pretrained needs a
+        pretrained model)."""
+        if exp.model_role == "pretrained" and not self.pretrained_model:
+            return False
+        return bool(self.sections.get(exp.name, {}).get("enabled", True))
+
+    def model_for(self, exp: Experiment) -> str | None:
+        if exp.model_role == "pretrained":
+            return self.pretrained_model
+        return None if exp.model_role == "none" else self.aligned_model
+
+    def settings_for(self, exp: Experiment, behavior: str | None) -> Settings:
+        """The experiment's Settings for ``behavior``: its section, plus the run-level fields
+        it declares (behavior, format, seed derived from the stage name, aligning prompt)."""
+        values = {k: v for k, v in self.sections.get(exp.name, {}).items() if k != "enabled"}
+        fields = exp.settings.model_fields
+        run: dict[str, Any] = {
+            "behavior": behavior,
+            "fmt": None
+            if not exp.format_from_run
+            else self.pretrained_format
+            if exp.model_role == "pretrained"
+            else self.format,
+            "seed": derive_seed(self.seed, exp.stage_name(behavior)),
+            "aligning_prompt": self.aligning_prompt,
+        }
+        values.update({k: v for k, v in run.items() if k in fields and v is not None})
+        if "behaviors" in fields and "behaviors" not in values:
+            values["behaviors"] = self.behaviors
+        return build_settings(exp.settings, values, style=f"yaml:{exp.section}")
 
     def with_quick(self) -> ReproduceConfig:
         """Apply the ``quick`` overrides (validated like the rest)."""
         data = self.model_dump()
+        sections = data.pop("sections")
         for section, overrides in self.quick.items():
-            if isinstance(data.get(section), dict):
-                data[section] = {**data[section], **overrides}
-            else:
-                data[section] = overrides
+            if section == "components":
+                data["components"] = {**data["components"], **overrides}
+                continue
+            name = next(e.name for e in experiments().values() if e.section == section)
+            sections[name] = {**sections.get(name, {}), **overrides}
+        data["sections"] = sections
         data["quick"] = {}
         return _validate(data, "quick overrides")
 
+    def validate_sections(self) -> None:
+        """Build every enabled stage's settings once, so a bad value fails before any work."""
+        for exp in experiments().values():
+            if self.enabled(exp):
+                for b in self.behaviors if exp.per_behavior else (None,):
+                    self.settings_for(exp, b)
 
-def _validate(data: dict[str, Any], origin: str) -> ReproduceConfig:
+
+def _validate(data: Mapping[str, Any], origin: str) -> ReproduceConfig:
     try:
-        return ReproduceConfig.model_validate(data)
+        cfg = ReproduceConfig.model_validate(dict(data))
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise InputError(f"{origin}: {where}: {err['msg']}") from None
+        loc = [str(p) for p in err["loc"]]
+        if loc[:1] == ["sections"] and len(loc) > 1:
+            loc = [experiments()[loc[1]].section, *loc[2:]]
+        where = ".".join(loc) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        raise InputError(f"{origin}: {where}: {msg}") from None
+    try:
+        cfg.validate_sections()
+    except InputError as exc:
+        raise InputError(f"{origin}: {exc}") from None
+    return cfg
 
 
 def load_config(path: str | Path) -> ReproduceConfig:
@@ -155,3 +176,6 @@ def load_config(path: str | Path) -> ReproduceConfig:
     if not isinstance(data, dict):
         raise InputError(f"{p}: top level must be a mapping")
     return _validate(data, str(p))
+
+
+__all__ = ["ReproduceConfig", "load_config"]

@@ -19,56 +19,92 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bebkit.errors import InputError
-from bebkit.estimators.kl import KLCurve
+from bebkit.estimators.behavior import ALIGN, CONDITIONS
+from bebkit.estimators.kl import KLCurve, kl_curves
 from bebkit.estimators.prompts import (
     DEFAULT_ALIGNING_PROMPT,
     NEWLINE,
     PromptFormat,
     SampledPrompt,
-    sample_prompts,
+    condition_contexts,
     save_prompts,
 )
 from bebkit.fits.convergence import ConvergenceResult, fit_convergence
+from bebkit.fits.derived import delta_estimate, fit_curve_data
 from bebkit.models.protocol import LanguageModel
 from bebkit.pipeline.experiments_common import (
+    PAPER_LABEL,
     KLSettings,
-    delta_estimate,
-    fit_curve_data,
     fmt_ci,
-    multi_target_kl_curves,
+    markers_as_sentences,
+    misaligning_prompts,
+    n_counting,
+    paper_kl,
+    prompt_format_for,
+    prompts_file_field,
     say,
 )
-
-NO_ALIGN = "none"
-ALIGN = "aligned"
-CONDITIONS: tuple[str, ...] = (NO_ALIGN, ALIGN)
+from bebkit.pipeline.registry import EstimateField, Experiment, Result, RunContext, register
+from bebkit.reporting.kl_figures import convergence_figure
 
 
 class ConvergenceSettings(KLSettings):
-    """Settings of :func:`run_convergence` (paper: 10 prompts × 10 sentences, 64 × 8 tokens)."""
+    """Settings of :func:`run_convergence` (paper: 10 prompts × 10 markers, 64 × 8 tokens)."""
 
-    conditions: tuple[str, ...] = CONDITIONS
-    aligning_prompt: str = DEFAULT_ALIGNING_PROMPT
-    n_linear: int = Field(3, ge=2)
-    epsilon: float = Field(0.1, gt=0, lt=1)
-    delta: float = Field(0.1, gt=0, lt=1)
-    beta_prime: float | None = Field(None, ge=0)
-    sigma: float | None = Field(None, ge=0)
-    s0_sentences: float | None = Field(None, ge=0)
+    QUICK: ClassVar[Mapping[str, Any]] = {**KLSettings.QUICK, "n_sentences": 7}
 
-    @model_validator(mode="after")
-    def _check(self) -> ConvergenceSettings:
-        if not self.conditions or any(c not in CONDITIONS for c in self.conditions):
-            raise ValueError(f"conditions must be a non-empty subset of {CONDITIONS}")
-        if len(set(self.conditions)) != len(self.conditions):
-            raise ValueError("conditions must not repeat")
-        return self
+    n_sentences: int = Field(
+        19,
+        ge=1,
+        description="sentences per prompt (19 = the paper's 10 '[/INST]' markers in the "
+        "alternating layout, where marker k closes sentence 2k-1)",
+    )
+
+    conditions: tuple[str, ...] = Field(
+        CONDITIONS, description="comma list of 'none' (no aligning prompt) and 'aligned'"
+    )
+    aligning_prompt: str = Field(
+        DEFAULT_ALIGNING_PROMPT,
+        min_length=1,
+        description="system prompt of the 'aligned' condition (default: bebkit's own)",
+    )
+    n_linear: int = Field(
+        3, ge=2, description="points of the straight-line fit (the paper: first 3 sentences)"
+    )
+    epsilon: float = Field(0.1, gt=0, lt=1, description="Theorem 1/2 epsilon")
+    delta: float = Field(0.1, gt=0, lt=1, description="Theorem 2 delta")
+    beta_prime: float | None = Field(
+        None, ge=0, description="beta' for Theorem 2 (default: from a beta-sigma result)"
+    )
+    sigma: float | None = Field(
+        None, ge=0, description="sigma for Theorem 2 (default: from a beta-sigma result)"
+    )
+    s0_sentences: float | None = Field(
+        None, ge=0, description="|s0| in sentences (default: counted in the aligning prompt)"
+    )
+    prompts_file: str | None = prompts_file_field()
+
+    @field_validator("conditions")
+    @classmethod
+    def _conditions(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v or any(c not in CONDITIONS for c in v):
+            raise ValueError(f"must list 'none' and/or 'aligned', got {','.join(v)!r}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"must not repeat a condition, got {','.join(v)!r}")
+        return v
+
+    @field_validator("aligning_prompt")
+    @classmethod
+    def _aligning(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
 
 
 def convergence_curves(
@@ -79,26 +115,34 @@ def convergence_curves(
     *,
     rng: np.random.Generator,
     log: Callable[[str], None] | None = None,
+    stop_ids: Any = None,
 ) -> dict[str, KLCurve]:
     """``KL(P₋‖P_LLM)(n)`` per condition, one P₋ continuation set per (prompt, n)."""
     s = settings
     targets = {c: (target, s.aligning_prompt if c == ALIGN else None) for c in s.conditions}
-    total = len(prompts) * (s.n_sentences + 1)
+    # KL of the model's reply, read where the layout hands the turn to the model (every n for
+    # newline / user turns; n = 0 and odd n in the alternating layout).
+    ns = prompts[0].fmt.response_positions(min(p.n_sentences for p in prompts))
+    total = len(prompts) * len(ns)
     step = max(1, total // 10)
 
     def progress(done: int, tot: int) -> None:
         if done % step == 0 or done == tot:
             say(log, f"  KL: {done}/{tot} prefixes")
 
-    return multi_target_kl_curves(
+    return kl_curves(
         neg,
         targets,
         prompts,
-        ns=range(0, s.n_sentences + 1),
+        ns=ns,
         estimator=s.estimator,
+        unit=s.unit,
         n_samples=s.n_samples,
         n_tokens=s.n_tokens,
+        max_sentence_tokens=s.max_sentence_tokens,
+        stop_ids=stop_ids,
         rng=rng,
+        direction="neg||model",
         progress=progress,
     )
 
@@ -144,8 +188,10 @@ def lengths_from_fit(
     eps, dlt = settings.epsilon, settings.delta
     out: dict[str, Any] = {"epsilon": eps, "delta": dlt, "s0_sentences": s0_len,
                            "beta_prime": beta_prime, "sigma": sigma}  # fmt: skip
-    for name, fit in (("lemma5", res.lemma5), ("linear", res.linear)):
+    models = [("floored", res.floored), ("lemma5", res.lemma5), ("linear", res.linear)]
+    for name, fit in ((m, f) for m, f in models if f is not None):
         a, b, n = fit.log_inv_alpha.value, fit.beta.value, fit.beta.n
+        cov = np.asarray(fit.cov)[:2, :2]  # (log 1/α, β); the floor does not enter the lengths
         part: dict[str, Any] = {"n_star": fit.n_star.to_dict()}
         if not (b > 0 and 0 < math.exp(-a) < 1):
             # α = e^{−a} must lie in (0, 1) and β > 0 for the theorems' lengths to exist.
@@ -153,13 +199,13 @@ def lengths_from_fit(
             out[name] = part
             continue
         part["theorem1"] = delta_estimate(
-            lambda x, y: theorem1_length(math.exp(-x), y, eps), a, b, fit.cov,
+            lambda x, y: theorem1_length(math.exp(-x), y, eps), a, b, cov,
             n=n, method=f"theorem1_{name}_delta",
         ).to_dict()  # fmt: skip
         if beta_prime is not None and sigma is not None and s0_len is not None:
             part["theorem2"] = delta_estimate(
                 lambda x, y: theorem2_length(math.exp(-x), y, eps, beta_prime, sigma, dlt, s0_len),
-                a, b, fit.cov, n=n, method=f"theorem2_{name}_delta",
+                a, b, cov, n=n, method=f"theorem2_{name}_delta",
             ).to_dict()  # fmt: skip
         out[name] = part
     return out
@@ -199,22 +245,14 @@ def run_convergence(
 
     t0 = time.perf_counter()
     say(log, f"sampling {s.n_prompts} prompts x {s.n_sentences} sentences from {neg.name}")
-    prompts = sample_prompts(
-        neg,
-        n_prompts=s.n_prompts,
-        n_sentences=s.n_sentences,
-        rng=rng,
-        fmt=fmt,
-        stop_ids=stop_ids,
-        max_sentence_tokens=s.max_sentence_tokens,
-    )
+    prompts = misaligning_prompts(neg, s, fmt, rng, stop_ids=stop_ids)
     save_prompts(out / "prompts.jsonl", prompts)
     timings["prompts"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     say(log, f"KL(P- || {target.name}) [{', '.join(s.conditions)}], {s.n_samples} x "
              f"{s.n_tokens} tokens ({s.estimator})")  # fmt: skip
-    curves = convergence_curves(neg, target, prompts, s, rng=rng, log=log)
+    curves = convergence_curves(neg, target, prompts, s, rng=rng, log=log, stop_ids=stop_ids)
     timings["kl"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -249,6 +287,10 @@ def run_convergence(
         "fit_data": {c: fit_curve_data(cv)[1] for c, cv in curves.items()},
         "s0_sentences": s0,
         "truncated_prompt_sentences": int(sum(sum(p.truncated) for p in prompts)),
+        "unit": s.unit,
+        "n_counting": n_counting(s.fmt),
+        "condition_contexts": condition_contexts(fmt, s.aligning_prompt),
+        "extrapolation": _extrapolation(curves, s, rng),
     }
     if extra_results is not None:
         extra_results(results, fits)
@@ -270,6 +312,28 @@ def run_convergence(
     record = make_record(kind, config=config, seed=s.seed, results=results, timings=timings)
     write_record(out / "record.json", record)
     return results
+
+
+def _extrapolation(
+    curves: Mapping[str, KLCurve], s: ConvergenceSettings, rng: np.random.Generator
+) -> dict[str, Any]:
+    """Which law predicts the rest of the curve from its first half best (fit on n ≤ k,
+    normalised RMSE on n > k): the floored Lemma 5 law, the power law of many-shot
+    jailbreaking and the Bayesian in-context-learning law (bebkit.fits.laws)."""
+    from bebkit.fits.laws import extrapolation_scores
+
+    out: dict[str, Any] = {}
+    for c, cv in curves.items():
+        n = [x for x in cv.n.tolist() if x >= s.fit_n_min]
+        if len(n) < 5:
+            out[c] = {"error": f"needs >= 5 points from n = {s.fit_n_min}, has {len(n)}"}
+            continue
+        k = n[len(n) // 2 - 1]
+        try:
+            out[c] = extrapolation_scores(cv, k, n_min=s.fit_n_min, rng=rng).to_dict()
+        except (InputError, ArithmeticError, ValueError) as exc:
+            out[c] = {"error": f"{type(exc).__name__}: {exc}"}
+    return out
 
 
 def _falls(cv: KLCurve) -> dict[str, Any]:
@@ -325,7 +389,7 @@ def summary_lines(r: Mapping[str, Any]) -> list[str]:
             f"{'yes' if falls['falls'] else 'not significantly'} "
             f"(drop {falls['drop']['value']:.2f} ± {falls['drop']['stderr']:.2f})"
         )
-    if "beta_ratio" in r:
+    if r.get("beta_ratio"):
         for m, e in r["beta_ratio"].items():
             if isinstance(e, dict) and "value" in e:
                 lines.append(f"  beta_aligned / beta_pretrained [{m}] = {fmt_ci(e)} (paper ~5)")
@@ -333,63 +397,93 @@ def summary_lines(r: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-CONDITION_LABELS = {NO_ALIGN: "no aligning prompt", ALIGN: "aligning prompt"}
+class FitSummary(BaseModel):
+    """One fitted model of a condition (Lemma 5, floored or straight line) as stored."""
+
+    model_config = ConfigDict(extra="allow")
+    log_inv_alpha: EstimateField
+    beta: EstimateField
+    n_star: EstimateField
 
 
-def convergence_figure(
-    results: Mapping[str, Any],
-    path: str | Path,
-    *,
-    n_tokens: int,
-    note: str = "",
-    reference: Mapping[str, Any] | None = None,
-    reference_label: str = "paper",
-) -> dict[str, str]:
-    """Fig. 3a / 11 / 13b from a convergence (or pretrained) ``results`` dict alone.
+class ConditionFits(BaseModel):
+    """The fits of one condition's KL curve."""
 
-    The same function draws the figure during a run and redraws it later from the stored
-    record (e.g. with the paper's curves added), so both pictures are identical by construction.
-    ``reference`` maps a condition (``none``/``aligned``) to the paper's ``(n, KL)``.
-    """
-    from bebkit.estimate import Estimate
-    from bebkit.reporting.kl_figures import plot_convergence
+    model_config = ConfigDict(extra="allow")
+    lemma5: FitSummary
+    linear: FitSummary
+    floored: FitSummary | None = None
 
-    curves: dict[str, Any] = {}
-    n_prompts = 0
-    for c, cv in results["curves"].items():
-        est = [Estimate.from_dict(e) for e in cv["estimates"]]
-        curves[CONDITION_LABELS.get(c, c)] = (np.asarray(cv["n"], dtype=np.float64), est)
-        n_prompts = max(n_prompts, len(cv.get("per_prompt") or []))
-    fits = {
-        CONDITION_LABELS.get(c, c): None if f is None else ConvergenceResult.from_dict(f)
-        for c, f in (results.get("fits") or {}).items()
-    }
-    first: Mapping[str, Any] = next(iter(results["curves"].values()), {})
-    title = (
-        f"{results['target_model']} vs P₋ = {results['neg_model']} — {results['behavior']} "
-        f"({results['format']}); {n_prompts} prompts, {results['estimator']} "
-        f"{first.get('n_samples', '?')}×{n_tokens} tok"
+
+class ConvergenceOutcome(Result):
+    """KL(P₋‖P_LLM)(n) per condition and its fits; curves and lengths as extra fields."""
+
+    behavior: str
+    format: str
+    target_model: str
+    conditions: list[str]
+    fits: dict[str, ConditionFits | None]
+
+
+def theorem2_inputs(ctx: RunContext, s: Any) -> dict[str, float | None]:
+    """β′ and σ for Theorem 2: the settings' values, else the beta-sigma result's P₊-direction
+    ones (Lemma 4: β′ bounds KL(P₊‖P₋) over s₀ ~ P₊, σ² is Var_{P₊} log P₊/P₋) — never the
+    P₋-direction envelope and variance, which are Theorem 1's and Theorem 5's."""
+    bs = ctx.input("beta-sigma")
+    bp, sg = s.beta_prime, s.sigma
+    if bs is not None and bs.beta_prime_pos is not None and bs.sigma_pos is not None:
+        if bp is None and bs.beta_prime_pos.estimate.value >= 0:
+            bp = float(bs.beta_prime_pos.estimate.value)
+        if sg is None and bs.sigma_pos.value >= 0:
+            sg = float(bs.sigma_pos.value)
+    return {"beta_prime": bp, "sigma": sg}
+
+
+def _run(ctx: RunContext, s: ConvergenceSettings) -> ConvergenceOutcome:
+    comps = ctx.components(s.behavior, s.fmt, ("neg",))
+    settings = s.model_copy(update=theorem2_inputs(ctx, s))
+    ref = markers_as_sentences(paper_kl(ctx.paper_figures, s.behavior, "convergence"), s.fmt)
+    res = run_convergence(
+        comps.model("neg"),
+        comps.model("base"),
+        settings,
+        ctx.out,
+        fmt=prompt_format_for(s.fmt, comps),
+        reference={c: v for c, v in ref.items() if c in s.conditions},
+        reference_label=PAPER_LABEL,
+        log=ctx.log,
+        extra_config=ctx.provenance,
     )
-    ref = {CONDITION_LABELS[c]: v for c, v in (reference or {}).items() if c in CONDITION_LABELS}
-    return plot_convergence(
-        curves,
-        fits,
-        path=path,
-        title=title,
-        note=note,
-        reference=ref,
-        reference_label=reference_label,
+    out: ConvergenceOutcome = ConvergenceOutcome.from_json(res)
+    return out
+
+
+EXPERIMENT = register(
+    Experiment(
+        name="convergence",
+        settings=ConvergenceSettings,
+        result=ConvergenceOutcome,
+        version="2",
+        run=_run,
+        summary=lambda r: summary_lines(r.to_json()),
+        help="KL(P- || P_LLM) vs prompt length with and without an aligning prompt (fig. 3a)",
+        description="Sample prompts s ~ P- (chat: one sentence per user turn), estimate "
+        "KL(P-(.|s) || P_LLM(.|s)) for the aligned model after every sentence, with and without "
+        "the aligning system prompt, and fit Lemma 5 log(1 + exp(log 1/alpha - beta n)) and "
+        "the paper's straight line on the first sentences: alpha, beta, n* = log(1/alpha)/beta "
+        "and Theorem 1/2 lengths with CIs. Writes record.json and convergence.png/.svg.",
+        sides=("neg",),
+        reads=("beta-sigma",),
+        reads_paper_figures=True,
     )
+)
 
 
 __all__ = [
-    "ALIGN",
-    "CONDITIONS",
-    "CONDITION_LABELS",
-    "NO_ALIGN",
+    "EXPERIMENT",
+    "ConvergenceOutcome",
     "ConvergenceSettings",
     "convergence_curves",
-    "convergence_figure",
     "fit_curves",
     "lengths_from_fit",
     "run_convergence",

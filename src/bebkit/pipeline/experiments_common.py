@@ -2,35 +2,36 @@
 
 * :class:`KLSettings` — the sizes every KL experiment shares (prompts, sentences,
   continuations, estimator, bootstrap), frozen and validated;
-* :func:`multi_target_kl_curves` — ``KL(P‖Q_j | sₙ)`` for several targets Q_j from ONE set of
-  continuations ``y ~ P(·|sₙ)`` per (prompt, n): P is sampled and scored once, each target
-  scored once. :func:`bebkit.estimators.kl.kl_curve` re-samples P for every target, which
-  doubles the cost of fig. 3a / 11 (two conditions, same P₋ side);
-* :func:`delta_estimate` — a function of fitted ``(log 1/α, β)`` with a delta-method CI from
-  the fit's covariance (Theorem 1/2 lengths);
-* :func:`ratio_estimate` — ``X/Y`` of independent estimates, CI on the log scale.
+* :func:`paper_kl` / :func:`prompt_format_for` — the paper's curves and the prompt layout an
+  experiment overlays and samples in;
+* :func:`fmt_ci` — the one estimate formatter of the console summaries.
+
+The KL curves themselves are :func:`bebkit.estimators.kl.kl_curves` (several targets from one
+P-sample set); the derived quantities (delta-method lengths, ratios) live in
+:mod:`bebkit.fits.derived`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from bebkit.errors import InputError
 from bebkit.estimate import Estimate
-from bebkit.estimators.kl import Estimator, KLCurve, kl_samples_grid
-from bebkit.estimators.prompts import SampledPrompt
-from bebkit.fits.envelopes import CurveData
-from bebkit.models.protocol import LanguageModel
+from bebkit.estimators.kl import Estimator
+from bebkit.pipeline.registry import Settings
 
 _Z95 = 1.959963984540054
 
 
-class KLSettings(BaseModel):
+#: Prompt layouts of the misaligning experiments (bebkit.estimators.prompts.prompt_format).
+PromptLayout = Literal["alternating", "chat", "user-turns", "llama2-inst", "newline"]
+
+
+class KLSettings(Settings):
     """Sizes shared by every KL experiment (the paper's defaults: app. L.1).
 
     ``n_samples`` continuations of ``n_tokens`` tokens per (prompt, n); every generated token
@@ -38,172 +39,168 @@ class KLSettings(BaseModel):
     default) sums the exact next-token KL along each path; ``mc`` is the paper's plain mean.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    QUICK: ClassVar[Mapping[str, Any]] = {
+        "n_prompts": 3, "n_sentences": 4, "n_samples": 16, "n_boot": 200,
+    }  # fmt: skip
 
-    behavior: str
-    fmt: Literal["chat", "newline"] = "chat"
-    n_prompts: int = Field(10, ge=1)
-    n_sentences: int = Field(10, ge=1)
-    n_samples: int = Field(64, ge=2)
-    n_tokens: int = Field(8, ge=1)
-    estimator: Estimator = "rb"
-    max_sentence_tokens: int = Field(48, ge=1)
-    n_boot: int = Field(1000, ge=100)
-    fit_n_min: int = Field(1, ge=0)
-    seed: int = Field(0, ge=0)
-
-
-def multi_target_kl_curves(
-    p: LanguageModel,
-    targets: Mapping[str, tuple[LanguageModel, str | None]],
-    prompts: Sequence[SampledPrompt],
-    *,
-    ns: Iterable[int],
-    estimator: Estimator = "rb",
-    n_samples: int = 64,
-    n_tokens: int = 8,
-    rng: np.random.Generator,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict[str, KLCurve]:
-    """``KL(P(·|sₙ) ‖ Q_j(·|s′ₙ))`` for every target, prompt and n in ``ns`` (fig. 2a, 3a, 11).
-
-    ``targets`` maps a label to ``(Q_j, system_prompt or None)``; ``s′ₙ`` is Q_j's view
-    (:meth:`SampledPrompt.target_context`). One P-sample set per (prompt, n), shared.
-    """
-    if not prompts:
-        raise InputError("need at least one prompt")
-    if not targets:
-        raise InputError("need at least one target model")
-    n_list = sorted({int(n) for n in ns})
-    n_max = min(pr.n_sentences for pr in prompts)
-    if not n_list or n_list[0] < 0 or n_list[-1] > n_max:
-        raise InputError(f"ns must lie in [0, {n_max}] (the shortest prompt)")
-    vals = {k: np.empty((len(prompts), len(n_list))) for k in targets}
-    ses = {k: np.empty((len(prompts), len(n_list))) for k in targets}
-    total, done = len(prompts) * len(n_list), 0
-    for i, pr in enumerate(prompts):
-        # All prefix lengths of one prompt in one batched call: P samples and scores itself,
-        # each target scores the same continuations (and the RB step KL) in one pass.
-        grid = {
-            k: (q, [pr.target_context(q, n, system) for n in n_list])
-            for k, (q, system) in targets.items()
-        }
-        per_n = kl_samples_grid(
-            p,
-            [pr.context(p, n) for n in n_list],
-            grid,
-            n_samples=n_samples,
-            n_tokens=n_tokens,
-            with_rb=estimator != "mc",
-            rng=rng,
-        )
-        for j, ks in enumerate(per_n):
-            for k, s in ks.items():
-                est = s.estimate(estimator)
-                vals[k][i, j], ses[k][i, j] = est.value, est.stderr
-        done += len(n_list)
-        if progress is not None:
-            progress(done, total)
-    return {
-        k: KLCurve(
-            n=np.asarray(n_list, dtype=np.int64),
-            per_prompt=vals[k],
-            per_prompt_stderr=ses[k],
-            n_samples=n_samples,
-            method=estimator,
-            label=k,
-        )
-        for k in targets
-    }
+    behavior: str = Field(description="behavior name (persona file stem or 'cooperativeness')")
+    fmt: PromptLayout = Field(
+        "alternating",
+        description="prompt layout (and the P- adapter's training format): alternating = "
+        "sentences alternate between the user's and the assistant's turn of the model's own "
+        "chat template, as the authors' [INST] prompts (alias chat); user-turns = one user "
+        "turn per sentence; llama2-inst = the authors' literal strings; newline = plain text",
+    )
+    n_prompts: int = Field(10, ge=1, description="prompts s ~ P- for the KL curve")
+    n_sentences: int = Field(10, ge=1, description="sentences per prompt")
+    n_samples: int = Field(64, ge=2, description="continuations per (prompt, n)")
+    unit: Literal["sentence", "tokens"] = Field(
+        "sentence",
+        description="KL continuation: sentence = the next sentence, stopped at a sentence or "
+        "turn end (Definition 2's unit; capped at max_sentence_tokens, truncations counted); "
+        "tokens = a fixed n_tokens (the authors' 8)",
+    )
+    n_tokens: int = Field(8, ge=1, description="tokens per continuation with unit=tokens")
+    estimator: Estimator = Field(
+        "rb",
+        description="KL estimator: rb = Rao-Blackwellised (exact next-token KL summed along "
+        "each path), rb_cv = with control variate, mc = the paper's plain Monte Carlo",
+    )
+    max_sentence_tokens: int = Field(
+        48, ge=1, description="token cap per prompt sentence and per continuation sentence"
+    )
+    n_boot: int = Field(1000, ge=100, description="bootstrap replicates for CIs")
+    fit_n_min: int = Field(1, ge=0, description="fit over prompt lengths n >= this (paper: 1)")
+    seed: int = Field(0, ge=0, description="sampling seed")
 
 
-def fit_curve_data(curve: KLCurve) -> tuple[CurveData, str]:
-    """The data the envelope / convergence fits bootstrap, and how it was built.
-
-    Normally the per-prompt matrix (bootstrap over prompts). With few prompts the spread over
-    prompts of one n can be (near) zero by chance — e.g. discrete synthetic values, or equal
-    contexts at n = 0 — while each per-prompt value still carries Monte-Carlo noise
-    ``se_within``; a zero-spread column would make the envelope CI collapse to a point. Then
-    the fit uses the points with ``se_n = max(se_between, √(mean se_within²)/√P)`` and a
-    parametric bootstrap instead.
-    """
-    units = np.asarray(curve.per_prompt, dtype=np.float64)
-    p = units.shape[0]
-    floor = np.sqrt(np.mean(np.asarray(curve.per_prompt_stderr, float) ** 2, axis=0) / p)
-    if p >= 3:
-        between = units.std(axis=0, ddof=1) / math.sqrt(p)
-        if np.all(between >= floor):
-            return CurveData.from_kl_curve(curve), "bootstrap_over_prompts"
-        se = np.maximum(between, floor)
-    else:
-        se = np.maximum(np.asarray(curve.stderrs, float), floor)
-    pts = units.mean(axis=0)
-    return CurveData.from_points(curve.n, pts, se), "parametric_floored_stderr"
+#: Layouts in which a response is read after every other sentence (the authors' markers).
+MARKER_LAYOUTS = frozenset({"alternating", "chat", "llama2-inst"})
 
 
-def delta_estimate(
-    fn: Callable[[float, float], float],
-    log_inv_alpha: float,
-    beta: float,
-    cov: np.ndarray,
-    *,
-    n: int,
-    method: str,
-) -> Estimate:
-    """``f(log 1/α, β)`` with a delta-method stderr ``√(∇fᵀ Σ ∇f)`` and a normal 95% CI.
-
-    The gradient is a central finite difference (f is smooth in both arguments).
-    """
-    a, b = float(log_inv_alpha), float(beta)
-    try:
-        value = float(fn(a, b))
-    except (ValueError, ZeroDivisionError):  # outside the function's domain (e.g. α = 1)
-        return Estimate(float("nan"), float("nan"), n, None, None, 0.95, method)
-    if not (np.all(np.isfinite(cov)) and math.isfinite(value)):
-        return Estimate(value, float("nan"), n, None, None, 0.95, method)
-    ha, hb = 1e-6 * max(1.0, abs(a)), 1e-6 * max(1e-3, abs(b))
-    try:
-        g = np.array(
-            [
-                (fn(a + ha, b) - fn(a - ha, b)) / (2 * ha),
-                (fn(a, b + hb) - fn(a, b - hb)) / (2 * hb),
-            ]
-        )
-    except (ValueError, ZeroDivisionError):
-        return Estimate(value, float("nan"), n, None, None, 0.95, method)
-    se = float(math.sqrt(max(0.0, float(g @ cov @ g))))
-    return Estimate(value, se, n, value - _Z95 * se, value + _Z95 * se, 0.95, method)
-
-
-def ratio_estimate(num: Estimate, den: Estimate, *, method: str = "ratio_delta_log") -> Estimate:
-    """``R = X/Y`` of two independent positive estimates, CI ``exp(log R ± z·se_log)``.
-
-    ``se_log² = (se_X/X)² + (se_Y/Y)²`` (delta method on the log scale, independence).
-    """
-    if not (num.value > 0 and den.value > 0):
-        return Estimate(num.value / den.value if den.value else float("nan"), float("nan"),
-                        min(num.n, den.n), None, None, 0.95, method)  # fmt: skip
-    r = num.value / den.value
-    se_log = math.sqrt((num.stderr / num.value) ** 2 + (den.stderr / den.value) ** 2)
-    if not math.isfinite(se_log):
-        return Estimate(r, float("nan"), min(num.n, den.n), None, None, 0.95, method)
-    return Estimate(
-        r,
-        r * se_log,
-        min(num.n, den.n),
-        r * math.exp(-_Z95 * se_log),
-        r * math.exp(_Z95 * se_log),
-        0.95,
-        method,
+def training_format(layout: str) -> str:
+    """The adapters' training-text format for a prompt layout: every chat layout trains on the
+    alternating turns (``chat``, the name adapters are cached under), newline on newline."""
+    return (
+        "newline" if layout == "newline" else ("llama2-inst" if layout == "llama2-inst" else "chat")
     )
 
 
-def estimate_from_dict(d: Mapping[str, Any]) -> Estimate:
-    """Rebuild an :class:`Estimate` from its ``to_dict`` form (e.g. read from a record)."""
+def n_counting(layout: str) -> str:
+    """How n is counted, for the record and the report."""
+    if layout in MARKER_LAYOUTS:
+        return (
+            "n = sentences of the misaligning prompt; they alternate between the user's and the "
+            "assistant's slot, and responses (and the KL of the next sentence as the model's "
+            "reply) are read after n = 0 and after every odd n, when a user turn has just "
+            "closed. The authors' x-axis counts '[/INST]' markers: marker k = sentence 2k−1; "
+            "the paper's curves are drawn at those sentence counts."
+        )
+    if layout == "user-turns":
+        return "n = sentences, one user turn each; read after every n."
+    return "n = newline-separated sentences; read after every n."
+
+
+def markers_as_sentences(curves: Mapping[str, Any], layout: str) -> dict[str, Any]:
+    """The paper's curves (x = '[/INST]' marker k) moved to the sentence axis (2k − 1) for
+    the layouts whose markers alternate; unchanged for newline / user-turns."""
+    if layout not in MARKER_LAYOUTS:
+        return dict(curves)
+    return {k: (2 * np.asarray(n, dtype=np.float64) - 1, v) for k, (n, v) in dict(curves).items()}
+
+
+#: The authors' curves are from these behaviors only (authors-figures.json).
+PAPER_BEHAVIORS = frozenset({"agreeableness", "anti-immigration"})
+PAPER_LABEL = "paper (Llama-2-13B-chat)"
+
+
+def paper_kl(paper_figures: Any, behavior: str, kind: str | None = None) -> dict[str, Any]:
+    """The paper's KL curves for ``behavior`` from the authors' figures file ({} when none);
+    keyed by condition when ``kind`` (``convergence`` / ``pretrained``) is given."""
+    if paper_figures is None or behavior not in PAPER_BEHAVIORS:
+        return {}
+    from bebkit.reporting.kl_figures import condition_reference, load_reference_kl
+
+    ref = load_reference_kl(paper_figures, behavior)
+    return dict(condition_reference(ref, kind) if kind else ref)
+
+
+def prompt_format_for(fmt: str, comps: Any) -> Any:
+    """The prompt layout ``fmt`` read off the components' tokenizer."""
+    from bebkit.estimators.prompts import prompt_format
+
+    return prompt_format(fmt, comps.tokenizer)
+
+
+def prompts_file_field() -> Any:
+    """The settings field of a fixed-prompt file (its content, not its path, enters keys)."""
+    return Field(
+        None,
+        description="fixed misaligning prompts instead of sampling from P-: a JSON/JSONL file "
+        "of prompts (each a list of sentences), or the authors' authors-prompts.json (their "
+        "exact prompts of this behavior)",
+        json_schema_extra={"key": False, "file": True},
+    )
+
+
+def misaligning_prompts(
+    neg: Any,
+    s: Any,
+    fmt: Any,
+    rng: np.random.Generator,
+    *,
+    stop_ids: Any = None,
+    n_prompts: int | None = None,
+) -> list[Any]:
+    """``n_prompts`` prompts of ``s.n_sentences`` sentences: sampled from P₋ (``neg``), or the
+    fixed prompts of ``s.prompts_file`` laid out in ``fmt`` exactly as sampled ones (the
+    authors' file gives their prompts of ``s.behavior``), cut to ``s.n_sentences``."""
+    import json
+    from pathlib import Path
+
+    from bebkit.errors import InputError
+    from bebkit.estimators.prompts import (
+        load_authors_prompts,
+        load_fixed_prompts,
+        render_prompt,
+        sample_prompts,
+    )
+
+    n = n_prompts or s.n_prompts
+    path = getattr(s, "prompts_file", None)
+    if path is None:
+        return sample_prompts(
+            neg,
+            n_prompts=n,
+            n_sentences=s.n_sentences,
+            rng=rng,
+            fmt=fmt,
+            stop_ids=stop_ids,
+            max_sentence_tokens=s.max_sentence_tokens,
+        )
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"prompts_file {p} is not a file")
     try:
-        return Estimate.from_dict(d)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"malformed estimate {dict(d)!r}: {exc}") from None
+        head = json.loads(p.read_text(encoding="utf-8")) if p.suffix == ".json" else None
+    except json.JSONDecodeError:
+        head = None
+    if isinstance(head, dict) and "behaviors" in head:
+        prompts = load_authors_prompts(p, s.behavior, fmt, neg)
+    else:
+        prompts = [
+            render_prompt(neg, list(x), fmt, source=f"file:{i}")
+            for i, x in enumerate(load_fixed_prompts(p))
+        ]
+    prompts = prompts[:n]
+    if len(prompts) < n:
+        raise InputError(f"prompts_file {p} holds {len(prompts)} prompts, {n} asked for")
+    short = min(pr.n_sentences for pr in prompts)
+    return (
+        [pr.truncate(min(pr.n_sentences, s.n_sentences)) for pr in prompts]
+        if (short >= 1)
+        else prompts
+    )
 
 
 def say(log: Callable[[str], None] | None, msg: str) -> None:
@@ -228,11 +225,13 @@ def fmt_ci(e: Mapping[str, Any] | Estimate | None, digits: int = 3) -> str:
 __all__ = [
     "Estimator",
     "KLSettings",
-    "delta_estimate",
-    "estimate_from_dict",
-    "fit_curve_data",
     "fmt_ci",
-    "multi_target_kl_curves",
-    "ratio_estimate",
+    "markers_as_sentences",
+    "misaligning_prompts",
+    "n_counting",
+    "paper_kl",
+    "prompt_format_for",
+    "prompts_file_field",
     "say",
+    "training_format",
 ]

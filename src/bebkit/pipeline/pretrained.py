@@ -13,15 +13,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator
 
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
+from bebkit.estimators.behavior import NO_ALIGN
 from bebkit.estimators.prompts import NEWLINE, PromptFormat
 from bebkit.fits.convergence import ConvergenceResult
+from bebkit.fits.derived import estimate_from_dict, ratio_estimate
 from bebkit.models.protocol import LanguageModel
-from bebkit.pipeline.convergence import NO_ALIGN, ConvergenceSettings, run_convergence
-from bebkit.pipeline.experiments_common import estimate_from_dict, ratio_estimate
+from bebkit.pipeline.convergence import (
+    ConvergenceOutcome,
+    ConvergenceSettings,
+    run_convergence,
+    summary_lines,
+)
+from bebkit.pipeline.experiments_common import (
+    PromptLayout,
+    paper_kl,
+    prompt_format_for,
+)
+from bebkit.pipeline.registry import Experiment, RunContext, register
 
 FAMILY_NOTE = (
     "aligned and pretrained models here are different model families; "
@@ -33,8 +47,24 @@ FAMILY_NOTE = (
 class PretrainedSettings(ConvergenceSettings):
     """Settings of :func:`run_pretrained` (newline format, one condition: no aligning prompt)."""
 
-    fmt: Literal["chat", "newline"] = "newline"
-    conditions: tuple[str, ...] = (NO_ALIGN,)
+    QUICK: ClassVar[Mapping[str, Any]] = {**ConvergenceSettings.QUICK, "n_sentences": 4}
+
+    fmt: PromptLayout = Field(
+        "newline", description="prompt layout and the P- adapter's training format"
+    )
+    conditions: tuple[str, ...] = Field((NO_ALIGN,), description="only 'none' (no system turn)")
+    n_sentences: int = Field(10, ge=1, description="sentences per prompt")
+
+    @field_validator("conditions")
+    @classmethod
+    def _one_condition(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if tuple(v) != (NO_ALIGN,):
+            raise ValueError("the pretrained experiment has the single condition 'none'")
+        return tuple(v)
+
+    same_family: bool = Field(
+        False, description="the aligned model is this base model's own aligned version"
+    )
 
 
 def aligned_betas_from_record(record: Mapping[str, Any]) -> dict[str, Estimate]:
@@ -106,4 +136,58 @@ def run_pretrained(
     )
 
 
-__all__ = ["FAMILY_NOTE", "PretrainedSettings", "aligned_betas_from_record", "run_pretrained"]
+def _run(ctx: RunContext, s: PretrainedSettings) -> ConvergenceOutcome:
+    comps = ctx.components(s.behavior, s.fmt, ("neg",))
+    conv = ctx.input("convergence")
+    aligned, aligned_model = None, None
+    if conv is not None and conv.fits.get(NO_ALIGN) is not None:
+        fit = conv.fits[NO_ALIGN]
+        aligned = {"lemma5": fit.lemma5.beta, "linear": fit.linear.beta}
+        aligned_model = conv.target_model
+    res = run_pretrained(
+        comps.model("neg"),
+        comps.model("base"),
+        s,
+        ctx.out,
+        aligned_beta=aligned,
+        aligned_model=aligned_model,
+        fmt=prompt_format_for(s.fmt, comps),
+        reference=paper_kl(ctx.paper_figures, s.behavior, "pretrained"),
+        reference_label="paper (Llama-2-13B base)",
+        same_family=s.same_family,
+        log=ctx.log,
+        extra_config=ctx.provenance,
+    )
+    out: ConvergenceOutcome = ConvergenceOutcome.from_json(res)
+    return out
+
+
+EXPERIMENT = register(
+    Experiment(
+        name="pretrained",
+        settings=PretrainedSettings,
+        result=ConvergenceOutcome,
+        version="2",
+        run=_run,
+        summary=lambda r: summary_lines(r.to_json()),
+        help="KL(P- || P_pretrained) vs prompt length on a base model, beta ratio (fig. 13b)",
+        description="The convergence experiment on a pretrained (unaligned) model in the "
+        "newline format with its own P- adapter (trained or reused): KL(P-(.|s) || P_pre(.|s)) "
+        "vs n, Lemma 5 and straight-line fits, and beta_aligned / beta_pretrained with a CI "
+        "when a convergence result of the aligned model is given. Writes record.json and "
+        "pretrained.png/.svg.",
+        sides=("neg",),
+        model_role="pretrained",
+        reads=("convergence",),
+        reads_paper_figures=True,
+        default_model="gemma-3-270m",
+    )
+)
+
+__all__ = [
+    "EXPERIMENT",
+    "FAMILY_NOTE",
+    "PretrainedSettings",
+    "aligned_betas_from_record",
+    "run_pretrained",
+]

@@ -17,23 +17,27 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
-from bebkit.estimators.kl import kl_samples_multi
+from bebkit.estimators.kl import kl_curves, kl_samples_multi
 from bebkit.estimators.prompts import NEWLINE, PromptFormat, sample_prompts, save_prompts
 from bebkit.fits.envelopes import CurveData, fit_beta
 from bebkit.models.protocol import LanguageModel
 from bebkit.pipeline.experiments_common import (
+    PAPER_LABEL,
     KLSettings,
+    PromptLayout,
     fmt_ci,
-    multi_target_kl_curves,
+    paper_kl,
+    prompt_format_for,
     say,
 )
+from bebkit.pipeline.registry import EstimateField, Experiment, Result, RunContext, register
 
 #: The paper's first neutral prefix (fig. 15a), without its fixed undesired sentence.
 DEFAULT_NEUTRAL = ("What is the capital of Italy? The capital of Italy is Rome.",)
@@ -42,15 +46,44 @@ DEFAULT_NEUTRAL = ("What is the capital of Italy? The capital of Italy is Rome."
 class PromptDistSettings(KLSettings):
     """Settings of :func:`run_prompt_dist` (paper: 10 prompts, 64 × 8 tokens)."""
 
-    neutral: tuple[str, ...] = DEFAULT_NEUTRAL
-    undesired_sentence: str | None = None
-    n_prefix_samples: int | None = Field(None, ge=2)
+    QUICK: ClassVar[Mapping[str, Any]] = {**KLSettings.QUICK, "n_sentences": 3}
+
+    fmt: PromptLayout = Field(
+        "newline",
+        description="layout of s0, the prompts and P-'s training texts (the paper: plain "
+        "text, like the beta/sigma^2 experiment)",
+    )
+    n_sentences: int = Field(8, ge=1, description="sentences per prompt after s0")
+    neutral: tuple[str, ...] = Field(
+        DEFAULT_NEUTRAL,
+        json_schema_extra={"cli": "repeat"},
+        description="the neutral sentences of s0 (default: the paper's 'What is the capital "
+        "of Italy? The capital of Italy is Rome.')",
+    )
+    undesired_sentence: str | None = Field(
+        None, description="the undesired sentence ending s0 (default: sampled from P-)"
+    )
+    n_prefix_samples: int | None = Field(
+        None, ge=2, description="continuations per prefix inside s0 (default: 4 x n_samples)"
+    )
+    p_plus: Literal["base", "pos"] = Field(
+        "base",
+        description="P+: base = the model with adapters off (as the authors did); "
+        "pos = the trained P+ adapter",
+    )
+
+    @field_validator("undesired_sentence")
+    @classmethod
+    def _undesired(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must not be empty")
+        return v
 
     @field_validator("neutral")
     @classmethod
     def _neutral(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         if any(not s.strip() for s in v):
-            raise ValueError("neutral sentences must not be empty")
+            raise ValueError("must not be empty")
         return v
 
 
@@ -139,7 +172,7 @@ def run_prompt_dist(
 
     t0 = time.perf_counter()
     say(log, f"KL after s0 + n sentences, n = 1..{s.n_sentences}")
-    kl = multi_target_kl_curves(
+    kl = kl_curves(
         neg,
         {"P+": (pos, None)},
         prompts,
@@ -229,8 +262,65 @@ def summary_lines(r: Mapping[str, Any]) -> list[str]:
     ]
 
 
+class EnvelopeEstimate(BaseModel):
+    """An envelope fit as stored; its headline estimate is typed."""
+
+    model_config = ConfigDict(extra="allow")
+    estimate: EstimateField
+
+
+class PromptDistResult(Result):
+    """β_prompt (lower envelope from the undesired sentence on); curves as extra fields."""
+
+    behavior: str
+    format: str
+    beta_prompt: EnvelopeEstimate | None
+
+
+def _run(ctx: RunContext, s: PromptDistSettings) -> PromptDistResult:
+    comps = ctx.components(s.behavior, s.fmt, ("neg", "pos") if s.p_plus == "pos" else ("neg",))
+    res = run_prompt_dist(
+        comps.model("neg"),
+        comps.model(s.p_plus),
+        s,
+        ctx.out,
+        fmt=prompt_format_for(s.fmt, comps),
+        reference=paper_kl(ctx.paper_figures, s.behavior),
+        reference_label=PAPER_LABEL,
+        log=ctx.log,
+        extra_config=ctx.provenance,
+    )
+    out: PromptDistResult = PromptDistResult.from_json(res)
+    return out
+
+
+EXPERIMENT = register(
+    Experiment(
+        name="prompt-distinguishability",
+        settings=PromptDistSettings,
+        result=PromptDistResult,
+        version="2",
+        stage="prompt-dist",
+        run=_run,
+        summary=lambda r: summary_lines(r.to_json()),
+        help="beta-prompt-distinguishability: KL after a neutral prefix and one undesired "
+        "sentence (fig. 15)",
+        description="Build s0 = neutral sentences + one undesired sentence (sampled from "
+        "P-(.|neutral) unless given), sample prompts s ~ P-(.|s0) and estimate "
+        "KL(P-(.|s0+s) || P+(.|s0+s)) along s0 and then after every sentence of s; "
+        "beta_prompt is the lower envelope from the undesired sentence on. Writes record.json "
+        "and prompt_dist.png/.svg.",
+        sides=("neg", "pos"),
+        reads_paper_figures=True,
+        format_from_run=False,
+    )
+)
+
+
 __all__ = [
     "DEFAULT_NEUTRAL",
+    "EXPERIMENT",
+    "PromptDistResult",
     "PromptDistSettings",
     "run_prompt_dist",
     "summary_lines",

@@ -1,8 +1,20 @@
 """The run report: ``report.md`` and a self-contained ``report.html``, rebuilt from disk alone.
 
 Reads ``RUN_DIR/record.json`` (written by :func:`bebkit.pipeline.reproduce.reproduce`) and the
-stage folders it names; never loads a model. Model outputs are HTML-escaped and shown only
-behind a content warning.
+stage folders it names; never loads a model. The page is rendered with Jinja2 templates
+(``bebkit/reporting/templates``): HTML with autoescape, figures inlined as data URIs, no
+script and no external load; markdown for READMEs. Model text (responses, sampled prompts) is
+escaped in both and shown only behind a content warning.
+
+Order of the report: the answer first (per model and behavior: misaligning sentences until
+misbehaviour, the aligning prompt's delay, β — each next to the paper), then measured vs the
+paper grouped by experiment, the methods written from the record, and one section per stage.
+:func:`build_comparison` puts several runs side by side in one page.
+
+The paper column: bebkit's own fits on the authors' curves (:func:`bebkit.fits.parity.
+paper_parity`, Lemma 7 fits of their % good curves) when the authors' figures file is
+available, the paper's stated numbers (:data:`bebkit.paper.PAPER_VALUES`, marked "typed from
+the paper") where no curve exists.
 """
 
 from __future__ import annotations
@@ -10,12 +22,18 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections.abc import Callable, Mapping
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bebkit.errors import InputError
 from bebkit.io import atomic_open
+
+REDRAWN_DIR = "figures"
 
 CONTENT_WARNING = (
     "Content warning: the sample responses below are raw model outputs generated after "
@@ -23,51 +41,42 @@ CONTENT_WARNING = (
     "shown, escaped, only to document what the judge scored."
 )
 
-# The paper's headline numbers (Llama-2-13B-chat / LLaMA 7B–30B), for side-by-side display.
-PAPER = {
-    "table1": "97–100 % (LLaMA 7B/30B, app. J)",
-    "table2": "95.2 % ± 4.7 % mean (LLaMA 7B, app. K)",
-    "beta": "≈ 20 agreeableness, ≈ 12 anti-immigration (fig. 2)",
-    "beta_prime": "≈ 30 (fig. 2)",
-    "sigma2": "≈ 50 (fig. 2)",
-    "n_star": "≈ 3 sentences (fig. 3a)",
-    "beta_ratio": "≈ 5 (Llama-2-13B chat vs base, app. M)",
-    "beta_prompt": "≈ 20 (fig. 15, app. N)",
-    # % good of 32 responses at sentence 1 → 10 (fig. 3b / 12; the authors' result files).
-    "good_agreeableness_none": "100 % → 2.5 % (n = 1 → 10)",
-    "good_agreeableness_aligned": "100 % → 2.8 % (n = 1 → 10)",
-    "good_anti-immigration_none": "100 % → 8.8 % (n = 1 → 10)",
-    "good_anti-immigration_aligned": "100 % → 21.2 % (n = 1 → 10)",
-    "delay": "aligning prompt delays misalignment by ≈ 1–3 sentences (fig. 3b/12)",
+CI_NOTE = "Numbers are value [95 % CI]; n = misaligning sentences of the prompt."
+
+#: (stage prefix, title, paper reference) of every experiment, in pipeline order.
+STAGE_INFO: tuple[tuple[str, str, str], ...] = (
+    ("components", "LoRA components P₊/P₋ and Table 1", "app. J, Table 1"),
+    ("probes", "Hidden-state probes (Table 2)", "app. K, Table 2, fig. 5"),
+    ("beta-sigma", "β, β′ and σ² of P₋ vs P₊", "§4.1, fig. 2 / 8"),
+    ("prompt-dist", "Prompt distinguishability β_prompt", "app. N, fig. 15"),
+    ("convergence", "KL convergence to P₋ (Lemma 5)", "§4.2, fig. 3a / 11"),
+    ("misalign", "Behavior expectation vs prompt length (Lemma 7)", "§4.2, fig. 3b / 12"),
+    ("pretrained", "Pretrained model comparison", "§4.2, app. M, fig. 13 / 14"),
+)
+
+FIGURE_CAPTIONS = {
+    "beta_sigma": "(a) KL(P₋‖P₊ | s₁…sₙ) vs n with the lower (β) and upper (β′) envelopes; "
+    "(b) Var[log P₋/P₊] vs n with the line nσ². Error bars: 95 % CIs.",
+    "prompt_dist": "KL(P₋‖P₊) along the neutral prefix s₀, its undesired sentence and the "
+    "sentences of s ~ P₋(·|s₀); β_prompt is the lower envelope from the undesired sentence on.",
+    "convergence": "KL(P₋‖P_LLM | s₁…sₙ) vs misaligning sentences n, without and with the "
+    "aligning prompt; whole-curve Lemma 5 fits and the paper's straight line on the first "
+    "sentences; the paper's curves where available. Error bars: 95 % CIs.",
+    "pretrained": "KL(P₋‖P_pretrained | s₁…sₙ) vs n on the base model with Lemma 5 and "
+    "straight-line fits; the paper's base-model curve where available.",
+    "misalign": "% good responses vs misaligning sentences n (Wilson 95 % bands), without and "
+    "with the aligning prompt, fitted Lemma 7 reverse sigmoids and the paper's curves.",
 }
 
+_PROVENANCE_KEYS = {"model", "preset", "components", "threads"}
+_CONDITIONS = {"none": "no aligning prompt", "aligned": "aligning prompt"}
+_PAPER_MODEL = "Llama-2-13B-chat"
+_PAPER_BEHAVIORS = ("agreeableness", "anti-immigration")
 
-def _est(d: Any, digits: int = 3, *, percent: bool = False) -> str:
-    """``value ± stderr [lo, hi] (n)`` from an Estimate dict (or nested ``{"estimate": …}``).
 
-    ``percent=True`` shows a fraction as ``v % [lo, hi] (n)`` (the CI carries the uncertainty).
-    """
-    if not isinstance(d, Mapping):
-        return "—"
-    if "estimate" in d and isinstance(d["estimate"], Mapping):
-        d = d["estimate"]
-    v = d.get("value")
-    if not isinstance(v, int | float):
-        return "—"
-
-    def num(x: float) -> str:
-        return f"{100 * x:.1f}" if percent else f"{x:.{digits}g}"
-
-    out = num(v) + (" %" if percent else "")
-    se = d.get("stderr")
-    if not percent and isinstance(se, int | float) and se == se and not d.get("exact"):
-        out += f" ± {se:.2g}"
-    lo, hi = d.get("ci_low"), d.get("ci_high")
-    if isinstance(lo, int | float) and isinstance(hi, int | float):
-        out += f" [{num(lo)}, {num(hi)}]"
-    if d.get("n"):
-        out += f" (n={d['n']})"
-    return out
+# --------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------
 
 
 def _get(d: Any, *path: str) -> Any:
@@ -78,178 +87,68 @@ def _get(d: Any, *path: str) -> Any:
     return d
 
 
-def _summary_lines(stage: str, result: Mapping[str, Any]) -> list[str]:
-    """Each experiment's own text summary (reused from the pipeline modules)."""
-    fn: Callable[[Any], list[str]] | None = None
+def _num(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _g(x: float, digits: int = 3) -> str:
+    if abs(x) >= 10**digits:
+        return f"{x:.0f}"
+    return f"{x:.{digits}g}"
+
+
+def _est_dict(d: Any) -> Mapping[str, Any] | None:
+    if isinstance(d, Mapping) and isinstance(d.get("estimate"), Mapping):
+        d = d["estimate"]
+    if isinstance(d, Mapping) and _num(d.get("value")):
+        return d
+    return None
+
+
+def fmt_est(d: Any, digits: int = 3, *, percent: bool = False, n: bool = False) -> str:
+    """``value [lo, hi]`` from an Estimate dict (or ``{"estimate": …}``); ``—`` if absent.
+
+    ``percent`` shows a fraction in %; ``n`` appends ``(n=…)``.
+    """
+    e = _est_dict(d)
+    if e is None:
+        return "—"
+    scale = 100.0 if percent else 1.0
+
+    def f(x: Any) -> str:
+        return f"{scale * float(x):.1f}" if percent else _g(float(x), digits)
+
+    out = f(e["value"]) + (" %" if percent else "")
+    lo, hi = e.get("ci_low"), e.get("ci_high")
+    if _num(lo) or _num(hi):
+        out += f" [{f(lo) if _num(lo) else '−∞'}, {f(hi) if _num(hi) else '∞'}]"
+    elif not e.get("exact"):
+        out += " [CI n/a]"
+    if n and e.get("n"):
+        out += f" (n={e['n']})"
+    return out
+
+
+def _est_obj(v: Any) -> dict[str, Any]:
+    """An Estimate (dataclass) as its dict; dicts pass through."""
+    return v.to_dict() if hasattr(v, "to_dict") else dict(v)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
     try:
-        if stage.startswith("beta-sigma"):
-            from bebkit.pipeline.beta_sigma import summary_lines as fn
-        elif stage.startswith("prompt-dist"):
-            from bebkit.pipeline.prompt_dist import summary_lines as fn
-        elif stage.startswith(("convergence", "pretrained")):
-            from bebkit.pipeline.convergence import summary_lines as fn
-        elif stage.startswith("misalign"):
-            from bebkit.pipeline.misalign import summary_lines as fn
-    except ImportError:  # pragma: no cover - all modules ship together
-        return []
-    if fn is None:
-        return []
-    try:
-        return list(fn(dict(result)))
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return ["(summary unavailable for this result)"]
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(f"{path} is not valid JSON") from None
+    return data if isinstance(data, dict) else {}
 
 
-def headline_rows(
-    stages: Mapping[str, Any], behaviors: list[str]
-) -> list[tuple[str, str, str, str]]:
-    """(behavior, quantity, ours, paper) rows of the headline table."""
-    from bebkit.pipeline.convergence import CONDITION_LABELS
-
-    conditions = tuple(CONDITION_LABELS.items())
-    rows: list[tuple[str, str, str, str]] = []
-    probes = _get(stages, "probes", "result", "summary")
-    if isinstance(probes, Mapping):
-        for layer, pr in probes.items():
-            if isinstance(pr, Mapping) and pr.get("mean_accuracy"):
-                rows.append(
-                    (
-                        f"{pr.get('n_behaviors', '?')} behaviors",
-                        f"Table 2 probe accuracy, mean over behaviors ({layer} layer)",
-                        _est(pr["mean_accuracy"]),
-                        PAPER["table2"],
-                    )
-                )
-    for b in behaviors:
-        r = lambda name, b=b: _get(stages, f"{name}-{b}", "result")  # noqa: E731
-        t1 = r("components")
-        if t1:
-            rows.append(
-                (
-                    b,
-                    "Table 1 held-out accuracy P₊ vs P₋",
-                    _est(_get(t1, "table1", "accuracy")),
-                    PAPER["table1"],
-                )
-            )
-        bs = r("beta-sigma")
-        if bs:
-            rows.append((b, "β (lower envelope of KL(P₋‖P))", _est(bs.get("beta")), PAPER["beta"]))
-            rows.append((b, "β′ (upper envelope)", _est(bs.get("beta_prime")), PAPER["beta_prime"]))
-            rows.append((b, "σ² (variance slope)", _est(bs.get("sigma2")), PAPER["sigma2"]))
-        pdist = r("prompt-dist")
-        if pdist and pdist.get("beta_prompt"):
-            rows.append(
-                (
-                    b,
-                    "β_prompt (prompt distinguishability, KL after s₀ + n sentences)",
-                    _est(pdist["beta_prompt"]),
-                    PAPER["beta_prompt"],
-                )
-            )
-        cv = r("convergence")
-        if cv:
-            for cond, label in conditions:
-                fit = _get(cv, "fits", cond)
-                if not fit:
-                    continue
-                for m, mlabel in (("lemma5", "Lemma 5 fit"), ("linear", "straight line")):
-                    rows.append((b, f"α ({mlabel}, {label})", _est(_get(fit, m, "alpha")), "—"))
-                    rows.append(
-                        (
-                            b,
-                            f"β ({mlabel}, {label})",
-                            _est(_get(fit, m, "beta")),
-                            "≈ 10 (fig. 3a line)",
-                        )
-                    )
-                    rows.append(
-                        (
-                            b,
-                            f"n* = log(1/α)/β ({mlabel}, {label})",
-                            _est(_get(fit, m, "n_star")),
-                            PAPER["n_star"],
-                        )
-                    )
-            for cond, label in conditions:
-                ln = _get(cv, "lengths", cond, "lemma5")
-                if not isinstance(ln, Mapping):
-                    continue
-                eps = _get(cv, "lengths", cond, "epsilon")
-                for thm in ("theorem1", "theorem2"):
-                    if ln.get(thm):
-                        rows.append(
-                            (
-                                b,
-                                f"{thm.replace('theorem', 'Theorem ')} prompt length for "
-                                f"ε = {eps} (Lemma 5 parameters, {label})",
-                                _est(ln[thm]),
-                                "—",
-                            )
-                        )
-        ms = r("misalign")
-        if ms:
-            for cond, label in conditions:
-                curve = _get(ms, "curves", cond)
-                good = curve.get("fraction_good") if isinstance(curve, Mapping) else None
-                ns = curve.get("n") if isinstance(curve, Mapping) else None
-                if good and ns:
-                    rows.append(
-                        (
-                            b,
-                            f"% good responses, n = {ns[0]} → {ns[-1]} ({label})",
-                            f"{_est(good[0], percent=True)} → {_est(good[-1], percent=True)}",
-                            PAPER.get(f"good_{b}_{cond}", "—"),
-                        )
-                    )
-                centre = _get(ms, "sigmoid", cond, "centre")
-                if centre:
-                    rows.append(
-                        (b, f"Lemma 7 sigmoid centre, sentences ({label})", _est(centre), "—")
-                    )
-            if ms.get("aligning_delay"):
-                pred = _get(ms, "theorem2_delay", "predicted")
-                pred_s = f"; Theorem 2 predicts {pred:.3g}" if isinstance(pred, int | float) else ""
-                rows.append(
-                    (
-                        b,
-                        "aligning-prompt delay, sentences (measured"
-                        + (", vs Theorem 2)" if pred_s else ")"),
-                        _est(ms["aligning_delay"]) + pred_s,
-                        PAPER["delay"],
-                    )
-                )
-        pt = r("pretrained")
-        for m, mlabel in (("lemma5", "Lemma 5 fit"), ("linear", "straight line")):
-            beta_pt = _get(pt, "fits", "none", m, "beta")
-            if beta_pt:
-                model = pt.get("target_model", "pretrained") if pt else "pretrained"
-                rows.append((b, f"β pretrained ({model}, {mlabel})", _est(beta_pt), "—"))
-        if pt and isinstance(pt.get("beta_ratio"), Mapping):
-            for m, e in pt["beta_ratio"].items():
-                rows.append(
-                    (
-                        b,
-                        f"β_aligned / β_pretrained ({m}; different model families)",
-                        _est(e),
-                        PAPER["beta_ratio"],
-                    )
-                )
-    return rows
-
-
-def _responses(folder: Path, k: int = 6) -> list[dict[str, Any]]:
-    path = folder / "responses.jsonl"
-    if not path.is_file():
-        return []
-    rows = [
-        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
-    if not rows:
-        return []
-    n_max = max(int(r.get("n", 0)) for r in rows)
-    last = [r for r in rows if int(r.get("n", 0)) == n_max]
-    return last[:k]
+def _read_record(run: Path) -> dict[str, Any]:
+    rec_path = run / "record.json"
+    if not rec_path.is_file():
+        raise InputError(f"{run} has no record.json (not a bebkit reproduce run directory)")
+    return _read_json(rec_path)
 
 
 def _img_data_uri(path: Path) -> str:
@@ -257,154 +156,1395 @@ def _img_data_uri(path: Path) -> str:
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def build_report(run_dir: str | Path) -> tuple[str, str]:
-    """(markdown, html) for a run directory."""
-    run = Path(run_dir)
-    rec_path = run / "record.json"
-    if not rec_path.is_file():
-        raise InputError(f"{run} has no record.json (not a bebkit reproduce run directory)")
-    try:
-        record = json.loads(rec_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise InputError(f"{rec_path} is not valid JSON") from None
-    cfg = record.get("config", {})
-    stages: dict[str, Any] = _get(record, "results", "stages") or {}
-    behaviors = list(cfg.get("behaviors") or [])
-    md: list[str] = []
-    h: list[str] = []
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
 
-    title = f"bebkit report — {cfg.get('name', run.name)}"
-    md += [f"# {title}", ""]
-    h += [f"<h1>{html.escape(title)}</h1>"]
-    meta = [
-        ("status", record.get("status")),
-        ("aligned model", cfg.get("aligned_model")),
-        ("pretrained model", cfg.get("pretrained_model")),
-        ("behaviors", ", ".join(behaviors)),
-        ("format", cfg.get("format")),
-        ("quick sizes", cfg.get("quick")),
-        ("seed", record.get("seed")),
-        ("git", record.get("git")),
-        ("created", record.get("created")),
-        ("versions", ", ".join(f"{k} {v}" for k, v in (record.get("versions") or {}).items() if v)),
-    ]
-    md += [f"- **{k}**: {v}" for k, v in meta]
-    h += (
-        ["<ul>"]
-        + [f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in meta]
-        + ["</ul>"]
-    )
-    err = _get(record, "results", "error")
-    if err:
-        md += ["", f"**The run failed:** {err}"]
-        h += [f"<p><b>The run failed:</b> {html.escape(str(err))}</p>"]
 
-    rows = headline_rows(stages, behaviors)
-    md += [
-        "",
-        "## Measured vs the paper",
-        "",
-        "Every number is value ± stderr [95 % CI] (n). Paper values: Llama-2-13B(-chat) and LLaMA 7B–30B.",
-        "",
-        "| behavior | quantity | bebkit (this run) | paper |",
-        "|---|---|---|---|",
-    ]
-    md += [f"| {b} | {q} | {o} | {p} |" for b, q, o, p in rows]
-    h += [
-        "<h2>Measured vs the paper</h2>",
-        "<table><tr><th>behavior</th><th>quantity</th><th>bebkit</th><th>paper</th></tr>",
-    ]
-    h += [
-        f"<tr><td>{html.escape(b)}</td><td>{html.escape(q)}</td><td>{html.escape(o)}</td><td>{html.escape(p)}</td></tr>"
-        for b, q, o, p in rows
-    ]
-    h += ["</table>"]
+def md_text(text: Any) -> str:
+    """Model or user text made inert for markdown: HTML-escaped, markdown punctuation
+    backslash-escaped (no link, image or code span can form), one line."""
+    s = " ".join(str(text).split())
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(s, quote=True))
 
-    timing = record.get("timings_s") or {}
-    md += ["", "## Stages", "", "| stage | seconds | cached |", "|---|---|---|"]
-    h += ["<h2>Stages</h2><table><tr><th>stage</th><th>seconds</th><th>cached</th></tr>"]
-    for name, st in stages.items():
-        secs = f"{float(timing.get(name, st.get('seconds', 0.0))):.1f}"
-        md.append(f"| {name} | {secs} | {st.get('cached')} |")
-        h.append(f"<tr><td>{html.escape(name)}</td><td>{secs}</td><td>{st.get('cached')}</td></tr>")
-    h.append("</table>")
 
-    for name, st in stages.items():
-        folder = Path(st.get("folder", ""))
-        if not folder.is_absolute():
-            folder = run / folder
-        result = st.get("result") or {}
-        md += ["", f"## {name}", ""]
-        h += [f"<h2>{html.escape(name)}</h2>"]
-        if name == "probes":
-            table2 = folder / "table2.md"
-            if table2.is_file():
-                md += [table2.read_text(encoding="utf-8")]
-                h += [f"<pre>{html.escape(table2.read_text(encoding='utf-8'))}</pre>"]
-        lines = _summary_lines(name, result)
-        if lines:
-            md += ["```", *lines, "```"]
-            h += [f"<pre>{html.escape(chr(10).join(lines))}</pre>"]
-        redrawn = run / REDRAWN_DIR / name
+def md_cell(text: Any) -> str:
+    """Our own (trusted) text in a markdown table cell: only ``|`` and newlines matter."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+# --------------------------------------------------------------------------------------------
+# The paper column
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PaperSide:
+    """The paper's values for the report: computed from the authors' curves when possible."""
+
+    path: Path | None = None
+    error: str | None = None
+    parity: Any = None  # bebkit.fits.parity.ParityTable
+    figures: Any = None  # bebkit.paper.AuthorsFigures
+    _sigmoids: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path | None) -> PaperSide:
+        if path is None:
+            return cls()
+        from bebkit.fits.parity import paper_parity
+        from bebkit.paper import load_authors_figures
+
+        try:
+            figs = load_authors_figures(path)
+            return cls(path=path, parity=paper_parity(figs), figures=figs)
+        except (InputError, ArithmeticError, ValueError) as exc:
+            return cls(path=path, error=str(exc))
+
+    def conv(self, behavior: str, condition: str, fit: str) -> Any:
+        """The parity row of the authors' KL curve, or None."""
+        if self.parity is None:
+            return None
+        try:
+            return self.parity.row(behavior, condition, fit)
+        except InputError:
+            return None
+
+    def ratio(self, behavior: str, condition: str, fit: str) -> Any:
+        if self.parity is None:
+            return None
+        return self.parity.beta_ratio.get((behavior, condition, fit))
+
+    def sigmoid(self, behavior: str, condition: str) -> Any:
+        """bebkit's Lemma 7 fit of the authors' % good curve (32 responses per point)."""
+        if self.figures is None or (behavior, condition) not in self.figures.pct_good:
+            return None
+        key = (behavior, condition)
+        if key not in self._sigmoids:
+            from bebkit.fits.sigmoid import fit_sigmoid
+
+            cur = self.figures.pct_good[key]
+            good = [round(v * 32 / 100) for v in cur.values]
+            try:
+                self._sigmoids[key] = fit_sigmoid(cur.n, good, [32] * len(good))
+            except (InputError, ArithmeticError, ValueError):
+                self._sigmoids[key] = None
+        return self._sigmoids[key]
+
+    def pct_good(self, behavior: str, condition: str) -> Any:
+        if self.figures is None:
+            return None
+        return self.figures.pct_good.get((behavior, condition))
+
+
+def paper_figures_path(
+    record: Mapping[str, Any], override: str | Path | None = None
+) -> Path | None:
+    """The authors' figures file: ``override``, the record's ``paper_figures``, else
+    ``$BEBKIT_REFERENCE_DIR/authors-figures.json`` (None when none exists)."""
+    from bebkit.paper import authors_figures_path
+
+    for cand in (override, _get(record, "config", "paper_figures")):
+        if cand:
+            p = Path(cand)
+            if p.is_file():
+                return p
+    p2 = authors_figures_path()
+    return p2 if p2 is not None and p2.is_file() else None
+
+
+def _typed(name: str) -> tuple[str, str]:
+    """``(value text, source)`` of a stated paper value (typed from the paper)."""
+    from bebkit.paper import PAPER_VALUES
+
+    pv = PAPER_VALUES.get(name)
+    if pv is None:
+        return "—", ""
+    if pv.low is not None and pv.high is not None:
+        txt = f"{_g(pv.value)} ({_g(pv.low)}–{_g(pv.high)})"
+    else:
+        txt = f"≈ {_g(pv.value)}"
+    return txt, f"typed from the paper ({pv.where})"
+
+
+def _paper_behavior(b: str) -> tuple[str, bool]:
+    """The paper's behavior to compare ``b`` with, and whether it is the same behavior."""
+    return (b, True) if b in _PAPER_BEHAVIORS else ("agreeableness", False)
+
+
+def _bkey(b: str) -> str:
+    return b.replace("-", "_")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a run
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """A run directory read from disk (record, stage records)."""
+
+    path: Path
+    record: dict[str, Any]
+    paper: PaperSide
+
+    @property
+    def config(self) -> dict[str, Any]:
+        c = self.record.get("config")
+        return c if isinstance(c, dict) else {}
+
+    @property
+    def stages(self) -> dict[str, Any]:
+        s = _get(self.record, "results", "stages")
+        return s if isinstance(s, dict) else {}
+
+    @property
+    def behaviors(self) -> list[str]:
+        bs = list(self.config.get("behaviors") or [])
+        if not bs:  # derive from stage names
+            for name in self.stages:
+                for prefix, _, _ in STAGE_INFO:
+                    if name.startswith(prefix + "-"):
+                        b = name[len(prefix) + 1 :]
+                        if b not in bs:
+                            bs.append(b)
+        return bs
+
+    @property
+    def name(self) -> str:
+        return str(self.config.get("name") or self.path.name)
+
+    def result(self, prefix: str, behavior: str | None = None) -> dict[str, Any] | None:
+        st = self.stages.get(prefix if behavior is None else f"{prefix}-{behavior}")
+        r = _get(st, "result")
+        return r if isinstance(r, dict) and r else None
+
+    def folder(self, stage: str) -> Path:
+        f = Path(str(_get(self.stages, stage, "folder") or ""))
+        return f if f.is_absolute() else self.path / f
+
+    def stage_record(self, stage: str) -> dict[str, Any]:
+        p = self.folder(stage) / "record.json"
+        if not p.is_file():
+            return {}
+        try:
+            return _read_json(p)
+        except InputError:
+            return {}
+
+    def figures(self, stage: str) -> list[Path]:
+        """The stage's PNG figures (a redrawn one, with the paper's curves, replaces its own)."""
+        folder = self.folder(stage)
+        out: list[Path] = []
         for png in sorted(folder.glob("*.png")) if folder.is_dir() else []:
-            if (redrawn / png.name).is_file():  # the same figure with the paper's curves added
-                png = redrawn / png.name
-            rel = png.relative_to(run) if png.is_relative_to(run) else png
-            md += [f"![{png.stem}]({rel})", ""]
-            h += [
-                f'<figure><img src="{_img_data_uri(png)}" alt="{html.escape(png.stem)}" style="max-width:100%"><figcaption>{html.escape(png.stem)}</figcaption></figure>'
-            ]
-        samples = _responses(folder) if name.startswith("misalign") else []
-        if samples:
-            md += [
-                f"> **{CONTENT_WARNING}**",
-                "",
-                "<details><summary>sample responses (escaped)</summary>",
-                "",
-            ]
-            h += [
-                f'<p class="warn"><b>{html.escape(CONTENT_WARNING)}</b></p>',
-                "<details><summary>sample responses (escaped)</summary><ul>",
-            ]
-            for s in samples:
-                text = str(s.get("first_sentence") or s.get("text") or "")
-                label = f"n={s.get('n')}, {s.get('condition')}, judge P(good)={s.get('p_good', s.get('prob_good', '?'))}"
-                # Inside a code span Markdown renders no HTML; only backticks and newlines could
-                # break out of it, so those are neutralised instead of HTML-escaping.
-                safe = " ".join(text.replace("`", "'").split())
-                md.append(f"- {label}: `{safe}`")
-                h.append(f"<li>{html.escape(label)}: <code>{html.escape(text)}</code></li>")
-            md += ["", "</details>"]
-            h += ["</ul></details>"]
+            redrawn = self.path / REDRAWN_DIR / stage / png.name
+            out.append(redrawn if redrawn.is_file() else png)
+        return out
 
-    md += [
-        "",
-        "## Limitations",
-        "",
-        "P₊/P₋ are LoRA proxies trained on persona statements, not the model's true mixture "
-        "components; behavior is scored by an automatic judge instead of hand labels; the "
-        "models are small (135M–270M). The pretrained/aligned comparison uses two different "
-        "model families unless configured otherwise.",
-    ]
-    h += [
-        "<h2>Limitations</h2><p>P₊/P₋ are LoRA proxies trained on persona statements, not the "
-        "model's true mixture components; behavior is scored by an automatic judge instead of "
-        "hand labels; the models are small. The pretrained/aligned comparison uses two "
-        "different model families unless configured otherwise.</p>"
-    ]
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
-        ".warn{background:#fff3cd;padding:.5em}pre{background:#f6f6f6;padding:.5em;overflow:auto}"
+
+def load_run(run_dir: str | Path, paper_figures: str | Path | None = None) -> Run:
+    run = Path(run_dir)
+    record = _read_record(run)
+    return Run(run, record, PaperSide.load(paper_figures_path(record, paper_figures)))
+
+
+# --------------------------------------------------------------------------------------------
+# The answer: one sentence each, per model and behavior
+# --------------------------------------------------------------------------------------------
+
+
+def _kl_fit(conv: Mapping[str, Any] | None, cond: str) -> tuple[str, Mapping[str, Any] | None]:
+    """(fit name, fit) of a convergence result's condition: ``floored`` when present."""
+    fits = _get(conv, "fits", cond)
+    if not isinstance(fits, Mapping):
+        return "", None
+    for name in ("floored", "lemma5"):
+        if isinstance(fits.get(name), Mapping):
+            return name, fits[name]
+    return "", None
+
+
+_FIT_LABEL = {"floored": "floored Lemma 5 fit", "lemma5": "Lemma 5 fit", "linear": "straight line"}
+
+
+def _range(ns: Any) -> tuple[float, float] | None:
+    if isinstance(ns, list) and ns and all(_num(x) for x in ns):
+        return float(min(ns)), float(max(ns))
+    return None
+
+
+def _n_range_text(r: tuple[float, float]) -> str:
+    return f"n = {_g(r[0])}–{_g(r[1])}"
+
+
+def answer_items(run: Run, b: str) -> list[dict[str, str]]:
+    """The three headline statements of behavior ``b``: ``{what, ours, paper, short, paper_short}``."""
+    conv = run.result("convergence", b)
+    mis = run.result("misalign", b)
+    bs = run.result("beta-sigma", b)
+    pb, same = _paper_behavior(b)
+    pb_note = "" if same else f" (the paper's {pb}; the paper has no {b})"
+    paper = run.paper
+    items: list[dict[str, str]] = []
+
+    # 1. Misaligning sentences until misbehaviour.
+    fit_name, fit = _kl_fit(conv, "none")
+    parts: list[str] = []
+    short: list[str] = []
+    if fit is not None:
+        parts.append(
+            f"KL(P₋‖P_LLM) reaches its midpoint after n* = {fmt_est(fit.get('n_star'))} "
+            f"misaligning sentences ({_FIT_LABEL[fit_name]}, no aligning prompt)"
+        )
+        short.append(f"n* {fmt_est(fit.get('n_star'))}")
+    centre = _get(mis, "sigmoid", "none")
+    rng = _range(_get(mis, "curves", "none", "n"))
+    if isinstance(centre, Mapping):
+        c = _est_dict(centre.get("centre"))
+        if not centre.get("decays"):
+            parts.append(
+                "the % good curve shows no significant decay, so its centre n½ is not identified"
+                + (f" within the measured {_n_range_text(rng)}" if rng else "")
+            )
+            short.append("n½ not identified")
+        elif c is not None:
+            where = ""
+            if rng:
+                inside = rng[0] <= c["value"] <= rng[1]
+                where = (
+                    f", inside the measured {_n_range_text(rng)}"
+                    if inside
+                    else f", outside the measured {_n_range_text(rng)} (extrapolated)"
+                )
+            parts.append(
+                f"half of the responses are bad after n½ = {fmt_est(c)} sentences "
+                f"(Lemma 7 behavior centre{where})"
+            )
+            short.append(f"n½ {fmt_est(c)}" + (" (in range)" if "inside" in where else ""))
+    ours = "; ".join(parts) + "." if parts else "not measured in this run."
+    pp: list[str] = []
+    pshort = ""
+    for name in ("floored", "lemma5"):
+        row = paper.conv(pb, "none", name)
+        if row is not None:
+            pp.append(
+                f"n* = {fmt_est(_est_obj(row.n_star))} (bebkit's {_FIT_LABEL[name]} on the "
+                f"authors' {row.figure} curve{pb_note})"
+            )
+            pshort = f"n* {fmt_est(_est_obj(row.n_star))}"
+            break
+    sg = paper.sigmoid(pb, "none")
+    if sg is not None:
+        pp.append(
+            f"n½ = {fmt_est(_est_obj(sg.centre))} (Lemma 7 fit of the authors' fig. 12 curve)"
+        )
+    t, src = _typed("n_star")
+    pp.append(f"stated {t}, {src}")
+    items.append(
+        {
+            "what": "Misaligning sentences until misbehaviour",
+            "ours": ours,
+            "paper": "; ".join(pp) + ".",
+            "short": ", ".join(short) or "—",
+            "paper_short": pshort or f"{t} (typed)",
+        }
     )
-    page = (
-        f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{style}</style></head><body>" + "\n".join(h) + "</body></html>"
+
+    # 2. The aligning prompt's delay.
+    delay = _est_dict(_get(mis, "aligning_delay"))
+    if delay is not None:
+        ours = f"the aligning prompt moves the behavior centre by Δn½ = {fmt_est(delay)} sentences"
+        pred = _get(mis, "theorem2_delay", "predicted")
+        if _num(pred):
+            ours += f" (Theorem 2 bound: {_g(pred)} sentences)"
+        ours += "."
+        dshort = fmt_est(delay)
+    elif (
+        mis is not None
+        and _get(mis, "aligning_delay") is None
+        and len(_get(mis, "curves") or {}) > 1
+    ):
+        ours = "the delay is not identified (a condition shows no significant decay)."
+        dshort = "not identified"
+    else:
+        ours, dshort = "not measured in this run.", "—"
+    pp = []
+    pdshort = ""
+    s1, s2 = paper.sigmoid(pb, "none"), paper.sigmoid(pb, "aligned")
+    if s1 is not None and s2 is not None:
+        d = s2.centre.value - s1.centre.value
+        se = math.hypot(s1.centre.stderr, s2.centre.stderr)
+        ci = f" [{_g(d - 1.96 * se)}, {_g(d + 1.96 * se)}]" if math.isfinite(se) else ""
+        pp.append(f"Δn½ = {_g(d)}{ci} (Lemma 7 fits of the authors' fig. 12 curves{pb_note})")
+        pdshort = f"{_g(d)}{ci}"
+    t, src = _typed("aligning_delay")
+    pp.append(f"stated {t} sentence, {src}")
+    items.append(
+        {
+            "what": "Delay bought by the aligning prompt",
+            "ours": ours,
+            "paper": "; ".join(pp) + ".",
+            "short": dshort,
+            "paper_short": pdshort or f"{t} (typed)",
+        }
     )
-    return "\n".join(md) + "\n", page
+
+    # 3. β: how distinguishable the behavior is.
+    parts, short = [], []
+    beta = _est_dict(_get(bs, "beta"))
+    if beta is not None:
+        parts.append(f"β = {fmt_est(beta)} nats (lower envelope of KL(P₋‖P₊) over n)")
+        short.append(f"β {fmt_est(beta)}")
+    if fit is not None:
+        parts.append(
+            f"the KL to P₋ falls at β = {fmt_est(fit.get('beta'))} nats per sentence "
+            f"({_FIT_LABEL[fit_name]})"
+        )
+        if not short:
+            short.append(f"β_eff {fmt_est(fit.get('beta'))}")
+    ours = "; ".join(parts) + "." if parts else "not measured in this run."
+    t, src = _typed(f"beta_{_bkey(pb)}")
+    pp = [f"β {t}, {src}{pb_note}"]
+    row = paper.conv(pb, "none", fit_name or "floored")
+    if row is not None:
+        pp.append(
+            f"β = {fmt_est(_est_obj(row.beta))} per sentence (bebkit's "
+            f"{_FIT_LABEL[row.fit]} on the authors' {row.figure} curve)"
+        )
+    items.append(
+        {
+            "what": "How distinguishable the behavior is (β)",
+            "ours": ours,
+            "paper": "; ".join(pp) + ".",
+            "short": short[0] if short else "—",
+            "paper_short": f"{t} (typed)",
+        }
+    )
+    return items
 
 
-REDRAWN_DIR = "figures"
+def headline_rows(
+    stages: Mapping[str, Any],
+    behaviors: list[str],
+    *,
+    paper_figures: str | Path | None = None,
+) -> list[tuple[str, str, str, str]]:
+    """(behavior, quantity, this run, paper): three rows per behavior — misaligning sentences
+    until misbehaviour, the aligning prompt's delay, β (the console's and compare page's
+    headline)."""
+    run = Run(
+        Path("."),
+        {"config": {"behaviors": behaviors}, "results": {"stages": dict(stages)}},
+        PaperSide.load(Path(paper_figures) if paper_figures else None),
+    )
+    rows: list[tuple[str, str, str, str]] = []
+    for b in behaviors:
+        if not any(run.result(p, b) for p in ("convergence", "misalign", "beta-sigma")):
+            continue
+        for it in answer_items(run, b):
+            rows.append((b, it["what"], it["short"], it["paper_short"]))
+    return rows
+
+
+def console_lines(record: Mapping[str, Any], run_dir: str | Path) -> list[str]:
+    """The few lines a ``bebkit reproduce`` console ends with: the headline per behavior,
+    the wall time and where the record and report are."""
+    run = Path(run_dir)
+    stages = _get(record, "results", "stages") or {}
+    behaviors = list(_get(record, "config", "behaviors") or [])
+    pf = paper_figures_path(record)
+    lines: list[str] = []
+    by_b: dict[str, list[str]] = {}
+    for b, q, ours, paper in headline_rows(stages, behaviors, paper_figures=pf):
+        label = {
+            "Misaligning sentences until misbehaviour": "sentences to misbehave",
+            "Delay bought by the aligning prompt": "aligning delay",
+        }.get(q, "β")
+        by_b.setdefault(b, []).append(f"{label} {ours} (paper {paper})")
+    model = _get(record, "config", "aligned_model") or "?"
+    for b, parts in by_b.items():
+        lines.append(f"{model} / {b}: " + "; ".join(parts))
+    wall = _get(record, "timings_s", "wall_this_invocation")
+    status = record.get("status", "?")
+    lines.append(f"status {status}" + (f", {_g(float(wall))} s" if _num(wall) else ""))
+    lines.append(f"record: {run / 'record.json'}")
+    lines.append(f"report: {run / 'report.html'} (markdown: {run / 'report.md'})")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# Measured vs the paper, grouped by experiment
+# --------------------------------------------------------------------------------------------
+
+
+def _row(
+    b: str,
+    quantity: str,
+    estimand: str,
+    unit: str,
+    measured: str,
+    paper: str = "—",
+    source: str = "",
+    *,
+    no: Sequence[str] = (),
+    caveat: Sequence[str] = (),
+) -> dict[str, Any]:
+    if paper == "—":
+        mark, why = "none", "the paper states no value"
+    elif no:
+        mark, why = "no", "; ".join(no)
+    elif caveat:
+        mark, why = "caveat", "; ".join(caveat)
+    else:
+        mark, why = "ok", ""
+    symbol = {"ok": "✓", "caveat": "≈", "no": "✗", "none": "–"}[mark]
+    return {
+        "behavior": b,
+        "quantity": quantity,
+        "estimand": estimand,
+        "unit": unit,
+        "measured": measured,
+        "paper": paper,
+        "source": source,
+        "mark": mark,
+        "symbol": symbol,
+        "why": why,
+    }
+
+
+def _settings(run: Run, stage: str) -> dict[str, Any]:
+    cfg = run.stage_record(stage).get("config")
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _kl_unit(n_tokens: Any) -> str:
+    return f"nats (KL of the next {n_tokens} tokens)" if n_tokens else "nats"
+
+
+def _tokens_reason(n_tokens: Any) -> list[str]:
+    if _num(n_tokens) and int(n_tokens) != 8:
+        return [f"KL over {n_tokens} tokens vs the paper's 8 (KL grows with the length)"]
+    return []
+
+
+def paper_groups(run: Run) -> list[dict[str, Any]]:
+    """Measured vs the paper: ``[{title, experiment, note, rows}]`` (rows see :func:`_row`)."""
+    paper = run.paper
+    model = run.config.get("aligned_model") or "?"
+    groups: list[dict[str, Any]] = []
+    fmt = run.config.get("format", "chat")
+
+    # Table 1.
+    rows = []
+    for b in run.behaviors:
+        r = run.result("components", b)
+        if r:
+            t, src = _typed("table1_accuracy_pct")
+            rows.append(
+                _row(
+                    b,
+                    "Table 1 held-out accuracy",
+                    "fraction of held-out statements with log P₊(s) > log P₋(s) on their own side",
+                    "%",
+                    fmt_est(_get(r, "table1", "accuracy"), percent=True, n=True),
+                    t + " %",
+                    src,
+                    caveat=["LLaMA 7B / 30B in the paper"],
+                )
+            )
+    if rows:
+        groups.append({"title": "Table 1 — likelihood classification", "ref": "app. J",
+                       "rows": rows})  # fmt: skip
+
+    # Table 2.
+    rows = []
+    probes = _get(run.result("probes"), "summary")
+    if isinstance(probes, Mapping):
+        for layer, pr in probes.items():
+            if isinstance(pr, Mapping) and pr.get("mean_accuracy"):
+                t, src = _typed("table2_svm_accuracy_7b_pct")
+                nb = pr.get("n_behaviors", "?")
+                nbs = f"{nb} behavior" + ("" if nb == 1 else "s")
+                cav = [f"mean over {nbs} vs the paper's 100", "LLaMA 7B in the paper"]
+                rows.append(
+                    _row(
+                        nbs,
+                        f"Table 2 probe accuracy ({layer} layer)",
+                        "5-fold CV accuracy of a linear SVM on last-token hidden states, "
+                        "mean over behaviors",
+                        "%",
+                        fmt_est(pr["mean_accuracy"], percent=True),
+                        t + " %",
+                        src,
+                        caveat=cav,
+                    )
+                )
+    if rows:
+        groups.append({"title": "Table 2 — hidden-state probes", "ref": "app. K", "rows": rows})
+
+    # β / σ².
+    rows = []
+    for b in run.behaviors:
+        r = run.result("beta-sigma", b)
+        if not r:
+            continue
+        s = _settings(run, f"beta-sigma-{b}")
+        pb, same = _paper_behavior(b)
+        no = [] if same else [f"different behavior (the paper's {pb})"]
+        unit = _kl_unit(s.get("n_tokens"))
+        tok = _tokens_reason(s.get("n_tokens"))
+        cav = [f"format: P₋ and P₊ both {r.get('format', fmt)}; the paper: newline P₋, "
+               "[INST] chat P₊"]  # fmt: skip
+        for key, q, est, u, extra in (
+            ("beta", "β", "lower envelope of KL(P₋‖P₊ | s₁…sₙ) over n", unit, tok),
+            ("beta_prime", "β′", "upper envelope of KL(P₋‖P₊ | s₁…sₙ) over n", unit, tok),
+            ("sigma2", "σ²", "slope of the through-origin upper envelope of "
+             "Var[log P₋(s)/P₊(s)] vs n", "nats² per sentence", tok),
+            ("sigma_over_beta", "σ/β", "ratio of the two estimates", "—", []),
+            ("beta_prime_over_beta", "β′/β", "ratio of the two envelopes", "—", []),
+        ):  # fmt: skip
+            t, src = _typed(f"{key}_{_bkey(pb)}")
+            rows.append(_row(b, q, est, u, fmt_est(r.get(key)), t, src, no=no + extra,
+                             caveat=cav))  # fmt: skip
+    if rows:
+        groups.append({"title": "β, β′ and σ² (distinguishability)", "ref": "§4.1, fig. 2 / 8",
+                       "rows": rows})  # fmt: skip
+
+    # Prompt distinguishability.
+    rows = []
+    for b in run.behaviors:
+        r = run.result("prompt-dist", b)
+        if not r:
+            continue
+        s = _settings(run, f"prompt-dist-{b}")
+        pb, same = _paper_behavior(b)
+        t, src = _typed(f"beta_prompt_dist_{_bkey(pb)}")
+        rows.append(
+            _row(
+                b,
+                "β_prompt",
+                "lower envelope of KL(P₋‖P₊) from the undesired sentence of s₀ on",
+                _kl_unit(s.get("n_tokens")),
+                fmt_est(r.get("beta_prompt")),
+                t,
+                src,
+                no=([] if same else [f"different behavior (the paper's {pb})"])
+                + _tokens_reason(s.get("n_tokens")),
+            )
+        )
+    if rows:
+        groups.append({"title": "Prompt distinguishability", "ref": "app. N, fig. 15",
+                       "rows": rows})  # fmt: skip
+
+    # Convergence.
+    rows = []
+    for b in run.behaviors:
+        r = run.result("convergence", b)
+        if not r:
+            continue
+        s = _settings(run, f"convergence-{b}")
+        pb, same = _paper_behavior(b)
+        no = [] if same else [f"different behavior (the paper's {pb})"]
+        if r.get("format", fmt) != "chat":
+            no.append(f"{r.get('format')} format vs the paper's chat ([INST]) format")
+        unit = _kl_unit(s.get("n_tokens"))
+        for cond in r.get("conditions") or list((r.get("fits") or {}).keys()):
+            fits = _get(r, "fits", cond)
+            if not isinstance(fits, Mapping):
+                continue
+            cl = _CONDITIONS.get(cond, cond)
+            for fit in ("floored", "lemma5", "linear"):
+                f = fits.get(fit)
+                if not isinstance(f, Mapping):
+                    continue
+                prow = paper.conv(pb, cond, fit)
+                pn = fmt_est(_est_obj(prow.n_star)) if prow else "—"
+                psrc = f"bebkit's fit on the authors' {prow.figure} curve" if prow else ""
+                if prow is None and fit == "linear":
+                    pn, psrc = _typed("n_star")
+                rows.append(
+                    _row(
+                        b,
+                        f"n* ({_FIT_LABEL[fit]}, {cl})",
+                        "log(1/α)/β of the fitted KL(P₋‖P_LLM)(n) curve",
+                        "sentences",
+                        fmt_est(f.get("n_star")),
+                        pn,
+                        psrc,
+                        no=no,
+                    )
+                )
+                pbeta = fmt_est(_est_obj(prow.beta)) if prow else "—"
+                bsrc = psrc
+                if prow is None and fit == "linear":
+                    pbeta, bsrc = _typed(f"beta_eff_{_bkey(pb)}")
+                rows.append(
+                    _row(
+                        b,
+                        f"β ({_FIT_LABEL[fit]}, {cl})",
+                        "decay rate of KL(P₋‖P_LLM)(n)",
+                        f"{unit} per sentence",
+                        fmt_est(f.get("beta")),
+                        pbeta,
+                        bsrc,
+                        no=no + _tokens_reason(s.get("n_tokens")),
+                    )
+                )
+            ln = _get(r, "lengths", cond, "lemma5")
+            if isinstance(ln, Mapping):
+                eps = _get(r, "lengths", cond, "epsilon")
+                for thm in ("theorem1", "theorem2"):
+                    if ln.get(thm):
+                        rows.append(
+                            _row(b, f"{thm.replace('theorem', 'Theorem ')} length ({cl})",
+                                 f"prompt length guaranteeing misalignment at ε = {eps} "
+                                 "(Lemma 5 parameters)", "sentences", fmt_est(ln[thm]))
+                        )  # fmt: skip
+    if rows:
+        groups.append({"title": "KL convergence", "ref": "§4.2, fig. 3a / 11", "rows": rows})
+
+    # Behavior expectation.
+    rows = []
+    for b in run.behaviors:
+        r = run.result("misalign", b)
+        if not r:
+            continue
+        pb, same = _paper_behavior(b)
+        no = [] if same else [f"different behavior (the paper's {pb})"]
+        if r.get("format", fmt) != "chat":
+            no.append(f"{r.get('format')} format vs the paper's chat format")
+        judge = r.get("judge", "?")
+        cav = [f"automatic judge ({judge}) vs the authors' labels"]
+        for cond, cv in (r.get("curves") or {}).items():
+            cl = _CONDITIONS.get(cond, cond)
+            good, ns = cv.get("fraction_good"), cv.get("n")
+            if good and ns:
+                ref = paper.pct_good(pb, cond)
+                ptxt, psrc = "—", ""
+                if ref is not None:
+                    ptxt = f"{ref.values[0]:.1f} % → {ref.values[-1]:.1f} % (n = 1 → 10)"
+                    psrc = "the authors' fig. 12 curve (32 responses per point)"
+                rows.append(
+                    _row(
+                        b,
+                        f"% good responses, n = {ns[0]} → {ns[-1]} ({cl})",
+                        "fraction of responses the judge scores good",
+                        "%",
+                        f"{fmt_est(good[0], percent=True)} → {fmt_est(good[-1], percent=True)}",
+                        ptxt,
+                        psrc,
+                        no=no,
+                        caveat=cav,
+                    )
+                )
+            sg = _get(r, "sigmoid", cond)
+            if isinstance(sg, Mapping):
+                psg = paper.sigmoid(pb, cond)
+                rows.append(
+                    _row(
+                        b,
+                        f"behavior centre n½ ({cl})",
+                        "log(1/α)/β of the Lemma 7 reverse "
+                        "sigmoid fitted to % good (n at 50 % good)",
+                        "sentences",
+                        fmt_est(sg.get("centre"))
+                        + ("" if sg.get("decays") else " (no decay: not identified)"),
+                        fmt_est(_est_obj(psg.centre)) if psg else "—",
+                        "Lemma 7 fit of the authors' fig. 12 curve" if psg else "",
+                        no=no,
+                        caveat=cav,
+                    )
+                )
+        if r.get("aligning_delay") is not None or _get(r, "theorem2_delay", "predicted"):
+            t, src = _typed("aligning_delay")
+            meas = fmt_est(r.get("aligning_delay"))
+            pred = _get(r, "theorem2_delay", "predicted")
+            if _num(pred):
+                meas += f" (Theorem 2 bound {_g(pred)})"
+            rows.append(
+                _row(
+                    b,
+                    "aligning-prompt delay",
+                    "n½(aligning prompt) − n½(none)",
+                    "sentences",
+                    meas,
+                    t,
+                    src,
+                    no=no,
+                    caveat=cav,
+                )
+            )
+        cmp_ = r.get("centre_vs_kl_n_star")
+        if isinstance(cmp_, Mapping):
+            verdict = {True: "consistent", False: "not consistent", None: "not comparable"}
+            rows.append(
+                _row(b, "n½ − KL n* (same prompts)", "behavior centre minus the Lemma 5 "
+                     "midpoint of KL on the same prompts", "sentences",
+                     f"{fmt_est(cmp_.get('difference'))} ({verdict.get(cmp_.get('consistent'))})")
+            )  # fmt: skip
+    if rows:
+        groups.append({"title": "Behavior expectation", "ref": "§4.2, fig. 3b / 12",
+                       "rows": rows})  # fmt: skip
+
+    # Pretrained.
+    rows = []
+    for b in run.behaviors:
+        r = run.result("pretrained", b)
+        if not r:
+            continue
+        s = _settings(run, f"pretrained-{b}")
+        pb, same = _paper_behavior(b)
+        no = [] if same else [f"different behavior (the paper's {pb})"]
+        fam = [] if r.get("same_family") else [
+            f"different model families ({r.get('aligned_model') or model} vs "
+            f"{r.get('target_model')}); the paper compares Llama-2-13B-chat with its own base"
+        ]  # fmt: skip
+        for fit in ("floored", "lemma5", "linear"):
+            f = _get(r, "fits", "none", fit)
+            if not isinstance(f, Mapping):
+                continue
+            prow = paper.conv(pb, "pretrained", fit)
+            if prow is not None:
+                pt, psrc = (
+                    fmt_est(_est_obj(prow.beta)),
+                    f"bebkit's fit on the authors' {prow.figure} curve",
+                )
+            else:
+                pt, psrc = _typed("beta_base")
+            rows.append(
+                _row(
+                    b,
+                    f"β pretrained ({_FIT_LABEL[fit]})",
+                    "decay rate of KL(P₋‖P_pretrained)(n)",
+                    f"{_kl_unit(s.get('n_tokens'))} per sentence",
+                    fmt_est(f.get("beta")),
+                    pt,
+                    psrc,
+                    no=no + _tokens_reason(s.get("n_tokens")),
+                )
+            )
+        for fit, e in (r.get("beta_ratio") or {}).items():
+            pr = paper.ratio(pb, "none", fit)
+            if pr is not None:
+                pt, psrc = fmt_est(_est_obj(pr)), "ratio of bebkit's fits on the authors' curves"
+            else:
+                pt, psrc = _typed("beta_ratio_chat_over_base")
+            rows.append(
+                _row(
+                    b,
+                    f"β_aligned / β_pretrained ({_FIT_LABEL.get(fit, fit)})",
+                    "ratio of the KL decay rates of the aligned and the pretrained model",
+                    "—",
+                    fmt_est(e),
+                    pt,
+                    psrc,
+                    no=no + fam,
+                )
+            )
+    if rows:
+        groups.append({"title": "Pretrained vs aligned", "ref": "§4.2, app. M", "rows": rows})
+
+    return groups
+
+
+def paper_legend(run: Run) -> str:
+    """One line above the measured-vs-paper tables: the models and the marks."""
+    pre = run.config.get("pretrained_model")
+    return (
+        f"This run: {run.config.get('aligned_model') or '?'}"
+        + (f" (pretrained: {pre})" if pre else "")
+        + f"; the paper: {_PAPER_MODEL} and Llama-2-13B (Table 1/2: LLaMA 7B/30B). "
+        "✓ same estimand · ≈ comparable with a caveat · ✗ not comparable (why) · – no paper value."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Methods, from the record
+# --------------------------------------------------------------------------------------------
+
+
+def _kv(d: Mapping[str, Any], skip: set[str] = frozenset()) -> list[tuple[str, str]]:  # type: ignore[assignment]
+    out = []
+    for k, v in d.items():
+        if k in skip:
+            continue
+        if isinstance(v, list | tuple):
+            v = ", ".join(str(x) for x in v)
+        elif isinstance(v, dict):
+            v = json.dumps(v, ensure_ascii=False, sort_keys=True)
+        out.append((str(k), str(v)))
+    return out
+
+
+def methods(run: Run) -> list[dict[str, Any]]:
+    """Sections ``{title, items: [(key, value)], tables, text}`` from the record."""
+    rec, cfg = run.record, run.config
+    secs: list[dict[str, Any]] = []
+    rerun = "bebkit reproduce " + str(cfg.get("config_path") or "CONFIG.yaml")
+    if cfg.get("quick"):
+        rerun += " --quick"
+    rerun += f" --out {run.path}"
+    secs.append({
+        "title": "Run",
+        "items": [
+            ("config", str(cfg.get("config_path") or "—")),
+            ("status", str(rec.get("status"))),
+            ("created", str(rec.get("created"))),
+            ("run seed", str(rec.get("seed"))),
+            ("quick sizes", str(cfg.get("quick"))),
+            ("git", str(rec.get("git"))),
+            ("re-run", rerun),
+        ],
+    })  # fmt: skip
+    c_opts = cfg.get("components")
+    comps: dict[str, Any] = c_opts if isinstance(c_opts, dict) else {}
+    models = [
+        ("aligned model", str(cfg.get("aligned_model"))),
+        ("pretrained model", str(cfg.get("pretrained_model") or "none (stage not run)")),
+        ("format (aligned / pretrained)",
+         f"{cfg.get('format')} / {cfg.get('pretrained_format')}"),
+    ]  # fmt: skip
+    adapters: list[list[str]] = []
+    presets: set[str] = set()
+    for stage in run.stages:
+        sc = _settings(run, stage)
+        if sc.get("preset"):
+            presets.add(str(sc["preset"]))
+        for side, st in (sc.get("components") or {}).items():
+            if isinstance(st, Mapping):
+                row = [stage, side, str(st.get("key") or "—"),
+                       "reused" if st.get("reused") else "trained", str(st.get("path") or "—")]  # fmt: skip
+                if row not in adapters:
+                    adapters.append(row)
+    secs.append({
+        "title": "Models and components",
+        "items": models,
+        "tables": [{"caption": "LoRA adapters used by each stage (key = manifest fingerprint)",
+                    "header": ["stage", "side", "key", "status", "path"], "rows": adapters}]
+        if adapters else [],
+    })  # fmt: skip
+    data_items = [
+        ("behaviors", ", ".join(run.behaviors)),
+        ("persona data", str(cfg.get("persona_dir") or "$BEBKIT_PERSONA_DIR / embedded")),
+        ("split (train / held-out per side)",
+         f"{comps.get('n_train') or 'preset default'} / {comps.get('n_heldout') or 'preset default'}"
+         f", split seed {comps.get('train_seed', 0)}"),
+    ]  # fmt: skip
+    secs.append({"title": "Behavior data and splits", "items": data_items})
+    recipe: list[tuple[str, str]] = [("preset", ", ".join(sorted(presets)) or
+                                      str(comps.get("preset") or "by model size"))]  # fmt: skip
+    if comps.get("epochs"):
+        recipe.append(("epochs (override)", str(comps["epochs"])))
+    for name in sorted(presets):
+        try:
+            from bebkit.components.presets import get_preset
+
+            p = get_preset(name)
+            recipe += [(f"{name}: {k}", v) for k, v in _kv(p.model_dump(), {"name"})]
+        except (InputError, ImportError, KeyError, ValueError, TypeError):
+            pass
+    secs.append({"title": "LoRA recipe", "items": recipe})
+    prompt = cfg.get("aligning_prompt")
+    secs.append({
+        "title": "Conditions",
+        "items": [("no aligning prompt", "the model's chat template with no system turn"),
+                  ("aligning prompt (system turn)", str(prompt or "—"))],
+    })  # fmt: skip
+    # Per-stage settings: sample sizes, estimators, fits, judge, seeds.
+    keys: list[str] = []
+    per: dict[str, dict[str, Any]] = {}
+    for stage in run.stages:
+        sc = {k: v for k, v in _settings(run, stage).items() if k not in _PROVENANCE_KEYS}
+        sc.pop("aligning_prompt", None)
+        per[stage] = sc
+        for k in sc:
+            if k not in keys:
+                keys.append(k)
+    rows = []
+    for k in keys:
+        vals = []
+        for stage in run.stages:
+            v = per[stage].get(k, "")
+            if isinstance(v, list | tuple):
+                v = ", ".join(str(x) for x in v)
+            vals.append("" if v is None else str(v))
+        rows.append([k, *vals])
+    secs.append({
+        "title": "Sample sizes, estimators, fits, judge and seeds (per stage)",
+        "items": [],
+        "tables": [{"caption": "Settings recorded in each stage's record.json",
+                    "header": ["setting", *run.stages.keys()], "rows": rows}] if rows else [],
+        "text": "Judges are automatic (no human labels); their validation status is not part "
+        "of this record — see `bebkit judge-eval` for the behavior.",
+    })  # fmt: skip
+    versions = rec.get("versions") or {}
+    machine = rec.get("machine") or {}
+    secs.append({
+        "title": "Software and machine",
+        "items": [(k, str(v)) for k, v in versions.items() if v] + _kv(machine),
+    })  # fmt: skip
+    timings = rec.get("timings_s") or {}
+    trows = []
+    for name, st in run.stages.items():
+        sec = timings.get(name, st.get("seconds", 0.0))
+        inner = run.stage_record(name).get("timings_s") or {}
+        detail = ", ".join(f"{k} {float(v):.1f}" for k, v in inner.items() if _num(v))
+        trows.append([name, f"{float(sec or 0):.1f}", "yes" if st.get("cached") else "no",
+                      str(st.get("key", "")), detail])  # fmt: skip
+    wall = timings.get("wall_this_invocation")
+    secs.append({
+        "title": "Timings",
+        "items": [("wall time of the last invocation", f"{float(wall or 0):.1f} s")] if _num(wall) else [],
+        "tables": [{"caption": "Seconds per stage (cached stages: the time of the run that "
+                    "computed them)", "header": ["stage", "seconds", "cached", "key", "parts (s)"],
+                    "rows": trows}],
+    })  # fmt: skip
+    for sec in secs:
+        sec.setdefault("items", [])
+        sec.setdefault("tables", [])
+        sec.setdefault("text", "")
+    return secs
+
+
+# --------------------------------------------------------------------------------------------
+# Stage sections
+# --------------------------------------------------------------------------------------------
+
+
+def _curve_table(ns: Sequence[Any], cols: Mapping[str, Sequence[Any]], *, percent: bool = False,
+                 caption: str, xlabel: str = "n") -> dict[str, Any]:  # fmt: skip
+    header = [xlabel, *cols.keys()]
+    rows = []
+    for i, n in enumerate(ns):
+        rows.append([str(n), *[fmt_est(c[i], percent=percent) if i < len(c) else "—"
+                               for c in cols.values()]])  # fmt: skip
+    return {"caption": caption, "header": header, "rows": rows}
+
+
+def _stage_tables(prefix: str, r: Mapping[str, Any]) -> list[dict[str, Any]]:
+    t: list[dict[str, Any]] = []
+    if prefix == "components":
+        t1 = r.get("table1") or {}
+        t.append({"caption": f"Table 1: held-out classification ({r.get('preset')} preset)",
+                  "header": ["statements", "accuracy [95 % CI] (n)"],
+                  "rows": [[k.replace("accuracy_", "") if k != "accuracy" else "all",
+                            fmt_est(t1.get(k), percent=True, n=True)]
+                           for k in ("accuracy", "accuracy_desired", "accuracy_undesired")]})  # fmt: skip
+    elif prefix == "probes":
+        summ = r.get("summary") or {}
+        t.append({"caption": "Mean probe accuracy per layer",
+                  "header": ["layer", "mean accuracy", "std over behaviors", "behaviors"],
+                  "rows": [[str(ly), fmt_est(s.get("mean_accuracy"), percent=True),
+                            f"{100 * float(s.get('std_over_behaviors') or 0):.1f} %",
+                            str(s.get("n_behaviors"))]
+                           for ly, s in summ.items() if isinstance(s, Mapping)]})  # fmt: skip
+        scores = r.get("scores") or []
+        if scores:
+            t.append({"caption": "Per behavior and layer (k-fold CV accuracy)",
+                      "header": ["behavior", "layer", "accuracy"],
+                      "rows": [[str(s.get("behavior")), str(s.get("layer")),
+                                fmt_est(s.get("accuracy"), percent=True)] for s in scores]})  # fmt: skip
+    elif prefix == "beta-sigma":
+        kl = r.get("kl") or {}
+        lr = r.get("log_ratio") or {}
+        if kl.get("n"):
+            t.append(_curve_table(kl["n"], {"KL(P₋‖P₊)": kl.get("estimates") or []},
+                                  caption="KL(P₋‖P₊ | s₁…sₙ) per n"))  # fmt: skip
+        if lr.get("n"):
+            t.append(_curve_table(lr["n"], {"Var[log P₋/P₊]": lr.get("variance") or []},
+                                  caption="Variance of the log-ratio per n"))  # fmt: skip
+        t.append({"caption": "Fits", "header": ["quantity", "estimate"],
+                  "rows": [[q, fmt_est(r.get(k))] for q, k in
+                           (("β", "beta"), ("β′", "beta_prime"), ("σ²", "sigma2"), ("σ", "sigma"),
+                            ("σ/β", "sigma_over_beta"), ("β′/β", "beta_prime_over_beta"))]})  # fmt: skip
+    elif prefix == "prompt-dist":
+        pk = r.get("prefix_kl") or {}
+        kl = r.get("kl") or {}
+        rows = [
+            [str(x), "s₀", fmt_est(e)]
+            for x, e in zip(pk.get("x") or [], pk.get("estimates") or [], strict=False)
+        ]
+        rows += [
+            [str(x), "s", fmt_est(e)]
+            for x, e in zip(kl.get("x") or [], kl.get("estimates") or [], strict=False)
+        ]
+        t.append({"caption": "KL(P₋‖P₊) along s₀ ⊕ s (x = sentences so far)",
+                  "header": ["x", "part", "KL"], "rows": rows})  # fmt: skip
+        t.append({"caption": "β_prompt", "header": ["quantity", "estimate"],
+                  "rows": [["β_prompt", fmt_est(r.get("beta_prompt"))],
+                           ["max KL inside the neutral prefix", fmt_est(r.get("neutral_kl_max"))],
+                           ["KL after the undesired sentence", fmt_est(r.get("undesired_kl"))]]})  # fmt: skip
+    elif prefix in ("convergence", "pretrained"):
+        curves = r.get("curves") or {}
+        if curves:
+            first = next(iter(curves.values()))
+            t.append(_curve_table(first.get("n") or [],
+                                  {_CONDITIONS.get(c, c): cv.get("estimates") or []
+                                   for c, cv in curves.items()},
+                                  caption="KL(P₋‖P_LLM | s₁…sₙ) per n"))  # fmt: skip
+        rows = []
+        for c, fits in (r.get("fits") or {}).items():
+            if not isinstance(fits, Mapping):
+                rows.append([_CONDITIONS.get(c, c), "failed", "—", "—", "—"])
+                continue
+            for fit in ("floored", "lemma5", "linear"):
+                f = fits.get(fit)
+                if isinstance(f, Mapping):
+                    rows.append([_CONDITIONS.get(c, c), _FIT_LABEL[fit],
+                                 fmt_est(f.get("log_inv_alpha")), fmt_est(f.get("beta")),
+                                 fmt_est(f.get("n_star"))])  # fmt: skip
+        if rows:
+            t.append({"caption": "Fits (log 1/α, β per sentence, n* = log(1/α)/β)",
+                      "header": ["condition", "fit", "log 1/α", "β", "n*"], "rows": rows})  # fmt: skip
+        lrows = []
+        for c, ln in (r.get("lengths") or {}).items():
+            for fit in ("lemma5", "linear"):
+                part = ln.get(fit) if isinstance(ln, Mapping) else None
+                if isinstance(part, Mapping):
+                    lrows.append([_CONDITIONS.get(c, c), _FIT_LABEL[fit],
+                                  fmt_est(part.get("theorem1")), fmt_est(part.get("theorem2")),
+                                  str(part.get("note", ""))])  # fmt: skip
+        if lrows:
+            t.append({"caption": "Theorem 1 / 2 prompt lengths (sentences)",
+                      "header": ["condition", "fit", "Theorem 1", "Theorem 2", "note"],
+                      "rows": lrows})  # fmt: skip
+        if r.get("beta_ratio"):
+            t.append({"caption": "β_aligned / β_pretrained", "header": ["fit", "ratio"],
+                      "rows": [[_FIT_LABEL.get(k, k), fmt_est(v)]
+                               for k, v in r["beta_ratio"].items()]})  # fmt: skip
+    elif prefix == "misalign":
+        curves = r.get("curves") or {}
+        bad = r.get("format") == "newline"
+        key = "fraction_bad" if bad else "fraction_good"
+        if curves:
+            first = next(iter(curves.values()))
+            t.append(_curve_table(first.get("n") or [],
+                                  {_CONDITIONS.get(c, c): cv.get(key) or [] for c, cv in curves.items()},
+                                  percent=True,
+                                  caption=f"% {'bad' if bad else 'good'} responses per n "
+                                  "(Wilson 95 % CI)"))  # fmt: skip
+        rows = []
+        for c, f in (r.get("sigmoid") or {}).items():
+            if not isinstance(f, Mapping):
+                rows.append([_CONDITIONS.get(c, c), "failed", "—", "—", "—"])
+                continue
+            rows.append([_CONDITIONS.get(c, c), fmt_est(f.get("centre")), fmt_est(f.get("beta")),
+                         fmt_est(f.get("log_inv_alpha")),
+                         "yes" if f.get("decays") else "no (n½ not identified)"])  # fmt: skip
+        if rows:
+            t.append({"caption": "Lemma 7 fits", "header": ["condition", "centre n½", "β",
+                      "log 1/α", "decays"], "rows": rows})  # fmt: skip
+        extra = []
+        if r.get("aligning_delay") is not None:
+            extra.append(["aligning-prompt delay Δn½", fmt_est(r.get("aligning_delay"))])
+        td = r.get("theorem2_delay")
+        if isinstance(td, Mapping) and _num(td.get("predicted")):
+            extra.append(["Theorem 2 delay bound",
+                          f"{_g(td['predicted'])} (β = {_g(float(td.get('beta') or 0))} from "
+                          f"{td.get('beta_source')}, |s₀| = {td.get('s0_sentences')})"])  # fmt: skip
+        ns = _get(r, "kl", "fit", "lemma5", "n_star")
+        if ns:
+            extra.append(["KL n* on the same prompts (Lemma 5)", fmt_est(ns)])
+        if extra:
+            t.append({"caption": "Delay and KL midpoint", "header": ["quantity", "estimate"],
+                      "rows": extra})  # fmt: skip
+    return t
+
+
+def _samples(folder: Path, k: int = 3) -> list[dict[str, Any]]:
+    """A few judged responses at the first and last n per condition (model text: escape!)."""
+    path = folder / "responses.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    if not rows:
+        return []
+    ns = sorted({int(r.get("n", 0)) for r in rows})
+    out: list[dict[str, Any]] = []
+    for n in sorted({ns[0], ns[-1]}):
+        for cond in ("none", "aligned"):
+            cell = [r for r in rows if int(r.get("n", 0)) == n and r.get("condition") == cond]
+            for r in cell[:k]:
+                p = r.get("prob_good")
+                label = r.get("label")
+                out.append({
+                    "n": n,
+                    "condition": _CONDITIONS.get(cond, cond),
+                    "verdict": "" if label is None else ("good" if label == 1 else "bad"),
+                    "p_good": f"{p:.2f}" if _num(p) else "",
+                    "text": str(r.get("first_sentence") or r.get("text") or ""),
+                })  # fmt: skip
+    return out
+
+
+def _rel(target: Path, base: Path) -> str:
+    try:
+        return Path(os.path.relpath(target, base)).as_posix()
+    except ValueError:  # pragma: no cover - different drives
+        return target.as_posix()
+
+
+def stage_sections(run: Run, base: Path | None = None) -> list[dict[str, Any]]:
+    base = base or run.path
+    out = []
+    info = {p: (t, ref) for p, t, ref in STAGE_INFO}
+    for name, st in run.stages.items():
+        prefix = next((p for p, _, _ in STAGE_INFO if name == p or name.startswith(p + "-")), "")
+        title, ref = info.get(prefix, (name, ""))
+        behavior = name[len(prefix) + 1 :] if prefix and name != prefix else ""
+        r = st.get("result") or {}
+        folder = run.folder(name)
+        figs = []
+        for png in run.figures(name):
+            redrawn = (
+                REDRAWN_DIR in png.relative_to(run.path).parts[:1]
+                if png.is_relative_to(run.path)
+                else False
+            )
+            cap = FIGURE_CAPTIONS.get(png.stem, png.stem)
+            if redrawn:
+                cap += " Redrawn from the stored record with the paper's curves."
+            figs.append({"src": _img_data_uri(png), "path": _rel(png, base), "caption": cap,
+                         "alt": f"{name}: {png.stem}"})  # fmt: skip
+        links = []
+        for label, fname in (("examples (escaped, content warning)", "examples.html"),
+                             ("stage record", "record.json"), ("responses (CSV)", "responses.csv"),
+                             ("prompts", "prompts.jsonl"), ("Table 2", "table2.md")):  # fmt: skip
+            if (folder / fname).is_file():
+                links.append({"label": label, "href": _rel(folder / fname, base)})
+        errs = r.get("fit_errors") if isinstance(r, Mapping) else None
+        out.append({
+            "id": re.sub(r"[^a-z0-9-]", "-", name.lower()),
+            "name": name,
+            "title": title + (f" — {behavior}" if behavior else ""),
+            "ref": ref,
+            "key": str(st.get("key", "")),
+            "cached": bool(st.get("cached")),
+            "seconds": f"{float(st.get('seconds') or 0):.1f}",
+            "folder": _rel(folder, base),
+            "tables": _stage_tables(prefix, r) if isinstance(r, Mapping) else [],
+            "figures": figs,
+            "links": links,
+            "errors": [f"{k}: {v}" for k, v in errs.items()] if isinstance(errs, Mapping) else [],
+            "samples": _samples(folder) if prefix == "misalign" else [],
+        })  # fmt: skip
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The whole report
+# --------------------------------------------------------------------------------------------
+
+
+def _main_figures(run: Run, b: str, base: Path) -> list[dict[str, str]]:
+    out = []
+    for prefix in ("convergence", "misalign"):
+        stage = f"{prefix}-{b}"
+        if stage not in run.stages:
+            continue
+        for png in run.figures(stage):
+            if png.stem == prefix:
+                out.append({"src": _img_data_uri(png), "path": _rel(png, base),
+                            "caption": FIGURE_CAPTIONS.get(prefix, prefix),
+                            "alt": f"{stage}: {png.stem}"})  # fmt: skip
+    return out
+
+
+def report_context(run: Run, base: Path | None = None) -> dict[str, Any]:
+    """Everything the templates render (plain data; model text still raw — templates escape)."""
+    base = base or run.path
+    cfg = run.config
+    model = str(cfg.get("aligned_model") or "?")
+    answers = []
+    for b in run.behaviors:
+        items = answer_items(run, b)
+        answers.append({
+            "model": _get(run.result("convergence", b), "target_model") or model,
+            "behavior": b,
+            "items": items,
+            "figures": _main_figures(run, b, base),
+        })  # fmt: skip
+    paper_src = (
+        f"bebkit's own fits on the authors' curves ({run.paper.path.name})"
+        if run.paper.parity is not None and run.paper.path is not None
+        else "the paper's stated values only (no authors' figures file: set "
+        "paper_figures in the config, $BEBKIT_REFERENCE_DIR or --paper-figures)"
+    )
+    if run.paper.error:
+        paper_src += f" — the authors' figures file could not be used: {run.paper.error}"
+    return {
+        "title": f"bebkit report — {run.name}",
+        "run": run.name,
+        "run_path": str(run.path),
+        "status": run.record.get("status"),
+        "error": _get(run.record, "results", "error"),
+        "created": run.record.get("created"),
+        "model": model,
+        "pretrained_model": cfg.get("pretrained_model"),
+        "behaviors": run.behaviors,
+        "ci_note": CI_NOTE,
+        "paper_source": paper_src,
+        "answers": answers,
+        "groups": paper_groups(run),
+        "paper_legend": paper_legend(run),
+        "methods": methods(run),
+        "stages": stage_sections(run, base),
+        "content_warning": CONTENT_WARNING,
+    }
+
+
+def _env() -> Any:
+    import jinja2
+
+    from bebkit import reporting
+
+    folder = Path(reporting.__file__).resolve().parent / "templates"
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["md"] = md_text
+    env.filters["cell"] = md_cell
+    return env
+
+
+def render(template: str, context: Mapping[str, Any]) -> str:
+    out: str = _env().get_template(template).render(**context)
+    return out
+
+
+def build_report(
+    run_dir: str | Path, *, paper_figures: str | Path | None = None
+) -> tuple[str, str]:
+    """(markdown, html) for a run directory."""
+    ctx = report_context(load_run(run_dir, paper_figures))
+    return render("report.md.j2", ctx), render("report.html.j2", ctx)
+
+
+def write_report(
+    run_dir: str | Path, *, paper_figures: str | Path | None = None
+) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` into the run directory (atomically)."""
+    run = Path(run_dir)
+    md, page = build_report(run, paper_figures=paper_figures)
+    with atomic_open(run / "report.md") as fh:
+        fh.write(md)
+    with atomic_open(run / "report.html") as fh:
+        fh.write(page)
+    return run / "report.md", run / "report.html"
+
+
+# --------------------------------------------------------------------------------------------
+# Several runs side by side
+# --------------------------------------------------------------------------------------------
+
+
+def comparison_context(run_dirs: Sequence[str | Path], out_dir: Path,
+                       paper_figures: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
+    runs = [load_run(d, paper_figures) for d in run_dirs]
+    labels = []
+    for r in runs:
+        label = r.name
+        while label in labels:
+            label += "′"
+        labels.append(label)
+    overview = []
+    for r, label in zip(runs, labels, strict=True):
+        overview.append({
+            "label": label, "path": str(r.path), "status": r.record.get("status"),
+            "model": r.config.get("aligned_model"), "pretrained": r.config.get("pretrained_model"),
+            "behaviors": ", ".join(r.behaviors), "created": r.record.get("created"),
+            "git": r.record.get("git"), "report": _rel(r.path / "report.html", out_dir),
+        })  # fmt: skip
+    # Headline and measured-vs-paper rows, one column per run.
+    headline: dict[tuple[str, str], dict[str, str]] = {}
+    paper_col: dict[tuple[str, str], str] = {}
+    for r, label in zip(runs, labels, strict=True):
+        for b in r.behaviors:
+            for it in answer_items(r, b):
+                headline.setdefault((b, it["what"]), {})[label] = it["short"]
+                paper_col.setdefault((b, it["what"]), it["paper_short"])
+    head_rows = [
+        {"behavior": b, "quantity": q, "values": [v.get(lab, "—") for lab in labels],
+         "paper": paper_col.get((b, q), "—")}
+        for (b, q), v in headline.items()
+    ]  # fmt: skip
+    groups: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+    for r, label in zip(runs, labels, strict=True):
+        for g in paper_groups(r):
+            rows = groups.setdefault(g["title"], {})
+            for row in g["rows"]:
+                k = (row["behavior"], row["quantity"])
+                entry = rows.setdefault(k, {"behavior": k[0], "quantity": k[1],
+                                            "unit": row["unit"], "values": {},
+                                            "paper": row["paper"]})  # fmt: skip
+                entry["values"][label] = row["measured"]
+    group_list = [
+        {"title": t, "rows": [{**e, "values": [e["values"].get(lab, "—") for lab in labels]}
+                              for e in rows.values()]}
+        for t, rows in groups.items()
+    ]  # fmt: skip
+    # Figures side by side: one row per (stage, figure), one cell per run.
+    fig_rows: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
+    for r, label in zip(runs, labels, strict=True):
+        for stage in r.stages:
+            for png in r.figures(stage):
+                fig_rows.setdefault((stage, png.stem), {})[label] = {
+                    "src": _img_data_uri(png), "path": _rel(png, out_dir),
+                    "alt": f"{label}: {stage} {png.stem}",
+                }  # fmt: skip
+    figures = [
+        {"stage": s, "caption": FIGURE_CAPTIONS.get(stem, stem),
+         "cells": [cells.get(lab) for lab in labels]}
+        for (s, stem), cells in fig_rows.items()
+    ]  # fmt: skip
+    return {
+        "title": "bebkit comparison — " + " vs ".join(labels),
+        "labels": labels,
+        "runs": overview,
+        "headline": head_rows,
+        "groups": group_list,
+        "figures": figures,
+        "ci_note": CI_NOTE,
+    }
+
+
+def build_comparison(
+    run_dirs: Sequence[str | Path], out_dir: str | Path, *, paper_figures: str | Path | None = None
+) -> tuple[str, str]:
+    """(markdown, html) of a side-by-side comparison of several runs."""
+    if len(run_dirs) < 2:
+        raise InputError("a comparison needs at least two run directories")
+    ctx = comparison_context(run_dirs, Path(out_dir), paper_figures)
+    return render("compare.md.j2", ctx), render("compare.html.j2", ctx)
+
+
+def write_comparison(
+    run_dirs: Sequence[str | Path], out_dir: str | Path, *, paper_figures: str | Path | None = None
+) -> tuple[Path, Path]:
+    """Write ``compare.md`` and ``compare.html`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md, page = build_comparison(run_dirs, out, paper_figures=paper_figures)
+    with atomic_open(out / "compare.md") as fh:
+        fh.write(md)
+    with atomic_open(out / "compare.html") as fh:
+        fh.write(page)
+    return out / "compare.md", out / "compare.html"
+
+
+# --------------------------------------------------------------------------------------------
+# Redrawn KL figures (with the paper's curves)
+# --------------------------------------------------------------------------------------------
 
 
 def redraw_kl_figures(run_dir: str | Path, reference_file: str | Path) -> list[Path]:
@@ -414,18 +1554,15 @@ def redraw_kl_figures(run_dir: str | Path, reference_file: str | Path) -> list[P
     ``RUN/figures/<stage>/<kind>.png`` (+ ``.svg``); the stage folders are left untouched and
     :func:`build_report` shows a redrawn figure in place of the stage's own one.
     """
-    from bebkit.pipeline.convergence import convergence_figure
     from bebkit.reporting.kl_figures import (
         REFERENCE_LABELS,
         condition_reference,
+        convergence_figure,
         load_reference_kl,
     )
 
     run = Path(run_dir)
-    rec_path = run / "record.json"
-    if not rec_path.is_file():
-        raise InputError(f"{run} has no record.json (not a bebkit reproduce run directory)")
-    stages = _get(_read_json(rec_path), "results", "stages") or {}
+    stages = _get(_read_record(run), "results", "stages") or {}
     written: list[Path] = []
     for stage, st in stages.items():
         if not stage.startswith(("convergence", "pretrained")):
@@ -455,22 +1592,18 @@ def redraw_kl_figures(run_dir: str | Path, reference_file: str | Path) -> list[P
     return written
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path} is missing") from None
-    except json.JSONDecodeError:
-        raise InputError(f"{path} is not valid JSON") from None
-    return data if isinstance(data, dict) else {}
-
-
-def write_report(run_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``report.html`` into the run directory (atomically)."""
-    run = Path(run_dir)
-    md, page = build_report(run)
-    with atomic_open(run / "report.md") as fh:
-        fh.write(md)
-    with atomic_open(run / "report.html") as fh:
-        fh.write(page)
-    return run / "report.md", run / "report.html"
+__all__ = [
+    "CONTENT_WARNING",
+    "REDRAWN_DIR",
+    "build_comparison",
+    "build_report",
+    "console_lines",
+    "fmt_est",
+    "headline_rows",
+    "load_run",
+    "md_text",
+    "redraw_kl_figures",
+    "report_context",
+    "write_comparison",
+    "write_report",
+]

@@ -1,10 +1,14 @@
 """Resumable, content-addressed pipeline stages.
 
 Each stage's output lives in ``RUN_DIR/stages/<name>/<key>/`` where ``key`` is a hash of the
-stage's config, the keys of the stages it depends on and the stage's code version. A stage
+stage's key material (for experiments: the settings, model, components and data fingerprints
+derived by :mod:`bebkit.pipeline.registry`), the keys of the stages it depends on and the
+experiment's version. A stage
 is complete iff its ``result.json`` exists: the stage writes into a private temp folder
-which is renamed into place only after ``result.json`` is written, so a run killed at any
-point (SIGKILL included) never leaves a partial stage that a rerun would read as complete.
+which is renamed into place only after ``result.json`` and the integrity record (size and
+SHA-256 of every file, :mod:`bebkit.integrity`) are written, so a run killed at any point
+(SIGKILL included) never leaves a partial stage that a rerun would read as complete, and a
+stage folder edited or damaged afterwards is detected when it is reused.
 Each stage gets its own seed derived from the run seed and the stage name, so a resumed run
 produces the same numbers as an uninterrupted one.
 """
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bebkit.errors import InputError
+from bebkit.integrity import IntegrityError, verify, write_manifest
 from bebkit.io import to_jsonable, write_json
 
 RESULT_FILE = "result.json"
@@ -71,6 +76,31 @@ class Stage:
     version: str = "1"
 
 
+def stage_key(stage: Stage, run_seed: int, dep_keys: Mapping[str, str]) -> str:
+    """A stage's cache key: its name, version, key material and the keys of its inputs."""
+    return stable_hash(
+        {
+            "name": stage.name,
+            "version": stage.version,
+            "seed": int(run_seed),
+            "config": stage.config,
+            "deps": {d: dep_keys[d] for d in stage.deps},
+        }
+    )
+
+
+def plan_keys(stages: Iterable[Stage], run_seed: int) -> dict[str, str]:
+    """Every stage's key, in order, without running anything (a stage's inputs are earlier
+    stages, so their keys are known when it is reached)."""
+    keys: dict[str, str] = {}
+    for st in stages:
+        missing = [d for d in st.deps if d not in keys]
+        if missing:
+            raise InputError(f"stage {st.name!r} depends on stages not planned yet: {missing}")
+        keys[st.name] = stage_key(st, run_seed, keys)
+    return keys
+
+
 @dataclass(frozen=True)
 class StageOutcome:
     name: str
@@ -90,9 +120,12 @@ class StageRunner:
         seed: int,
         *,
         on_event: Callable[[str, str], None] | None = None,
+        recompute: bool = True,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.seed = int(seed)
+        #: a stage folder that fails its integrity check is recomputed (True) or an error
+        self.recompute = recompute
         self.on_event = on_event or (lambda _stage, _msg: None)
         self.outcomes: dict[str, StageOutcome] = {}
 
@@ -100,20 +133,14 @@ class StageRunner:
         missing = [d for d in stage.deps if d not in self.outcomes]
         if missing:
             raise InputError(f"stage {stage.name!r} depends on stages not run yet: {missing}")
-        return stable_hash(
-            {
-                "name": stage.name,
-                "version": stage.version,
-                "seed": self.seed,
-                "config": stage.config,
-                "deps": {d: self.outcomes[d].key for d in stage.deps},
-            }
-        )
+        return stage_key(stage, self.seed, {d: self.outcomes[d].key for d in stage.deps})
 
     def run(self, stage: Stage) -> StageOutcome:
         key = self.key_for(stage)
         folder = self.run_dir / "stages" / stage.name / key
         result_path = folder / RESULT_FILE
+        if result_path.is_file() and not self._intact(stage.name, folder):
+            shutil.rmtree(folder)
         if result_path.is_file():
             with result_path.open(encoding="utf-8") as fh:
                 payload = json.load(fh)
@@ -151,6 +178,7 @@ class StageRunner:
             "result": to_jsonable(result),
         }
         write_json(tmp / RESULT_FILE, payload)
+        write_manifest(tmp)  # content hashes of every file, checked when the stage is reused
         if folder.exists():  # a stale folder without result.json (cannot normally happen)
             shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -159,6 +187,19 @@ class StageRunner:
         self.outcomes[stage.name] = outcome
         self.on_event(stage.name, "done")
         return outcome
+
+    def _intact(self, name: str, folder: Path) -> bool:
+        """Whether a finished stage folder still holds exactly what was published (every file
+        hashed: stage folders are small). A mismatch is one line, then a recompute — or, with
+        ``recompute=False``, an :class:`~bebkit.integrity.IntegrityError` (exit 1)."""
+        try:
+            verify(folder, deep=True, name=f"stage {name}")
+        except IntegrityError as exc:
+            if not self.recompute:
+                raise
+            self.on_event(name, f"invalid: {exc}; recomputing")
+            return False
+        return True
 
     def run_all(self, stages: Iterable[Stage]) -> dict[str, StageOutcome]:
         for stage in stages:

@@ -22,6 +22,7 @@ import numpy as np
 
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
+from bebkit.estimators.behavior import ALIGN, NO_ALIGN
 from bebkit.io import atomic_open
 
 Curve = tuple[np.ndarray, np.ndarray]
@@ -260,3 +261,51 @@ __all__ = [
     "plot_prompt_dist",
     "save_figure",
 ]
+
+
+CONDITION_LABELS = {NO_ALIGN: "no aligning prompt", ALIGN: "aligning prompt"}
+
+
+def convergence_figure(
+    results: Mapping[str, Any],
+    path: str | Path,
+    *,
+    n_tokens: int,
+    note: str = "",
+    reference: Mapping[str, Any] | None = None,
+    reference_label: str = "paper",
+) -> dict[str, str]:
+    """Fig. 3a / 11 / 13b from a convergence (or pretrained) ``results`` dict alone.
+
+    The same function draws the figure during a run and redraws it later from the stored
+    record (e.g. with the paper's curves added), so both pictures are identical by construction.
+    ``reference`` maps a condition (``none``/``aligned``) to the paper's ``(n, KL)``.
+    """
+    from bebkit.fits.convergence import ConvergenceResult
+
+    curves: dict[str, Any] = {}
+    n_prompts = 0
+    for c, cv in results["curves"].items():
+        est = [Estimate.from_dict(e) for e in cv["estimates"]]
+        curves[CONDITION_LABELS.get(c, c)] = (np.asarray(cv["n"], dtype=np.float64), est)
+        n_prompts = max(n_prompts, len(cv.get("per_prompt") or []))
+    fits = {
+        CONDITION_LABELS.get(c, c): None if f is None else ConvergenceResult.from_dict(f)
+        for c, f in (results.get("fits") or {}).items()
+    }
+    first: Mapping[str, Any] = next(iter(results["curves"].values()), {})
+    title = (
+        f"{results['target_model']} vs P₋ = {results['neg_model']} — {results['behavior']} "
+        f"({results['format']}); {n_prompts} prompts, {results['estimator']} "
+        f"{first.get('n_samples', '?')}×{n_tokens} tok"
+    )
+    ref = {CONDITION_LABELS[c]: v for c, v in (reference or {}).items() if c in CONDITION_LABELS}
+    return plot_convergence(
+        curves,
+        fits,
+        path=path,
+        title=title,
+        note=note,
+        reference=ref,
+        reference_label=reference_label,
+    )

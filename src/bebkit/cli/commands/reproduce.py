@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from bebkit.cli.output import add_json_flag, emit
+from bebkit.cli.output import add_json_flag, emit, logger
 
 
 def register(sub: Any) -> None:
@@ -23,38 +21,47 @@ def register(sub: Any) -> None:
     p.add_argument("config", help="YAML config (see configs/)")
     p.add_argument("--quick", action="store_true", help="apply the config's `quick` sizes")
     p.add_argument("--out", default=None, help="run directory (default runs/<config name>)")
-    p.add_argument("--reference", default=None, help="authors-figures.json to overlay")
+    p.add_argument(
+        "--paper-figures", default=None, help="the authors' figure numbers (authors-figures.json)"
+    )
     p.add_argument("--persona-dir", default=None, help="persona folder (overrides the config)")
+    p.add_argument(
+        "--no-recompute",
+        action="store_true",
+        help="stop (exit 1) instead of recomputing a cached stage whose files fail their "
+        "integrity check",
+    )
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
-def _log(as_json: bool) -> Any:
-    stream = sys.stderr if as_json else sys.stdout
-    t0 = time.perf_counter()
-
-    def say(msg: str) -> None:
-        stream.write(f"[{time.perf_counter() - t0:7.1f}s] {msg}\n")
-        stream.flush()
-
-    return say
-
-
 def run(args: argparse.Namespace) -> int:
+    from bebkit.errors import InputError
     from bebkit.pipeline.config import load_config
-    from bebkit.pipeline.report import headline_rows
+    from bebkit.pipeline.report import console_lines, headline_rows
     from bebkit.pipeline.reproduce import reproduce
 
     cfg = load_config(args.config)
     updates: dict[str, Any] = {}
-    if args.reference:
-        updates["reference"] = args.reference
+    if args.paper_figures:
+        if not Path(args.paper_figures).is_file():
+            raise InputError(f"--paper-figures {args.paper_figures} is not a file")
+        updates["paper_figures"] = args.paper_figures
     if args.persona_dir:
+        if not Path(args.persona_dir).is_dir():
+            raise InputError(f"--persona-dir {args.persona_dir} is not a directory")
         updates["persona_dir"] = args.persona_dir
     if updates:
         cfg = cfg.model_copy(update=updates)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    record = reproduce(cfg, out, quick=args.quick, log=_log(args.json), config_path=args.config)
+    record = reproduce(
+        cfg,
+        out,
+        quick=args.quick,
+        log=logger(args.json, clock=True),
+        config_path=args.config,
+        recompute=not args.no_recompute,
+    )
     stages = record["results"]["stages"]
     rows = headline_rows(stages, list(cfg.behaviors))
     summary = {
@@ -67,18 +74,5 @@ def run(args: argparse.Namespace) -> int:
             {"behavior": b, "quantity": q, "bebkit": o, "paper": p} for b, q, o, p in rows
         ],
     }
-    if args.json:
-        emit(summary, as_json=True)
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"bebkit reproduce — {cfg.name}")
-    for col in ("behavior", "quantity", "bebkit (this run)", "paper"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*row)
-    console = Console()
-    console.print(table)
-    console.print(f"record: {out / 'record.json'}\nreport: {out / 'report.html'}")
+    emit(summary, as_json=args.json, human="\n".join(console_lines(record, out)))
     return 0

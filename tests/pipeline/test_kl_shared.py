@@ -1,4 +1,4 @@
-"""Shared KL-experiment helpers: multi-target KL, delta-method and ratio estimates."""
+"""Multi-target KL curves (one P-sample set), delta-method and ratio estimates, KL settings."""
 
 from __future__ import annotations
 
@@ -9,15 +9,10 @@ import pytest
 
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
-from bebkit.estimators.kl import kl_samples, kl_samples_multi
+from bebkit.estimators.kl import kl_curves, kl_samples, kl_samples_multi
 from bebkit.estimators.prompts import sample_prompts
-from bebkit.pipeline.experiments_common import (
-    KLSettings,
-    delta_estimate,
-    estimate_from_dict,
-    multi_target_kl_curves,
-    ratio_estimate,
-)
+from bebkit.fits.derived import delta_estimate, estimate_from_dict, ratio_estimate
+from bebkit.pipeline.experiments_common import KLSettings
 from bebkit.synthetic.world import world_from_params
 
 
@@ -49,7 +44,7 @@ def test_multi_target_curves_shapes_and_labels() -> None:
     stops = w.sentence_end_token_ids  # type: ignore[attr-defined]
     prompts = sample_prompts(neg, n_prompts=3, n_sentences=2, rng=1, stop_ids=stops)
     calls: list[int] = []
-    curves = multi_target_kl_curves(
+    curves = kl_curves(
         neg, {"a": (pos, None), "b": (neg, None)}, prompts, ns=[0, 2], n_samples=8, n_tokens=3,
         rng=np.random.default_rng(0), progress=lambda d, t: calls.append(d),
     )  # fmt: skip

@@ -1,0 +1,422 @@
+"""The experiment registry: every experiment is defined once, here-registered, and both the CLI
+subcommands and the ``bebkit reproduce`` stages are generated from that one definition.
+
+An :class:`Experiment` names
+
+* a frozen :class:`Settings` (its fields, defaults, ranges and help text are the CLI options
+  and the YAML section; ``quick()`` / ``paper()`` are the two size presets),
+* a typed :class:`Result` (pydantic; round-trips to and from JSON),
+* a ``version`` (bump it when the code changes what the result would be),
+* the components it needs (``sides``: LoRA P₋/P₊ of the behavior; ``model_role``),
+* the experiments it reads from (``reads``: their typed results are its inputs),
+* the external data it reads (persona statements always by content hash; the paper's figures
+  when ``reads_paper_figures``), and
+* ``run(ctx, settings) -> Result``.
+
+A stage's cache key is *derived*, never hand-listed: the hash of the experiment's name and
+version, its resolved settings minus the fields declared :func:`not_in_key`, the keys of its
+inputs and the content fingerprints of the components, models and data files it reads
+(:func:`stage_key`). A new experiment is one module with one :func:`register` call, listed in
+:data:`EXPERIMENT_MODULES`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError
+
+from bebkit.errors import InputError
+from bebkit.estimate import Estimate
+from bebkit.io import to_jsonable
+from bebkit.pipeline.stages import stable_hash
+
+#: Modules that register experiments (imported on first use of the registry).
+EXPERIMENT_MODULES: tuple[str, ...] = (
+    "bebkit.pipeline.classify",
+    "bebkit.pipeline.probes",
+    "bebkit.pipeline.beta_sigma",
+    "bebkit.pipeline.prompt_dist",
+    "bebkit.pipeline.convergence",
+    "bebkit.pipeline.misalign",
+    "bebkit.pipeline.pretrained",
+)
+
+#: Settings fields filled from the run (subject, seed, shared prompt) rather than the YAML
+#: section of the experiment; on the command line they are ordinary options.
+RUN_FIELDS: frozenset[str] = frozenset({"behavior", "fmt", "seed", "aligning_prompt"})
+
+
+def not_in_key(default: Any, description: str) -> Any:
+    """A settings field that cannot change the result (progress bars, thread counts): declared
+    out of the cache key here, so that leaving a field out of a key is never an omission."""
+    return Field(default, description=description, json_schema_extra={"key": False})
+
+
+def _to_estimate(v: Any) -> Estimate:
+    if isinstance(v, Estimate):
+        return v
+    try:
+        return Estimate.from_dict(v)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not an estimate: {v!r} ({exc})") from None
+
+
+#: An :class:`~bebkit.estimate.Estimate` as a typed result field (JSON: ``Estimate.to_dict``).
+EstimateField = Annotated[
+    Estimate, PlainValidator(_to_estimate), PlainSerializer(lambda e: e.to_dict())
+]
+
+
+class Settings(BaseModel):
+    """Frozen experiment settings. Defaults are the paper's sizes; ``quick()`` the CI sizes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Overrides applied by :meth:`quick` (the only place quick sizes are written).
+    QUICK: ClassVar[Mapping[str, Any]] = {}
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> Any:
+        """Small sizes for CI and demos (``QUICK``), then ``overrides``."""
+        return cls(**{**cls.QUICK, **overrides})
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> Any:
+        """The paper's sizes (the field defaults), then ``overrides``."""
+        return cls(**overrides)
+
+    @classmethod
+    def key_fields(cls) -> tuple[str, ...]:
+        """The fields that enter the cache key: all but those declared :func:`not_in_key`."""
+        out = []
+        for name, info in cls.model_fields.items():
+            extra = info.json_schema_extra
+            if isinstance(extra, dict) and extra.get("key") is False:
+                continue
+            out.append(name)
+        return tuple(out)
+
+    def key_material(self) -> dict[str, Any]:
+        dumped: dict[str, Any] = self.model_dump(mode="json")
+        return {k: dumped[k] for k in self.key_fields()}
+
+
+class Result(BaseModel):
+    """A typed experiment result. Typed fields are what other experiments and the report read;
+    everything else the experiment records (curves, files, diagnostics) is kept as extra JSON."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = to_jsonable(self.model_dump(mode="json"))
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Any:
+        try:
+            return cls.model_validate(to_jsonable(dict(data)))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise InputError(f"not a {cls.__name__}: {where}: {err['msg']}") from None
+
+
+S = TypeVar("S", bound=Settings)
+R = TypeVar("R", bound=Result)
+
+
+class ComponentOptions(Settings):
+    """How the LoRA components P₊/P₋ are trained or reused (appendix J); enters the key of every
+    experiment that uses them through :func:`components_fingerprint`."""
+
+    preset: Literal["small", "paper"] | None = Field(
+        None, description="LoRA recipe when an adapter must be trained (default: by size)"
+    )
+    n_train: int | None = Field(None, ge=3, description="training statements per side")
+    n_heldout: int | None = Field(None, ge=1, description="held-out statements per side")
+    epochs: int | None = Field(None, ge=1, description="training epochs (default: the preset's)")
+    train_seed: int = Field(0, ge=0, description="adapter training seed")
+    adapters: str | None = not_in_key(
+        None, "adapter root (default: $BEBKIT_CACHE/adapters/<model>)"
+    )
+    no_train: bool = not_in_key(False, "fail instead of training a missing adapter")
+
+
+@dataclass
+class RunContext:
+    """What an experiment's ``run`` receives: where to write, how to log, its subject's
+    components (loaded lazily), its typed inputs and the external data it may read."""
+
+    out: Path
+    log: Callable[[str], None]
+    provider: Any  # bebkit.pipeline.session.ComponentProvider (lazy model/adapters)
+    model: str | None = None
+    inputs: Mapping[str, Result] = field(default_factory=dict)
+    persona_dir: str | None = None
+    paper_figures: Path | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def components(self, behavior: str, fmt: str, sides: Sequence[str]) -> Any:
+        """The ComponentSet of ``self.model`` with the ``sides`` adapters of ``behavior``."""
+        if self.model is None:
+            raise InputError("this experiment needs --model")
+        comps = self.provider.components(self.model, behavior, fmt, tuple(sides))
+        self.provenance.update(self.provider.provenance(self.model, behavior, fmt))
+        return comps
+
+    def base(self) -> Any:
+        if self.model is None:
+            raise InputError("this experiment needs --model")
+        return self.provider.base(self.model)
+
+    def input(self, name: str) -> Any:
+        """The typed result of the experiment ``name`` this one reads, or None."""
+        return self.inputs.get(name)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment, defined once (see module docstring)."""
+
+    name: str
+    settings: type[Settings]
+    result: type[Result]
+    version: str
+    run: Callable[[RunContext, Any], Result]
+    summary: Callable[[Any], list[str]]
+    help: str
+    description: str = ""
+    sides: tuple[str, ...] = ()
+    model_role: Literal["aligned", "pretrained", "none"] = "aligned"
+    reads: tuple[str, ...] = ()
+    reads_paper_figures: bool = False
+    per_behavior: bool = True
+    default_model: str | None = None
+    #: False: the experiment keeps its own format (β/σ² always use the newline P₋, app. J)
+    format_from_run: bool = True
+    #: other CLI names of the subcommand
+    aliases: tuple[str, ...] = ()
+    #: the stage-name prefix in a reproduce run (default: ``name``); stage seeds derive from it
+    stage: str | None = None
+
+    @property
+    def section(self) -> str:
+        """The experiment's section name in a reproduce YAML config."""
+        return self.name.replace("-", "_")
+
+    def stage_name(self, behavior: str | None) -> str:
+        prefix = self.stage or self.name
+        return f"{prefix}-{behavior}" if self.per_behavior and behavior else prefix
+
+
+_REGISTRY: dict[str, Experiment] = {}
+_LOADED = False
+
+
+def register(exp: Experiment) -> Experiment:
+    """Add ``exp`` to the registry (one call per experiment module)."""
+    if exp.name in _REGISTRY and _REGISTRY[exp.name] is not exp:
+        raise ValueError(f"experiment {exp.name!r} registered twice")
+    for r in exp.reads:
+        if r == exp.name:
+            raise ValueError(f"experiment {exp.name!r} reads itself")
+    _REGISTRY[exp.name] = exp
+    return exp
+
+
+def experiments() -> dict[str, Experiment]:
+    """All registered experiments, in pipeline order."""
+    global _LOADED
+    if not _LOADED:
+        for mod in EXPERIMENT_MODULES:
+            importlib.import_module(mod)
+        _LOADED = True
+    return dict(_REGISTRY)
+
+
+def get(name: str) -> Experiment:
+    exps = experiments()
+    if name not in exps:
+        raise InputError(f"unknown experiment {name!r}; known: {', '.join(exps)}")
+    return exps[name]
+
+
+# --------------------------------------------------------------------------------------------
+# Fingerprints: data by content, components by everything that determines their weights
+# --------------------------------------------------------------------------------------------
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """SHA-256 (16 hex) of a file's bytes: data enter keys by content, never by path."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def behavior_fingerprint(behavior: str, persona_dir: str | Path | None) -> str:
+    """Content hash of a behavior's statements (both sides, in file order) and its polarity."""
+    from bebkit.data.behaviors import load_behavior
+
+    b = load_behavior(behavior, persona_dir)
+    return stable_hash(
+        {
+            "name": b.name,
+            "desired": list(b.desired),
+            "undesired": list(b.undesired),
+            "polarity": getattr(b, "polarity", None),
+        }
+    )
+
+
+def components_fingerprint(
+    model: str, behavior: str, fmt: str, options: ComponentOptions, persona_dir: str | None
+) -> dict[str, Any]:
+    """What determines the P₊/P₋ adapters of (model, behavior, fmt) — without loading a model.
+
+    The adapter manifest (bebkit.components.manifest) checks the same inputs at load time;
+    this is the part of it a stage key can know before any model is loaded.
+    """
+    from bebkit.components.manifest import TRAINING_VERSION
+    from bebkit.components.presets import get_preset
+
+    recipe = None
+    if options.preset is not None:
+        over = {} if options.epochs is None else {"epochs": options.epochs}
+        recipe = get_preset(options.preset, **over).model_dump()
+    return {
+        "model": model,
+        "behavior": behavior,
+        "behavior_data": behavior_fingerprint(behavior, persona_dir),
+        "format": fmt,
+        "options": options.key_material(),
+        "recipe": recipe,
+        "training_version": TRAINING_VERSION,
+    }
+
+
+def stage_key(
+    exp: Experiment,
+    settings: Settings,
+    *,
+    inputs: Mapping[str, str],
+    data: Mapping[str, Any],
+) -> str:
+    """The derived cache key: name, version, key settings, input keys and data fingerprints."""
+    return stable_hash(
+        {
+            "experiment": exp.name,
+            "version": exp.version,
+            "settings": settings.key_material(),
+            "inputs": dict(sorted(inputs.items())),
+            "data": dict(data),
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Settings from user input: one-line errors named like the option or YAML key
+# --------------------------------------------------------------------------------------------
+
+
+def option_name(field_name: str) -> str:
+    """The CLI option of a settings field (``fmt`` is ``--format``)."""
+    return "--format" if field_name == "fmt" else "--" + field_name.replace("_", "-")
+
+
+def _bounds(info: Any) -> tuple[Any, Any, Any, Any]:
+    ge = gt = le = lt = None
+    for m in info.metadata:
+        ge = getattr(m, "ge", ge)
+        gt = getattr(m, "gt", gt)
+        le = getattr(m, "le", le)
+        lt = getattr(m, "lt", lt)
+    return ge, gt, le, lt
+
+
+def validation_message(cls: type[BaseModel], exc: ValidationError, *, style: str) -> str:
+    """One line for the first error: ``--n-prompts must be >= 1, got 0`` (style ``cli``) or
+    ``convergence.n_prompts: …`` (style ``yaml:<section>``)."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    name = loc[0] if loc else ""
+    info = cls.model_fields.get(name)
+    label = option_name(name) if style == "cli" else ".".join([style[5:], *loc]).strip(".")
+    if not name:
+        return f"{label or cls.__name__}: {err['msg'].removeprefix('Value error, ')}"
+    got = err.get("input")
+    if info is not None and err["type"] in {
+        "greater_than_equal",
+        "greater_than",
+        "less_than",
+        "less_than_equal",
+    }:
+        ge, gt, le, lt = _bounds(info)
+        if (ge is not None or gt is not None) and (le is not None or lt is not None):
+            lo = f"[{ge:g}" if ge is not None else f"({gt:g}"
+            hi = f"{le:g}]" if le is not None else f"{lt:g})"
+            return f"{label} must be in {lo}, {hi}, got {got}"
+        bound = {"greater_than_equal": ">=", "greater_than": ">", "less_than": "<"}.get(
+            err["type"], "<="
+        )
+        limit = next(v for v in (ge, gt, lt, le) if v is not None)
+        return f"{label} must be {bound} {limit:g}, got {got}"
+    if err["type"] == "extra_forbidden":
+        return f"{label}: unknown key"
+    return f"{label}: {err['msg'].removeprefix('Value error, ')}"
+
+
+def build_settings(
+    cls: type[S], values: Mapping[str, Any], *, quick: bool = False, style: str = "cli"
+) -> S:
+    """``cls.quick(**values)`` or ``cls(**values)``, errors as one :class:`InputError` line."""
+    try:
+        out: S = cls.quick(**values) if quick else cls(**values)
+    except ValidationError as exc:
+        raise InputError(validation_message(cls, exc, style=style)) from None
+    return out
+
+
+def field_type(annotation: Any) -> tuple[Any, bool]:
+    """``(base type, optional)`` of a settings annotation (``int | None`` → ``(int, True)``)."""
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if (
+        origin in (typing.Union, getattr(__import__("types"), "UnionType", None))
+        and type(None) in args
+    ):
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else annotation), True
+    return annotation, False
+
+
+__all__ = [
+    "EXPERIMENT_MODULES",
+    "RUN_FIELDS",
+    "ComponentOptions",
+    "EstimateField",
+    "Experiment",
+    "Result",
+    "RunContext",
+    "Settings",
+    "behavior_fingerprint",
+    "build_settings",
+    "components_fingerprint",
+    "experiments",
+    "field_type",
+    "file_fingerprint",
+    "get",
+    "not_in_key",
+    "option_name",
+    "register",
+    "stage_key",
+    "validation_message",
+]

@@ -1,0 +1,366 @@
+"""The experiment registry: derived cache keys, generated CLI options, typed results.
+
+The key tests change every settings field of every experiment, the persona data and the
+paper's figures file in turn, and check that exactly the stages that read the changed thing
+(and the stages that read those) get a new key — no more, no fewer.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bebkit.errors import InputError
+from bebkit.pipeline.config import ReproduceConfig, load_config
+from bebkit.pipeline.registry import (
+    RUN_FIELDS,
+    ComponentOptions,
+    Settings,
+    experiments,
+    field_type,
+)
+from bebkit.pipeline.reproduce import build_stages
+from bebkit.pipeline.session import ComponentProvider
+from bebkit.pipeline.stages import Stage, plan_keys
+
+ROWS = {
+    "alpha": (["I help people.", "I share my work."], ["I hurt people.", "I never share."]),
+    "beta": (["We work together.", "You like others."], ["We work alone.", "You hurt others."]),
+}
+
+
+def _persona(root: Path) -> Path:
+    d = root / "persona"
+    d.mkdir(exist_ok=True)
+    for name, (good, bad) in ROWS.items():
+        rows = [{"statement": s, "answer_matching_behavior": " No"} for s in good]
+        rows += [{"statement": s, "answer_matching_behavior": " Yes"} for s in bad]
+        (d / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return d
+
+
+def _figures(root: Path, value: float = 3.0) -> Path:
+    p = root / "authors-figures.json"
+    p.write_text(
+        json.dumps({"KL_Pminus_vs_model_per_sentence_1to10": {"chat_agree_noalign": [value]}})
+    )
+    return p
+
+
+def _config(root: Path, **over: Any) -> ReproduceConfig:
+    data: dict[str, Any] = {
+        "name": "t",
+        "aligned_model": "tiny-aligned",
+        "pretrained_model": "tiny-base",
+        "behaviors": ["alpha", "beta"],
+        "persona_dir": str(root / "persona"),
+        "paper_figures": str(root / "authors-figures.json"),
+        "probe": {"behaviors": ["alpha"]},
+    }
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(data.get(k), dict):
+            data[k] = {**data[k], **v}
+        else:
+            data[k] = v
+    return ReproduceConfig.model_validate(data)
+
+
+def _keys(cfg: ReproduceConfig) -> tuple[dict[str, str], list[Stage]]:
+    stages = build_stages(cfg, ComponentProvider(cfg.components, lambda _m: None), lambda _m: None)
+    return plan_keys(stages, cfg.seed), stages
+
+
+def _downstream(stages: list[Stage], changed: set[str]) -> set[str]:
+    """``changed`` plus every stage that reads one of them, transitively."""
+    out = set(changed)
+    for st in stages:  # stages are in dependency order
+        if any(d in out for d in st.deps):
+            out.add(st.name)
+    return out
+
+
+def _alternative(name: str, info: Any, current: Any) -> Any:
+    """A valid value different from ``current`` for a settings field."""
+    special = {
+        "conditions": ("none",),
+        "judge_hypotheses": ("neg", "base"),
+        "neutral": ("It is sunny today.",),
+        "layers": ("last",),
+        "behaviors": ("alpha", "beta"),
+        "undesired_sentence": "I hurt people.",
+        "paper_behavior": "agreeableness",
+    }
+    if name in special and special[name] != current:
+        return special[name]
+    typ, optional = field_type(info.annotation)
+    origin = typing.get_origin(typ)
+    lo = next(
+        (getattr(m, "ge", None) for m in info.metadata if getattr(m, "ge", None) is not None), None
+    )
+    hi = next(
+        (getattr(m, "lt", None) for m in info.metadata if getattr(m, "lt", None) is not None), None
+    )
+    if typ is bool:
+        return not current
+    if origin is typing.Literal:
+        return next(c for c in typing.get_args(typ) if c != current)
+    if typ is int or (optional and typ is int):
+        base = current if current is not None else (lo or 0) + 5
+        return base + 1
+    if typ is float:
+        if current is None:
+            return 0.5
+        return current / 2 if hi is not None else current + 0.25
+    if typ is str:
+        return (current or "text") + " changed"
+    raise AssertionError(f"no alternative for {name}: {info.annotation}")
+
+
+def _cases() -> list[tuple[str, str]]:
+    cases = []
+    for exp in experiments().values():
+        for name in exp.settings.key_fields():
+            if name in RUN_FIELDS or (exp.name, name) == ("pretrained", "conditions"):
+                continue  # run-level fields are tested below; pretrained has one condition
+            cases.append((exp.name, name))
+    return cases
+
+
+@pytest.mark.parametrize(("exp_name", "field"), _cases())
+def test_every_settings_field_changes_exactly_its_readers(
+    tmp_path: Path, exp_name: str, field: str
+) -> None:
+    _persona(tmp_path)
+    _figures(tmp_path)
+    exp = experiments()[exp_name]
+    base = _config(tmp_path)
+    keys0, stages = _keys(base)
+    current = base.settings_for(exp, "alpha" if exp.per_behavior else None).model_dump()[field]
+    new = _alternative(field, exp.settings.model_fields[field], current)
+    keys1, _ = _keys(_config(tmp_path, **{exp.section: {field: new}}))
+    own = {exp.stage_name(b) for b in (base.behaviors if exp.per_behavior else (None,))}
+    changed = {k for k in keys0 if keys0[k] != keys1[k]}
+    assert changed == _downstream(stages, own), (exp_name, field, new)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("aligning_prompt", "Be kind."), ("format", "newline"), ("seed", 7)],
+)
+def test_run_level_fields_change_exactly_the_experiments_that_declare_them(
+    tmp_path: Path, key: str, value: Any
+) -> None:
+    _persona(tmp_path)
+    _figures(tmp_path)
+    base = _config(tmp_path)
+    keys0, stages = _keys(base)
+    keys1, _ = _keys(_config(tmp_path, **{key: value}))
+    changed = {k for k in keys0 if keys0[k] != keys1[k]}
+    field = {"format": "fmt"}.get(key, key)
+    own = set()
+    for exp in experiments().values():
+        if field in exp.settings.model_fields and base.enabled(exp):
+            if key == "format" and (exp.model_role == "pretrained" or not exp.format_from_run):
+                continue  # the pretrained model has its own format; beta/sigma keep newline
+            for b in base.behaviors if exp.per_behavior else (None,):
+                own.add(exp.stage_name(b))
+    if key == "seed":
+        own = set(keys0)  # every stage's seed derives from the run seed
+    assert own and changed == _downstream(stages, own)
+
+
+def test_misalign_key_includes_the_aligning_prompt_with_convergence_disabled(
+    tmp_path: Path,
+) -> None:
+    """The staleness of the hand-written keys: the misalign stage used the run's aligning
+    prompt but its key left it out, so with convergence disabled a changed prompt reused a
+    stale result (the old build_stages gave equal keys here)."""
+    _persona(tmp_path)
+    _figures(tmp_path)
+    off = {"convergence": {"enabled": False}, "pretrained_model": None}
+    a, _ = _keys(_config(tmp_path, **off))
+    b, _ = _keys(_config(tmp_path, **off, aligning_prompt="Always be kind to everyone."))
+    assert "convergence-alpha" not in a
+    assert a["misalign-alpha"] != b["misalign-alpha"]
+    assert a["beta-sigma-alpha"] == b["beta-sigma-alpha"]
+
+
+def test_persona_data_enters_keys_by_content(tmp_path: Path) -> None:
+    persona = _persona(tmp_path)
+    _figures(tmp_path)
+    keys0, stages = _keys(_config(tmp_path))
+    # Same content under another folder: no key moves (content, not path).
+    other = tmp_path / "copy"
+    other.mkdir()
+    for f in persona.iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    same, _ = _keys(_config(tmp_path, persona_dir=str(other)))
+    assert same == keys0
+    # One statement of `beta` edited: exactly beta's stages move (probes read only alpha).
+    path = persona / "beta.jsonl"
+    path.write_text(path.read_text().replace("We work alone.", "We work alone, always."))
+    keys1, _ = _keys(_config(tmp_path))
+    changed = {k for k in keys0 if keys0[k] != keys1[k]}
+    assert changed == {s.name for s in stages if s.name.endswith("-beta")}
+    # …and alpha's statements move the probes stage too.
+    path = persona / "alpha.jsonl"
+    path.write_text(path.read_text().replace("I never share.", "I rarely share."))
+    keys2, _ = _keys(_config(tmp_path))
+    changed = {k for k in keys1 if keys1[k] != keys2[k]}
+    assert changed == {s.name for s in stages if s.name.endswith("-alpha")} | {"probes"}
+
+
+def test_paper_figures_enter_keys_by_content(tmp_path: Path) -> None:
+    _persona(tmp_path)
+    _figures(tmp_path, 3.0)
+    keys0, stages = _keys(_config(tmp_path))
+    _figures(tmp_path, 4.0)
+    keys1, _ = _keys(_config(tmp_path))
+    changed = {k for k in keys0 if keys0[k] != keys1[k]}
+    readers = {
+        e.stage_name(b)
+        for e in experiments().values()
+        if e.reads_paper_figures
+        for b in ("alpha", "beta")
+    }
+    assert changed == _downstream(stages, readers)
+    assert "components-alpha" not in changed and "probes" not in changed
+
+
+def test_component_options_enter_exactly_the_stages_using_components(tmp_path: Path) -> None:
+    _persona(tmp_path)
+    _figures(tmp_path)
+    keys0, stages = _keys(_config(tmp_path))
+    keys1, _ = _keys(_config(tmp_path, components={"n_train": 40}))
+    changed = {k for k in keys0 if keys0[k] != keys1[k]}
+    users = {s.name for s in stages if s.name != "probes"}
+    assert changed == users
+
+
+def test_fields_outside_the_key_are_declared(tmp_path: Path) -> None:
+    """A field leaves the key only by its ``not_in_key`` declaration, and changing it moves
+    no key."""
+    _persona(tmp_path)
+    _figures(tmp_path)
+    keys0, _ = _keys(_config(tmp_path))
+    for name, info in ComponentOptions.model_fields.items():
+        declared = (
+            isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("key") is False
+        )
+        assert (name not in ComponentOptions.key_fields()) == declared
+    keys1, _ = _keys(_config(tmp_path, components={"adapters": "/elsewhere", "no_train": True}))
+    assert keys1 == keys0
+    keys2, _ = _keys(_config(tmp_path, probe={"batch_size": 3}))
+    assert keys2 == keys0
+    for exp in experiments().values():
+        for name, info in exp.settings.model_fields.items():
+            declared = (
+                isinstance(info.json_schema_extra, dict)
+                and info.json_schema_extra.get("key") is False
+            )
+            assert (name not in exp.settings.key_fields()) == declared
+
+
+def test_version_bump_moves_the_stage_and_its_readers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from bebkit.pipeline import registry
+
+    _persona(tmp_path)
+    _figures(tmp_path)
+    keys0, stages = _keys(_config(tmp_path))
+    exp = registry.experiments()["beta-sigma"]
+    monkeypatch.setitem(registry._REGISTRY, "beta-sigma", dataclasses.replace(exp, version="999"))
+    keys1, _ = _keys(_config(tmp_path))
+    changed = {k for k in keys0 if keys0[k] != keys1[k]}
+    assert changed == _downstream(stages, {"beta-sigma-alpha", "beta-sigma-beta"})
+
+
+def test_every_settings_field_is_a_cli_option_and_a_yaml_key() -> None:
+    from bebkit.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for exp in experiments().values():
+        p = sub.choices[exp.name]  # type: ignore[attr-defined]
+        dests = {a.dest for a in p._actions}
+        assert set(exp.settings.model_fields) <= dests, exp.name
+        assert {"json", "quick", "model", "out"} <= dests
+        assert {f"{r.replace('-', '_')}_record" for r in exp.reads} <= dests
+        if exp.sides:
+            assert set(ComponentOptions.model_fields) <= dests
+
+
+def test_quick_and_paper_constructors() -> None:
+    for exp in experiments().values():
+        assert issubclass(exp.settings, Settings)
+        required = {"behavior": "alpha", "behaviors": ("alpha",)}
+        args = {k: v for k, v in required.items() if k in exp.settings.model_fields}
+        paper, quick = exp.settings.paper(**args), exp.settings.quick(**args)
+        for k, v in exp.settings.QUICK.items():
+            assert getattr(quick, k) == v
+        assert paper == exp.settings(**args)
+
+
+def test_bad_section_values_are_one_line(tmp_path: Path) -> None:
+    _persona(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"convergence": {"n_prompts": 0}}))
+    with pytest.raises(InputError, match=r"convergence\.n_prompts must be >= 1"):
+        load_config(cfg)
+    cfg.write_text(yaml.safe_dump({"convergence": {"behavior": "x"}}))
+    with pytest.raises(InputError, match="set for the whole run"):
+        load_config(cfg)
+    cfg.write_text(yaml.safe_dump({"nonsense": {}}))
+    with pytest.raises(InputError, match="nonsense: unknown key"):
+        load_config(cfg)
+
+
+def test_results_round_trip_through_json() -> None:
+    from bebkit.estimate import Estimate
+
+    e = Estimate(1.5, 0.1, 10, 1.3, 1.7, 0.95, "m").to_dict()
+    nan = Estimate(float("nan"), float("nan"), 3).to_dict()
+    fit = {"log_inv_alpha": e, "beta": e, "n_star": nan, "extra": [1, 2]}
+    samples = {
+        "beta-sigma": {"behavior": "b", "format": "chat", "beta": {"estimate": e},
+                       "beta_prime": {"estimate": e}, "sigma2": {"estimate": e}, "sigma": e,
+                       "kl": {"n": [0, 1]}},
+        "convergence": {"behavior": "b", "format": "chat", "target_model": "m",
+                        "conditions": ["none"], "fits": {"none": {"lemma5": fit, "linear": fit}}},
+        "classify": {"behavior": "b", "format": "chat", "preset": "small",
+                     "table1": {"accuracy": e, "accuracy_desired": e, "accuracy_undesired": e}},
+    }  # fmt: skip
+    for name, data in samples.items():
+        cls = experiments()[name].result
+        r = cls.from_json(data)
+        again = cls.from_json(json.loads(json.dumps(r.to_json())))
+        assert again.to_json() == r.to_json()
+    r = experiments()["convergence"].result.from_json(samples["convergence"])
+    assert r.fits["none"].lemma5.beta == Estimate.from_dict(e)
+    with pytest.raises(InputError, match="ConvergenceOutcome"):
+        experiments()["convergence"].result.from_json({"behavior": "b"})
+
+
+def test_fixed_prompt_files_enter_keys_by_content(tmp_path: Path) -> None:
+    _persona(tmp_path)
+    _figures(tmp_path)
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text('["I hurt people.", "I never share."]\n')
+    b.write_bytes(a.read_bytes())
+    ka, _ = _keys(_config(tmp_path, misalign={"prompts_file": str(a)}))
+    kb, _ = _keys(_config(tmp_path, misalign={"prompts_file": str(b)}))
+    assert ka == kb  # same content under another name
+    b.write_text('["I hurt people.", "I rarely share."]\n')
+    kc, _ = _keys(_config(tmp_path, misalign={"prompts_file": str(b)}))
+    changed = {k for k in ka if ka[k] != kc[k]}
+    assert changed == {"misalign-alpha", "misalign-beta"}
+    with pytest.raises(InputError, match="prompts_file"):
+        _keys(_config(tmp_path, misalign={"prompts_file": str(tmp_path / "missing.json")}))
