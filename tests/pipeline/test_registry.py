@@ -61,6 +61,8 @@ def _config(root: Path, **over: Any) -> ReproduceConfig:
         "persona_dir": str(root / "persona"),
         "paper_figures": str(root / "authors-figures.json"),
         "probe": {"behaviors": ["alpha"]},
+        # experiments a config runs only when asked: on here, so their keys are tested too
+        **{e.section: {"enabled": True} for e in experiments().values() if not e.default_enabled},
     }
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(data.get(k), dict):

@@ -71,6 +71,8 @@ def _values(settings_cls: Any, args: argparse.Namespace) -> dict[str, Any]:
             v = tuple(v)
         elif typing.get_origin(typ) is tuple and isinstance(v, str):
             items = [x.strip() for x in v.split(",") if x.strip()]
+            if not items:
+                raise InputError(f"--{name.replace('_', '-')} needs at least one value, got {v!r}")
             ints = int in typing.get_args(typing.get_args(typ)[0]) or typing.get_args(typ)[0] is int
             v = tuple(int(x) if ints and x.lstrip("-").isdigit() else x for x in items)
         out[name] = v
@@ -156,6 +158,7 @@ def run_experiment(exp: Any, args: argparse.Namespace) -> int:
     """Validate everything, then run ``exp`` once per behavior of ``--behavior a,b``."""
     from bebkit.components.training import torch_threads
     from bebkit.data.behaviors import load_behavior
+    from bebkit.pipeline.experiments_common import check_prompts_file
     from bebkit.pipeline.registry import ComponentOptions, RunContext, build_settings
     from bebkit.pipeline.session import ComponentProvider
 
@@ -195,6 +198,12 @@ def run_experiment(exp: Any, args: argparse.Namespace) -> int:
     for b in behaviors:  # fail fast on a bad behavior name, before any model is loaded
         if b:
             load_behavior(b, args.persona_dir)
+    for name, info in exp.settings.model_fields.items():  # files too (prompts_file)
+        extra, path = info.json_schema_extra, values.get(name)
+        if isinstance(extra, dict) and extra.get("file") and path is not None:
+            if not Path(path).is_file():
+                raise InputError(f"--{name.replace('_', '-')} {path} is not a file")
+            check_prompts_file(Path(path))
     say = logger(args.json)
     provider = ComponentProvider(options, say, persona_dir=args.persona_dir, threads=args.threads)
     results: dict[str, Any] = {}

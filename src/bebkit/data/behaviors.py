@@ -161,6 +161,11 @@ def behavior_from_rows(
     """
     check_polarity(polarity)
     matching, not_matching = split_sides(list(rows))
+    if not matching or not not_matching:
+        raise InputError(
+            f"behavior {name!r} ({source}) needs statements on both sides: "
+            f"{len(matching)} matching, {len(not_matching)} not matching"
+        )
     if polarity == "not_matching":
         desired, undesired = matching, not_matching
     else:

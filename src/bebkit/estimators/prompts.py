@@ -912,7 +912,10 @@ def load_fixed_prompts(path: str | Path) -> list[tuple[str, ...]]:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"fixed-prompt file not found: {p}")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{p}: not UTF-8 text ({exc.reason})") from None
     items: list[tuple[str, Any]] = []
     try:
         data = json.loads(text)

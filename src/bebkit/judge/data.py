@@ -7,6 +7,7 @@ Labels of the human-annotated responses are used ONLY to validate a judge, never
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,7 +89,11 @@ def load_labelled_responses(
     if not p.is_file():
         raise InputError(f"labels file not found: {p}")
     out: list[LabelledResponse] = []
-    with p.open(encoding="utf-8") as fh:
+    try:
+        content = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{p}: not UTF-8 text ({exc.reason})") from None
+    with io.StringIO(content) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -96,22 +101,24 @@ def load_labelled_responses(
                 row = json.loads(line)
                 lab = str(row["label"]).strip().lower()
                 text = str(row["response"])
-            except (json.JSONDecodeError, KeyError) as exc:
+                n, pid = (
+                    None if row.get(k) is None else int(row[k])
+                    for k in ("n_sentences", "prompt_id")
+                )
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:  # JSON errors too
                 raise InputError(f"{p}:{lineno}: malformed label row ({exc})") from None
             if lab not in ("good", "bad"):
                 raise InputError(f"{p}:{lineno}: label must be 'good' or 'bad', got {lab!r}")
             if behavior is not None and row.get("behavior", behavior) != behavior:
                 continue
-            n = row.get("n_sentences")
             ap = row.get("aligning_prompt")
-            pid = row.get("prompt_id")
             out.append(
                 LabelledResponse(
                     response=text,
                     label=1 if lab == "good" else -1,
-                    n_sentences=None if n is None else int(n),
+                    n_sentences=n,
                     aligning_prompt=None if ap is None else bool(ap),
-                    prompt_id=None if pid is None else int(pid),
+                    prompt_id=pid,
                     behavior=row.get("behavior"),
                 )
             )

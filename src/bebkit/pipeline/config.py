@@ -61,7 +61,10 @@ class ReproduceConfig(BaseModel):
             return data
         by_section = {e.section: e.name for e in experiments().values()}
         data = dict(data)
-        sections = dict(data.pop("sections", None) or {})
+        sections = data.pop("sections", None) or {}
+        if not isinstance(sections, dict):
+            raise ValueError("sections must be a mapping")
+        sections = dict(sections)
         for key in list(data):
             if key in by_section:
                 sections[by_section[key]] = data.pop(key) or {}
@@ -78,6 +81,8 @@ class ReproduceConfig(BaseModel):
             if section not in sections:
                 raise ValueError(f"quick: unknown section {section!r}")
         for name, values in self.sections.items():
+            if name not in exps:
+                raise ValueError(f"sections: unknown experiment {name!r}")
             if not isinstance(values, dict):
                 raise ValueError(f"{exps[name].section} must be a mapping")
             bad = RUN_FIELDS & set(values)
@@ -93,7 +98,7 @@ class ReproduceConfig(BaseModel):
         pretrained model)."""
         if exp.model_role == "pretrained" and not self.pretrained_model:
             return False
-        return bool(self.sections.get(exp.name, {}).get("enabled", True))
+        return bool(self.sections.get(exp.name, {}).get("enabled", exp.default_enabled))
 
     def model_for(self, exp: Experiment) -> str | None:
         if exp.model_role == "pretrained":
@@ -148,7 +153,7 @@ def _validate(data: Mapping[str, Any], origin: str) -> ReproduceConfig:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = [str(p) for p in err["loc"]]
-        if loc[:1] == ["sections"] and len(loc) > 1:
+        if loc[:1] == ["sections"] and len(loc) > 1 and loc[1] in experiments():
             loc = [experiments()[loc[1]].section, *loc[2:]]
         where = ".".join(loc) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")

@@ -467,10 +467,12 @@ EXPERIMENT = register(
         run=_run,
         summary=lambda r: summary_lines(r.to_json()),
         help="KL(P- || P_LLM) vs prompt length with and without an aligning prompt (fig. 3a)",
-        description="Sample prompts s ~ P- (chat: one sentence per user turn), estimate "
-        "KL(P-(.|s) || P_LLM(.|s)) for the aligned model after every sentence, with and without "
-        "the aligning system prompt, and fit Lemma 5 log(1 + exp(log 1/alpha - beta n)) and "
-        "the paper's straight line on the first sentences: alpha, beta, n* = log(1/alpha)/beta "
+        description="Sample prompts s ~ P- (alternating layout: sentences alternate between the "
+        "user's and the assistant's turn, as the authors' [INST] prompts), estimate the "
+        "per-sentence KL(P-(.|s) || P_LLM(.|s)) of the model's reply wherever the turn passes "
+        "to it, with and without the aligning system prompt, and fit the floored Lemma 5 curve "
+        "log(1 + exp(log 1/alpha - beta n)) + c, the floorless one, the paper's straight line "
+        "and the competing power and Bayesian-ICL laws: alpha, beta, n* = log(1/alpha)/beta "
         "and Theorem 1/2 lengths with CIs. Writes record.json and convergence.png/.svg.",
         sides=("neg",),
         reads=("beta-sigma",),

@@ -143,6 +143,16 @@ def prompts_file_field() -> Any:
     )
 
 
+def check_prompts_file(path: Any) -> None:
+    """Read a fixed-prompt file once, before any model loads: :class:`InputError` when it is
+    malformed (the authors' ``authors-prompts.json`` is read per behavior, later)."""
+    from bebkit.estimators.prompts import load_fixed_prompts
+
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix != ".json" or '"behaviors"' not in text:
+        load_fixed_prompts(path)
+
+
 def misaligning_prompts(
     neg: Any,
     s: Any,
@@ -225,6 +235,7 @@ def fmt_ci(e: Mapping[str, Any] | Estimate | None, digits: int = 3) -> str:
 __all__ = [
     "Estimator",
     "KLSettings",
+    "check_prompts_file",
     "fmt_ci",
     "markers_as_sentences",
     "misaligning_prompts",

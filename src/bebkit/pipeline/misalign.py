@@ -620,7 +620,11 @@ def build_judge_for(kind: str, s: MisalignSettings, comps: Any, persona_dir: str
 
 
 def _run(ctx: RunContext, s: MisalignSettings) -> MisalignResult:
-    from bebkit.pipeline.experiments_common import PAPER_BEHAVIORS, prompt_format_for
+    from bebkit.pipeline.experiments_common import (
+        PAPER_BEHAVIORS,
+        markers_as_sentences,
+        prompt_format_for,
+    )
     from bebkit.reporting.misalign import load_reference_curves
 
     needs_pos = (
@@ -640,7 +644,8 @@ def _run(ctx: RunContext, s: MisalignSettings) -> MisalignResult:
     ref_behavior = s.paper_behavior or s.behavior
     reference = None
     if ctx.paper_figures is not None and ref_behavior in PAPER_BEHAVIORS:
-        reference = load_reference_curves(ctx.paper_figures, ref_behavior, s.fmt) or None
+        curves = load_reference_curves(ctx.paper_figures, ref_behavior, s.fmt)
+        reference = markers_as_sentences(curves, s.fmt) or None
     res = run_misalign(
         comps.model("neg"),
         comps.model("base"),
@@ -651,7 +656,7 @@ def _run(ctx: RunContext, s: MisalignSettings) -> MisalignResult:
         pos=comps.model("pos") if s.control else None,
         reference=reference,
         reference_label=f"paper ({ref_behavior}, Llama-2-13B"
-        + ("-chat)" if s.fmt == "chat" else ")"),
+        + ("-chat)" if s.fmt != "newline" else ")"),
         log=ctx.log,
         extra_config=ctx.provenance,
     )

@@ -46,6 +46,7 @@ EXPERIMENT_MODULES: tuple[str, ...] = (
     "bebkit.pipeline.convergence",
     "bebkit.pipeline.misalign",
     "bebkit.pipeline.pretrained",
+    "bebkit.pipeline.theorems",
 )
 
 #: Settings fields filled from the run (subject, seed, shared prompt) rather than the YAML
@@ -199,6 +200,8 @@ class Experiment:
     reads_paper_figures: bool = False
     per_behavior: bool = True
     default_model: str | None = None
+    #: whether a reproduce config runs it without an explicit ``enabled: true`` in its section
+    default_enabled: bool = True
     #: False: the experiment keeps its own format (β/σ² always use the newline P₋, app. J)
     format_from_run: bool = True
     #: other CLI names of the subcommand

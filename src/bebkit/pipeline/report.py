@@ -148,7 +148,10 @@ def _read_record(run: Path) -> dict[str, Any]:
     rec_path = run / "record.json"
     if not rec_path.is_file():
         raise InputError(f"{run} has no record.json (not a bebkit reproduce run directory)")
-    return _read_json(rec_path)
+    record = _read_json(rec_path)
+    if not isinstance(record.get("results"), dict):
+        raise InputError(f"{rec_path} is not a bebkit run record (no results)")
+    return record
 
 
 def _img_data_uri(path: Path) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 
 from bebkit.errors import InputError
 from bebkit.pipeline.config import ReproduceConfig
-from bebkit.pipeline.experiments_common import training_format
+from bebkit.pipeline.experiments_common import check_prompts_file, training_format
 from bebkit.pipeline.registry import (
     Experiment,
     RunContext,
@@ -111,6 +111,7 @@ def _data_fingerprint(
             path = Path(value)
             if not path.is_file():
                 raise InputError(f"{exp.section}.{name}: {path} is not a file")
+            check_prompts_file(path)
             out[f"file:{name}"] = file_fingerprint(path)
     if exp.reads_paper_figures:
         out["paper_figures"] = (
@@ -193,10 +194,15 @@ def reproduce(
     say = log or (lambda _m: None)
     cfg = config.with_quick() if quick else config
     run_dir = Path(out)
+    for m in (cfg.aligned_model, cfg.pretrained_model):  # bad input fails before any write
+        path_like = m is not None and (m.startswith(("/", "./", "../", "~")) or m.endswith(".gguf"))
+        if m is not None and path_like and not Path(m).expanduser().exists():
+            raise InputError(f"model path {m!r} does not exist")
+    provider = ComponentProvider(cfg.components, say, persona_dir=cfg.persona_dir)
+    stages = build_stages(cfg, provider, say)
     run_dir.mkdir(parents=True, exist_ok=True)
     events = {"cached": "cached — skipped", "start": "running", "done": "done"}
     with RunLock(run_dir):
-        provider = ComponentProvider(cfg.components, say, persona_dir=cfg.persona_dir)
         runner = StageRunner(
             run_dir,
             cfg.seed,
@@ -204,7 +210,6 @@ def reproduce(
             recompute=recompute,
         )
         runner.sweep_temp()
-        stages = build_stages(cfg, provider, say)
         t0 = time.perf_counter()
         status = "complete"
         error: str | None = None

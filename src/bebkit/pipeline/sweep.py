@@ -739,8 +739,8 @@ def run_sweep(
 
     say = log or (lambda _m: None)
     root = Path(out).resolve()
+    units = plan_sweep(cfg)  # bad input fails before the sweep folder is created
     with RunLock(root):
-        units = plan_sweep(cfg)
         _sweep_temp(units, root)
         states = {u.id: UnitState(u) for u in units}
         for s in states.values():

@@ -56,7 +56,7 @@ def load_reference_curves(
     if short is None:
         return {}
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    if fmt == "chat":
+    if fmt != "newline":  # the chat curves; x = the authors' '[/INST]' marker count
         block = data.get(_CHAT_KEY, {})
         for cond, suffix in (("none", "noalign"), ("aligned", "align")):
             vals = block.get(f"{short}_{suffix}")

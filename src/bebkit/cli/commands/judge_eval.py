@@ -57,6 +57,13 @@ def register(sub: Any) -> None:
     p.add_argument("--hidden-model", default="smollm2-135m-instruct")
     p.add_argument("--hidden-layer", default="middle", help="'last', 'middle' or an index")
     p.add_argument("--persona-dir", default=None, help="default: $BEBKIT_PERSONA_DIR")
+    p.add_argument(
+        "--part",
+        default="locked",
+        choices=["locked", "dev", "all"],
+        help="which part of the labels to score: locked (default; the half fixed by a hash seed "
+        "in code, never used for design choices), dev (the development half) or all",
+    )
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates for the CIs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="also write a JSON record to this file")
@@ -84,6 +91,19 @@ def _human(res: dict[str, Any]) -> str:
             ]
         )
     o = res["overall"]
+    if res.get("part") == "locked":
+        sp = res["split"]
+        lines = [
+            f"judge {res['judge']} on the LOCKED part of {res['labels_file']} "
+            f"(n={sp['n_locked']} of {sp['n_locked'] + sp['n_dev']}; seed {sp['seed']})",
+            f"  kappa {_fmt_d(o['kappa'])}  accuracy {_fmt_d(o['accuracy'])}  "
+            f"balanced {_fmt_d(o['balanced_accuracy'])}",
+            f"  false-positive rate {_fmt_d(o['false_positive_rate'])}  "
+            f"false-negative rate {_fmt_d(o['false_negative_rate'])}",
+        ]
+        for k, g in res.get("by_condition", {}).items():
+            lines.append(f"  {k}: kappa {_fmt_d(g['kappa'])} (n={g['n']})")
+        return "\n".join(lines)
     lines = [
         f"judge {res['judge']} on {res['labels_file']} (unit: {res['config']['unit']})",
         f"  n={o['n']}  accuracy {_fmt(o['accuracy'])}  balanced {_fmt(o['balanced_accuracy'])}"
@@ -99,6 +119,16 @@ def _human(res: dict[str, Any]) -> str:
                 f"{_fmt(g['kappa'])}"
             )
     return "\n".join(lines)
+
+
+def _fmt_d(e: Any) -> str:
+    if e is None:
+        return "n/a"
+    d = e.to_dict() if hasattr(e, "to_dict") else e
+    v = d.get("value")
+    if v is None or v != v:
+        return "n/a"
+    return f"{v:.3f} [{d.get('ci_low', float('nan')):.3f}, {d.get('ci_high', float('nan')):.3f}]"
 
 
 def _mixture_judge(args: argparse.Namespace) -> tuple[Any, tuple[Any, Any]]:
@@ -118,6 +148,33 @@ def _mixture_judge(args: argparse.Namespace) -> tuple[Any, tuple[Any, Any]]:
     split = data.split
     judge = build_mixture_judge(comps, args.fmt, hypotheses=hyp)
     return judge, (split.heldout_desired, split.heldout_undesired)
+
+
+def _score_part(args: argparse.Namespace, labels: Any, cfg: Any, judge: Any) -> dict[str, Any]:
+    """Score the judge on one part of the locked split only (bebkit.judge.validation)."""
+    import sys
+
+    from bebkit.judge.data import load_labelled_responses
+    from bebkit.judge.evaluation import evaluate_predictions
+    from bebkit.judge.judge import build_judge, predict
+    from bebkit.judge.validation import locked_evaluation, split_labels
+
+    rows = load_labelled_responses(labels, behavior=args.behavior)
+    split = split_labels(rows)
+    part = split.locked if args.part == "locked" else split.dev
+    if judge is None:
+        judge = build_judge(
+            args.behavior, cfg, persona_dir=args.persona_dir, cache=not args.no_cache
+        )
+    y = predict(judge, [r.response for r in part], progress=sys.stderr.isatty())
+    if args.part == "locked":
+        res = locked_evaluation(split, y, judge_name=judge.name, n_boot=args.n_boot, seed=args.seed)
+    else:
+        res = {"judge": judge.name, "part": "dev", "split": split.to_dict()}
+        res.update(evaluate_predictions(list(part), y, n_boot=args.n_boot, seed=args.seed))
+    res["labels_file"] = str(labels)
+    res["config"] = cfg.model_dump()
+    return res
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,8 +215,10 @@ def run(args: argparse.Namespace) -> int:
         judge, heldout = _mixture_judge(args)
     if labels is None:
         res = heldout_persona_eval(args.behavior, cfg, judge=judge, heldout=heldout, **common)
-    else:
+    elif args.part == "all":
         res = evaluate_judge_on_labels(args.behavior, labels, cfg, judge=judge, **common)
+    else:
+        res = _score_part(args, labels, cfg, judge)
     if args.out:
         from bebkit.records import make_record, write_record
 

@@ -38,6 +38,10 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from bebkit.pipeline.report import redraw_kl_figures, write_comparison, write_report
 
+    if args.paper_figures is not None and not Path(args.paper_figures).is_file():
+        from bebkit.errors import InputError
+
+        raise InputError(f"--paper-figures {args.paper_figures} is not a file")
     redrawn: list[str] = []
     reports: list[dict[str, str]] = []
     for run_dir in args.run_dirs:
