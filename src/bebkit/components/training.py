@@ -87,6 +87,18 @@ def default_num_threads() -> int:
     return int(min(cores, max(1, math.floor(cores - load + 1))))
 
 
+def bf16_supported() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX). Without it torch emulates
+    bf16 and an autocast step is ~24× slower than float32 (measured on an AVX2-only EPYC: 1.16 s
+    vs 0.049 s for a 256×576 @ 576×1536 matmul with backward), so the presets' bf16 autocast is
+    used only where it is a speed-up; the LoRA weights and optimizer are float32 either way."""
+    import torch
+
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
 @contextmanager
 def torch_threads(n: int | None) -> Iterator[int]:
     """Temporarily set ``torch.set_num_threads`` (restored on exit)."""
@@ -213,7 +225,8 @@ def train_adapter(
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
             rng = np.random.default_rng(seed)
             model = components.torch_model
-            autocast = torch.autocast("cpu", dtype=torch.bfloat16) if config.bf16 else nullcontext()
+            use_bf16 = config.bf16 and bf16_supported()
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else nullcontext()
             losses: list[float] = []
             n_tokens = 0
             t0 = time.perf_counter()
@@ -281,7 +294,7 @@ def train_adapter(
         n_tokens=n_tokens,
         wall_time_s=wall,
         cpu_time_s=cpu,
-        bf16=config.bf16,
+        bf16=config.bf16 and bf16_supported(),
         num_threads=threads,
         losses=losses,
     )
