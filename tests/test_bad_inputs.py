@@ -376,9 +376,8 @@ class ModelLoadAttempted(BaseException):  # BaseException: never swallowed
     """Raised by the guards: a bad input reached a model load (or Ray)."""
 
 
-@pytest.fixture
-def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Fail the test if anything loads a model, converts a bundled one or starts Ray."""
+def install_guards(mp: pytest.MonkeyPatch) -> None:
+    """Make every model load, bundled-model conversion and Ray start raise the guard."""
     import transformers
 
     import bebkit.models.loading as loading
@@ -388,10 +387,16 @@ def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         raise ModelLoadAttempted("a model load (or Ray) was reached before the input was rejected")
 
     for cls in (transformers.AutoModelForCausalLM, transformers.AutoTokenizer):
-        monkeypatch.setattr(cls, "from_pretrained", guard)
-    monkeypatch.setattr(loading, "ensure_bundled", guard)
-    monkeypatch.setattr(loading, "convert_gguf", guard)
-    monkeypatch.setattr(sweep, "_connect_ray", guard)
+        mp.setattr(cls, "from_pretrained", guard)
+    mp.setattr(loading, "ensure_bundled", guard)
+    mp.setattr(loading, "convert_gguf", guard)
+    mp.setattr(sweep, "_connect_ray", guard)
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail the test if anything loads a model, converts a bundled one or starts Ray."""
+    install_guards(monkeypatch)
     yield
 
 
@@ -514,7 +519,7 @@ def test_unknown_hub_id_offline_in_a_subprocess(tmp_path: Path) -> None:
 def markdown_table() -> str:
     """The catalogue as a markdown table: each case run once in a scratch folder."""
     import tempfile
-    from contextlib import redirect_stderr
+    from contextlib import redirect_stderr, redirect_stdout
     from io import StringIO
 
     rows = []
@@ -527,7 +532,7 @@ def markdown_table() -> str:
                 held.__enter__()
             err = StringIO()
             try:
-                with redirect_stderr(err):
+                with redirect_stderr(err), redirect_stdout(StringIO()):
                     try:
                         code = main(argv)
                     except SystemExit as exc:
@@ -546,4 +551,7 @@ def markdown_table() -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover - writes the docs table
-    print(markdown_table())
+    with pytest.MonkeyPatch.context() as mp:
+        install_guards(mp)
+        table = markdown_table()
+    print(table, end="")
