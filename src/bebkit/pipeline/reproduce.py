@@ -58,6 +58,8 @@ def paper_figures_file(config: ReproduceConfig) -> Path | None:
     """The authors' figures file of the run: the config's, else $BEBKIT_REFERENCE_DIR's."""
     from bebkit.paths import reference_dir
 
+    if config.paper_figures == "":  # explicitly none (e.g. resolved by a sweep's driver)
+        return None
     if config.paper_figures:
         p = Path(config.paper_figures)
         if not p.is_file():

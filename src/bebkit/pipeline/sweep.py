@@ -228,6 +228,20 @@ def build_sweep_config(data: Mapping[str, Any], origin: str, *, quick: bool = Fa
                 )
             }
         )
+    # Resolve the environment-dependent inputs once, in the driver: a Ray worker's environment
+    # may differ (another node, or a Ray started before the driver's variables changed), and
+    # a unit's key and numbers must not depend on where it runs. "" = explicitly none.
+    from bebkit.paths import persona_dir as env_persona_dir
+    from bebkit.pipeline.reproduce import paper_figures_file
+
+    figures = paper_figures_file(run)
+    persona = run.persona_dir if run.persona_dir is not None else env_persona_dir()
+    run = run.model_copy(
+        update={
+            "paper_figures": str(figures) if figures is not None else "",
+            "persona_dir": None if persona is None else str(persona),
+        }
+    )
     explicit = grid_data.get("experiments") not in (None, "all", ["all"])
     if "pretrained" in grid.experiments and not run.pretrained_model and explicit:
         raise InputError(f"{origin}: experiments: pretrained needs pretrained_model")
