@@ -167,8 +167,8 @@ def _validate(data: Mapping[str, Any], origin: str) -> ReproduceConfig:
     return cfg
 
 
-def load_config(path: str | Path) -> ReproduceConfig:
-    """Load and validate a YAML config; errors name the file and the offending key."""
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; one-line :class:`InputError` otherwise."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"config file not found: {p}")
@@ -180,7 +180,12 @@ def load_config(path: str | Path) -> ReproduceConfig:
         raise InputError(f"{p}:{line} is not valid YAML") from None
     if not isinstance(data, dict):
         raise InputError(f"{p}: top level must be a mapping")
-    return _validate(data, str(p))
+    return data
+
+
+def load_config(path: str | Path) -> ReproduceConfig:
+    """Load and validate a YAML config; errors name the file and the offending key."""
+    return _validate(read_yaml_mapping(path), str(path))
 
 
 __all__ = ["ReproduceConfig", "load_config"]

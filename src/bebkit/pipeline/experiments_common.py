@@ -205,12 +205,7 @@ def misaligning_prompts(
     prompts = prompts[:n]
     if len(prompts) < n:
         raise InputError(f"prompts_file {p} holds {len(prompts)} prompts, {n} asked for")
-    short = min(pr.n_sentences for pr in prompts)
-    return (
-        [pr.truncate(min(pr.n_sentences, s.n_sentences)) for pr in prompts]
-        if (short >= 1)
-        else prompts
-    )
+    return [pr.truncate(min(pr.n_sentences, s.n_sentences)) for pr in prompts]
 
 
 def say(log: Callable[[str], None] | None, msg: str) -> None:

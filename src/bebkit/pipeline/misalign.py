@@ -557,13 +557,11 @@ def _from_n(curve: BehaviorCurve, n_min: int) -> BehaviorCurve:
 
 def _rate(good: int, total: int, method: str) -> Estimate:
     """A judged good rate with its Wilson 95 % interval."""
-    from dataclasses import replace as _replace
-
     from bebkit.estimate import wilson_interval
 
     if total == 0:
         return Estimate(float("nan"), float("nan"), 0, None, None, 0.95, method)
-    return _replace(wilson_interval(int(good), int(total)), method=f"{method} (Wilson)")
+    return replace(wilson_interval(int(good), int(total)), method=f"{method} (Wilson)")
 
 
 def _bounded(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -392,10 +393,7 @@ def field_type(annotation: Any) -> tuple[Any, bool]:
     """``(base type, optional)`` of a settings annotation (``int | None`` → ``(int, True)``)."""
     args = typing.get_args(annotation)
     origin = typing.get_origin(annotation)
-    if (
-        origin in (typing.Union, getattr(__import__("types"), "UnionType", None))
-        and type(None) in args
-    ):
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
         rest = [a for a in args if a is not type(None)]
         return (rest[0] if len(rest) == 1 else annotation), True
     return annotation, False

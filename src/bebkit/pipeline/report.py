@@ -198,7 +198,10 @@ class PaperSide:
 
         try:
             figs = load_authors_figures(path)
-            return cls(path=path, parity=paper_parity(figs), figures=figs)
+            # per sentence, as bebkit's measured curves: the authors' chat x-axis counts
+            # '[/INST]' markers (marker k = sentence 2k - 1 of an alternating prompt)
+            parity = paper_parity(figs, axis="sentences")
+            return cls(path=path, parity=parity, figures=figs)
         except (InputError, ArithmeticError, ValueError) as exc:
             return cls(path=path, error=str(exc))
 
@@ -265,7 +268,17 @@ def _typed(name: str) -> tuple[str, str]:
         txt = f"{_g(pv.value)} ({_g(pv.low)}–{_g(pv.high)})"
     else:
         txt = f"≈ {_g(pv.value)}"
-    return txt, f"typed from the paper ({pv.where})"
+    src = f"typed from the paper ({pv.where})"
+    if name in _PER_MARKER:
+        # the authors' chat x-axis counts '[/INST]' markers (≈ 2 sentences): not per sentence
+        src += "; per '[/INST]' marker, not bebkit's per-sentence unit — not comparable"
+    return txt, src
+
+
+#: Stated paper values measured on the authors' marker axis (their fig. 3 / 11 / app. M ratio).
+_PER_MARKER = frozenset(
+    {"n_star", "beta_eff_agreeableness", "beta_eff_anti_immigration", "beta_ratio_chat_over_base"}
+)
 
 
 def _paper_behavior(b: str) -> tuple[str, bool]:

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bebkit.errors import InputError, RunError
@@ -253,17 +252,10 @@ def load_sweep_config(
 ) -> SweepConfig:
     """Load and validate a sweep YAML config (one-line errors, :class:`InputError`);
     ``overrides`` replace top-level keys (the CLI's ``--persona-dir``)."""
+    from bebkit.pipeline.config import read_yaml_mapping
+
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"config file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise InputError(f"{p}:{line} is not valid YAML") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{p}: top level must be a mapping")
+    data = read_yaml_mapping(p)
     return build_sweep_config({**data, **(overrides or {})}, str(p), quick=quick)
 
 
