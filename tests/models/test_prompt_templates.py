@@ -315,7 +315,10 @@ def test_authors_prompts_reproduced_token_for_token(behavior: str) -> None:
     prompts = load_authors_prompts(path, behavior, "llama2-inst", lm)  # type: ignore[arg-type]
     counts = load_authors_good_counts(path, behavior)
     assert len(prompts) == 16 and len(counts) == 10
-    for pid, pr in enumerate(prompts):
+    # the ten prompts behind fig. 3b / 12 come first, so n_prompts = 10 takes exactly them
+    order = [int(pr.source.rsplit(":", 1)[1]) for pr in prompts]
+    assert set(order[:10]) == set(counts) and sorted(order) == list(range(16))
+    for pid, pr in zip(order, prompts, strict=True):
         raw = texts[pid].split("</s>")[0]  # EOS then <unk> padding end the sample
         assert pr.source == f"authors:{behavior}:{pid}"
         assert list(pr.tokens) == [lm.tokenizer.bos_token_id, *lm.encode(raw)]

@@ -55,6 +55,10 @@ def test_report_has_every_section(tmp_path: Path) -> None:
         # Paper column: computed from the authors' curves, typed only where no curve exists.
         assert "on the authors' fig. 3a / 11 curve" in doc
         assert "Lemma 7 fit of the authors' fig. 12 curve" in doc
+        # The authors' own prompts: identical inputs, their hand labels in the paper column.
+        assert "% good after '[/INST]' marker 2 of the authors' prompts" in doc
+        assert "marker k closes sentence 3" in doc and "62.5 %" in doc and "12.5 %" in doc
+        assert "hand labels of Llama-2-13b-chat on these 2 prompts" in doc
         assert "typed from the paper (§4.1, fig. 2a; app. L.1 fig. 8a)" in doc
         # Not comparable, and why.
         assert "different model families (tiny-chat vs tiny-base)" in doc

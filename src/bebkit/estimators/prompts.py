@@ -1150,10 +1150,17 @@ def load_authors_prompts(
     ``alternating``): their sentences (markers removed, surrounding space stripped) in that
     model's own template. The last sentence, cut mid-way by their token budget, is flagged in
     ``truncated``. Sources read ``authors:<behavior>:<prompt id>``.
+
+    Order: the prompts behind fig. 3b / 12 (``curve_prompt_ids``) first, in the file's order,
+    then the others by id — so the first ten are the ones the paper's curves were drawn from.
     """
     name = fmt if isinstance(fmt, str) else fmt.name
+    texts = authors_prompt_texts(path, behavior)
+    curve = [int(i) for i in _authors_behavior(path, behavior).get("curve_prompt_ids", [])]
+    order = [i for i in curve if i in texts] + [i for i in texts if i not in curve]
     out = []
-    for pid, text in authors_prompt_texts(path, behavior).items():
+    for pid in order:
+        text = texts[pid]
         marked = split_marked_text(text)
         source = f"authors:{behavior}:{pid}"
         if name in ("llama2-inst", "llama2-inst-raw"):

@@ -174,4 +174,113 @@ def paper_parity(
     return ParityTable(tuple(rows), ratios, n_linear)
 
 
-__all__ = ["FIGURES", "FITS", "ParityRow", "ParityTable", "beta_ratio", "paper_parity"]
+#: bebkit's condition names → the authors' keys of ``good_of_32_per_marker``.
+AUTHORS_CONDITIONS = {"none": "without_aligning_prompt", "aligned": "with_aligning_prompt"}
+
+
+@dataclass(frozen=True)
+class MarkerParity:
+    """Good rates after the k-th ``[/INST]`` marker of the authors' prompts, pooled over the
+    prompts present in both: the authors' hand labels of Llama-2-13b-chat's responses
+    (fig. 3b / 12) and bebkit's judge on the measured model's responses to the same prompts.
+
+    ``sentences`` is the prompt's sentence count at that marker, per pooled prompt (the k-th
+    marker closes sentence 2k − 1 when the markers alternate, not always in their samples).
+    """
+
+    condition: str
+    marker: int
+    prompt_ids: tuple[int, ...]
+    sentences: tuple[int, ...]
+    measured: Estimate
+    authors: Estimate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "condition": self.condition,
+            "marker": self.marker,
+            "prompt_ids": list(self.prompt_ids),
+            "sentences": list(self.sentences),
+            "measured": self.measured.to_dict(),
+            "authors": self.authors.to_dict(),
+        }
+
+
+def authors_prompt_parity(
+    responses: Sequence[Any],
+    sources: Sequence[str],
+    counts: Mapping[int, Any],
+    *,
+    conditions: Mapping[str, str] = AUTHORS_CONDITIONS,
+) -> list[MarkerParity]:
+    """Per marker k and condition: the pooled good rate of ``responses`` read after the
+    sentence the authors' k-th ``[/INST]`` closed, next to the authors' own pooled rate.
+
+    Args:
+        responses: judged :class:`~bebkit.estimators.behavior.Response` s; ``prompt_id`` indexes
+            ``sources``.
+        sources: each prompt's source, ``authors:<behavior>:<authors' prompt id>``.
+        counts: the authors' :class:`~bebkit.estimators.prompts.AuthorsGoodCounts` by prompt id.
+
+    A prompt enters marker k only if responses were read at its ``n_k`` (a layout that reads
+    only after a user turn cannot read after a sentence a misspelt marker closed), so both
+    rates always pool the same prompts. Rates are Wilson intervals over responses (the authors
+    drew 32 per prompt); they ignore the clustering by prompt, so the CIs are optimistic.
+    """
+    from bebkit.estimate import wilson_interval
+
+    by_cell: dict[tuple[int, int, str], list[int]] = {}
+    for r in responses:
+        if r.label is not None:
+            by_cell.setdefault((int(r.prompt_id), int(r.n), str(r.condition)), []).append(
+                int(r.label == 1)
+            )
+    pids: dict[int, int] = {}
+    for i, src in enumerate(sources):
+        head, _, tail = str(src).rpartition(":")
+        if head.startswith("authors:") and tail.isdigit() and int(tail) in counts:
+            pids[i] = int(tail)
+    out: list[MarkerParity] = []
+    for cond, key in conditions.items():
+        n_markers = max((len(getattr(c, key)) for c in counts.values()), default=0)
+        for k in range(1, n_markers + 1):
+            used: list[tuple[int, int, list[int], int]] = []
+            for i, pid in pids.items():
+                c = counts[pid]
+                theirs = getattr(c, key)
+                if k > len(theirs) or k > len(c.marker_sentences):
+                    continue
+                n_k = int(c.marker_sentences[k - 1])
+                labels = by_cell.get((i, n_k, cond))
+                if labels:
+                    used.append((pid, n_k, labels, int(theirs[k - 1])))
+            if not used:
+                continue
+            good = sum(sum(u[2]) for u in used)
+            total = sum(len(u[2]) for u in used)
+            a_good = sum(u[3] for u in used)
+            a_total = sum(int(counts[u[0]].n_responses) for u in used)
+            out.append(
+                MarkerParity(
+                    condition=cond,
+                    marker=k,
+                    prompt_ids=tuple(u[0] for u in used),
+                    sentences=tuple(u[1] for u in used),
+                    measured=wilson_interval(good, total),
+                    authors=wilson_interval(a_good, a_total),
+                )
+            )
+    return out
+
+
+__all__ = [
+    "AUTHORS_CONDITIONS",
+    "FIGURES",
+    "FITS",
+    "MarkerParity",
+    "ParityRow",
+    "ParityTable",
+    "authors_prompt_parity",
+    "beta_ratio",
+    "paper_parity",
+]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -165,9 +166,6 @@ def misaligning_prompts(
     """``n_prompts`` prompts of ``s.n_sentences`` sentences: sampled from P₋ (``neg``), or the
     fixed prompts of ``s.prompts_file`` laid out in ``fmt`` exactly as sampled ones (the
     authors' file gives their prompts of ``s.behavior``), cut to ``s.n_sentences``."""
-    import json
-    from pathlib import Path
-
     from bebkit.errors import InputError
     from bebkit.estimators.prompts import (
         load_authors_prompts,
@@ -191,11 +189,7 @@ def misaligning_prompts(
     p = Path(path)
     if not p.is_file():
         raise InputError(f"prompts_file {p} is not a file")
-    try:
-        head = json.loads(p.read_text(encoding="utf-8")) if p.suffix == ".json" else None
-    except json.JSONDecodeError:
-        head = None
-    if isinstance(head, dict) and "behaviors" in head:
+    if authors_prompts_file(s) is not None:
         prompts = load_authors_prompts(p, s.behavior, fmt, neg)
     else:
         prompts = [
@@ -206,6 +200,21 @@ def misaligning_prompts(
     if len(prompts) < n:
         raise InputError(f"prompts_file {p} holds {len(prompts)} prompts, {n} asked for")
     return [pr.truncate(min(pr.n_sentences, s.n_sentences)) for pr in prompts]
+
+
+def authors_prompts_file(s: Any) -> Path | None:
+    """``s.prompts_file`` when it is the authors' ``authors-prompts.json`` (a JSON object with
+    ``behaviors``), else None."""
+    import json
+
+    path = getattr(s, "prompts_file", None)
+    if path is None or Path(path).suffix != ".json" or not Path(path).is_file():
+        return None
+    try:
+        head = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    return Path(path) if isinstance(head, dict) and "behaviors" in head else None
 
 
 def say(log: Callable[[str], None] | None, msg: str) -> None:
@@ -230,6 +239,7 @@ def fmt_ci(e: Mapping[str, Any] | Estimate | None, digits: int = 3) -> str:
 __all__ = [
     "Estimator",
     "KLSettings",
+    "authors_prompts_file",
     "check_prompts_file",
     "fmt_ci",
     "markers_as_sentences",

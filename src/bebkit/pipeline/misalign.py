@@ -58,6 +58,7 @@ from bebkit.fits.sigmoid import (
 from bebkit.models.protocol import LanguageModel
 from bebkit.pipeline.experiments_common import (
     PromptLayout,
+    authors_prompts_file,
     fmt_ci,
     misaligning_prompts,
     n_counting,
@@ -364,6 +365,9 @@ def run_misalign(
             t2["bound_holds"] = None if centre is None else bool(centre <= bound)
         results["theorem2"] = t2
     results["s0_sentences"] = s0
+    authors_file = authors_prompts_file(s)
+    if authors_file is not None:
+        results["authors_prompts"] = _authors_parity(authors_file, s, responses, prompts, out)
 
     show_bad = s.fmt == "newline"
     title = f"{target.name} — {s.behavior} ({s.fmt}); P₋ = {neg.name}; judge {results['judge']}"
@@ -459,8 +463,42 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         cmp_ = results["centre_vs_kl_n_star"]
         verdict = {True: "consistent", False: "NOT consistent", None: "not comparable"}
         lines.append(f"  n½ - n* = {fmt_ci(cmp_['difference'])} -> {verdict[cmp_['consistent']]}")
+    for r in (results.get("authors_prompts") or {}).get("rows", []):
+        lines.append(
+            f"  authors' prompts [{r['condition']}], marker {r['marker']}: measured "
+            f"{fmt_ci(r['measured'])} vs authors' Llama-2 {fmt_ci(r['authors'])} "
+            f"({len(r['prompt_ids'])} prompts)"
+        )
     lines.append(f"  outputs in {Path(results['files']['record']).parent}")
     return lines
+
+
+def _authors_parity(
+    path: Path, s: MisalignSettings, responses: list[Any], prompts: list[Any], out: Path
+) -> dict[str, Any]:
+    """The measured good rate after each of the authors' ``[/INST]`` markers next to their
+    hand-labelled Llama-2-13b-chat rate on the same prompts (fig. 3b / 12; issue item 9)."""
+    from bebkit.estimators.prompts import load_authors_good_counts
+    from bebkit.fits.parity import authors_prompt_parity
+    from bebkit.reporting.misalign import plot_marker_parity
+
+    counts = load_authors_good_counts(path, s.behavior)
+    rows = authors_prompt_parity(responses, [p.source for p in prompts], counts)
+    figure = out / "authors_prompts.png"
+    if rows:
+        plot_marker_parity(
+            rows, figure, title=f"{s.behavior}: the authors' prompts ({s.fmt} layout)"
+        )
+    return {
+        "file": str(path),
+        "format": s.fmt,
+        "rows": [r.to_dict() for r in rows],
+        "figure": str(figure) if rows else None,
+        "note": "x = the k-th '[/INST]' marker of the authors' prompt; 'authors' = their hand "
+        "labels of Llama-2-13b-chat's responses (32 per prompt, top-k 50); 'measured' = this "
+        "run's judge on this model's responses to the same prompts; only prompts whose "
+        "marker sentence was read enter a row; CIs ignore clustering by prompt",
+    }
 
 
 def _control_curve(
@@ -667,7 +705,7 @@ EXPERIMENT = register(
         name="misalign",
         settings=MisalignSettings,
         result=MisalignResult,
-        version="2",
+        version="3",  # 3: the authors' prompts curve-first, their per-marker rates beside
         run=_run,
         summary=lambda r: summary_lines(r.to_json()),
         help="misalign a model with prompts sampled from P-: %% good responses vs prompt length",

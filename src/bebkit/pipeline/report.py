@@ -897,6 +897,27 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                      "midpoint of KL on the same prompts", "sentences",
                      f"{fmt_est(cmp_.get('difference'))} ({verdict.get(cmp_.get('consistent'))})")
             )  # fmt: skip
+        # The authors' own prompts (issue item 9): identical inputs, so the remaining
+        # differences are the model and the judge (theirs: hand labels of Llama-2-13b-chat).
+        ap = r.get("authors_prompts") or {}
+        for ar in ap.get("rows", []):
+            rows.append(
+                _row(
+                    b,
+                    f"% good after '[/INST]' marker {ar['marker']} of the authors' prompts "
+                    f"({_CONDITIONS.get(ar['condition'], ar['condition'])})",
+                    "the same prompts in both columns; marker k closes sentence "
+                    + ", ".join(str(n) for n in sorted(set(ar["sentences"]))),
+                    "%",
+                    fmt_est(ar["measured"], percent=True),
+                    fmt_est(ar["authors"], percent=True),
+                    f"the authors' hand labels of Llama-2-13b-chat on these "
+                    f"{len(ar['prompt_ids'])} prompts",
+                    no=[] if same else [f"different behavior (the paper's {pb})"],
+                    caveat=[f"{r.get('target_model')} and judge {judge} vs Llama-2-13b-chat "
+                            f"and hand labels; {ap.get('format')} layout"],
+                )
+            )  # fmt: skip
     if rows:
         groups.append({"title": "Behavior expectation", "ref": "§4.2, fig. 3b / 12",
                        "rows": rows})  # fmt: skip

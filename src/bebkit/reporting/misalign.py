@@ -22,6 +22,7 @@ import numpy as np
 
 from bebkit.errors import InputError
 from bebkit.estimators.behavior import BehaviorCurve, Response
+from bebkit.fits.parity import MarkerParity
 from bebkit.fits.sigmoid import SigmoidFit
 from bebkit.io import atomic_open
 
@@ -116,6 +117,41 @@ def plot_behavior_curves(
     ax.legend(fontsize=7)
     if title:
         # Long model/judge names would run off the figure: wrap instead of clipping.
+        ax.set_title(textwrap.fill(title, 100), fontsize=8)
+    fig.tight_layout()
+    p = Path(path)
+    with atomic_open(p, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=120)
+    plt.close(fig)
+    return p
+
+
+def plot_marker_parity(rows: Sequence[MarkerParity], path: str | Path, *, title: str = "") -> Path:
+    """Write a PNG: % good after the k-th ``[/INST]`` marker of the authors' prompts, the
+    measured model (solid, Wilson 95 %) next to the authors' hand-labelled Llama-2 (dotted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, cond in enumerate(dict.fromkeys(r.condition for r in rows)):
+        sel = [r for r in rows if r.condition == cond]
+        x = np.array([r.marker for r in sel], dtype=np.float64)
+        label = _LABELS.get(cond, cond)
+        for est, style, who in ((0, "o-", "measured"), (1, "x:", "authors' Llama-2-13b-chat")):
+            es = [r.measured if est == 0 else r.authors for r in sel]
+            y = np.array([e.value for e in es]) * 100
+            lo = np.array([e.ci_low if e.ci_low is not None else np.nan for e in es]) * 100
+            hi = np.array([e.ci_high if e.ci_high is not None else np.nan for e in es]) * 100
+            ax.fill_between(x, lo, hi, color=f"C{i}", alpha=0.15 if est == 0 else 0.07, lw=0)
+            ax.plot(x, y, style, color=f"C{i}", label=f"{who}: {label}")
+    ax.set_xlabel("'[/INST]' markers of the authors' prompt (the paper's x-axis)")
+    ax.set_ylabel("% good responses")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
         ax.set_title(textwrap.fill(title, 100), fontsize=8)
     fig.tight_layout()
     p = Path(path)
