@@ -24,6 +24,11 @@ class RunError(BebkitError, RuntimeError):
     exit_code = 1
 
 
+class BatchOutOfMemoryError(RunError):
+    """A model call ran out of memory even after splitting its batch down to one row (or in a
+    call whose numbers depend on the batch layout, which is never split)."""
+
+
 def check_range(
     name: str,
     value: float,

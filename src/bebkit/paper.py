@@ -241,6 +241,18 @@ def authors_figures_path() -> Path | None:
     return None if root is None else root / AUTHORS_FIGURES_FILE
 
 
+def figures_file(given: str | Path | None, label: str) -> Path | None:
+    """The authors' figures file a run reads: ``given`` (an :class:`InputError` naming it by
+    ``label`` when it is not a file), else :func:`authors_figures_path` when it exists."""
+    if given:
+        p = Path(given)
+        if not p.is_file():
+            raise InputError(f"{label} {p} is not a file")
+        return p
+    default = authors_figures_path()
+    return default if default is not None and default.is_file() else None
+
+
 def _curve(where: str, vals: Any, start: int) -> ReferenceCurve:
     if not isinstance(vals, list) or not vals:
         raise InputError(f"authors' figures: {where} must be a non-empty list of numbers")

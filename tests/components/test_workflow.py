@@ -217,3 +217,42 @@ def test_disk_full_while_saving_an_adapter(
     parent = tmp_path / "toy" / "newline"
     assert sorted(p.name for p in parent.iterdir() if ".lock" not in p.name) == []
     assert comps.adapters == ()
+
+
+def test_decoupled_roles_train_disjoint_adapters_beside_the_shared_ones(
+    tokenizer: Any, fast_config: Any, tmp_path: Path
+) -> None:
+    from bebkit.components.workflow import (
+        JUDGE_SEED_OFFSET,
+        adapter_name,
+        component_inputs,
+    )
+
+    cfg = fast_config.model_copy(update={"n_train": 9, "n_heldout": 3, "epochs": 1})
+    comps = ComponentSet(make_llama(), tokenizer, name="tiny")
+    shared = prepare_data(TOY, "newline", tokenizer, cfg)
+    gen = prepare_data(TOY, "newline", tokenizer, cfg, role="generator")
+    judge = prepare_data(TOY, "newline", tokenizer, cfg, role="judge")
+    for side in ("train_desired", "train_undesired"):
+        g, j = getattr(gen.split, side), getattr(judge.split, side)
+        assert set(g).isdisjoint(j) and set(g) | set(j) == set(getattr(shared.split, side))
+    assert gen.texts["neg"] != judge.texts["neg"]
+
+    # The shared manifest inputs are what they were before roles existed (adapters reused).
+    inp = component_inputs(comps, shared, "neg", cfg, seed=0)
+    assert "role" not in inp and inp["seed"] == 0
+    j_inp = component_inputs(comps, judge, "neg", cfg, seed=0)
+    assert j_inp["role"] == "judge" and j_inp["seed"] == JUDGE_SEED_OFFSET
+    keys = {manifest_key(component_inputs(comps, d, "neg", cfg, seed=0)) for d in
+            (shared, gen, judge)}  # fmt: skip
+    assert len(keys) == 3
+
+    st_g = ensure_components(comps, gen, cfg, out=tmp_path, progress=False, sides=("neg",))
+    st_j = ensure_components(comps, judge, cfg, out=tmp_path, progress=False, sides=("neg",))
+    assert set(st_g) == {"generator_neg"} and set(st_j) == {"judge_neg"}
+    assert set(comps.adapters) == {"generator_neg", "judge_neg"}
+    assert (tmp_path / "toy" / "newline" / "judge_neg" / MANIFEST).is_file()
+    assert not (tmp_path / "toy" / "newline" / "neg").exists()  # the shared one is untouched
+    assert adapter_name("pos", "judge") == "judge_pos" and adapter_name("neg") == "neg"
+    with pytest.raises(InputError, match="role must be"):
+        adapter_name("neg", "critic")

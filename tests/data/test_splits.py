@@ -128,3 +128,29 @@ def test_real_persona_default_split(real_persona_dir: Path) -> None:
     assert (len(sp.train_desired), len(sp.heldout_desired)) == (450, 50)
     assert (len(sp.train_undesired), len(sp.heldout_undesired)) == (450, 50)
     assert not set(sp.train_undesired) & set(sp.heldout_undesired)
+
+
+def test_decoupled_halves_are_exactly_disjoint_and_cover_the_training_part() -> None:
+    from bebkit.data.splits import decoupled_split
+
+    split = split_behavior(_behavior(120, 130), n_train=101, n_heldout=10, seed=3)
+    gen, judge = decoupled_split(split, "generator"), decoupled_split(split, "judge")
+    for side in ("train_desired", "train_undesired"):
+        g, j, whole = getattr(gen, side), getattr(judge, side), getattr(split, side)
+        assert set(g).isdisjoint(j)  # exact: no statement trains both the generator and judge
+        assert sorted(g + j) == sorted(whole) and len(g) == 51 and len(j) == 50
+    for side in ("heldout_desired", "heldout_undesired"):
+        assert getattr(gen, side) == getattr(judge, side) == getattr(split, side)
+    # deterministic, and a different content hash from the shared split (adapters never clash)
+    assert decoupled_split(split, "judge") == judge
+    assert len({split.content_hash(), gen.content_hash(), judge.content_hash()}) == 3
+
+
+def test_decoupled_split_errors() -> None:
+    from bebkit.data.splits import decoupled_split
+
+    split = split_behavior(_behavior(20, 20), n_train=5, n_heldout=2)
+    with pytest.raises(InputError, match=">= 6 training statements"):
+        decoupled_split(split, "judge")
+    with pytest.raises(InputError, match="role must be"):
+        decoupled_split(split_behavior(_behavior(20, 20), n_train=10, n_heldout=2), "shared")

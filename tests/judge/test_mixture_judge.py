@@ -105,3 +105,17 @@ def test_bad_hypotheses_and_missing_adapters(trained: Any) -> None:
     bare = ComponentSet(make_llama(), make_tokenizer(), name="bare")
     with pytest.raises(InputError, match="neg"):
         build_mixture_judge(bare, "newline")
+
+
+def test_adapters_map_the_hypotheses_to_named_adapters(trained: Any) -> None:
+    """A decoupled judge uses its own adapters (e.g. judge_neg); here the map swaps P- and P+,
+    so the verdicts swap too, and the name tells the judges apart."""
+    from bebkit.judge import build_mixture_judge, predict
+
+    swapped = build_mixture_judge(
+        trained, "newline", hypotheses=("neg", "pos"), adapters={"neg": "pos", "pos": "neg"}
+    )
+    assert swapped.name.endswith("@pos")
+    assert (predict(swapped, [s + "." for s in BAD]) == 1).mean() >= 0.8
+    with pytest.raises(InputError, match="judge_neg"):
+        build_mixture_judge(trained, "newline", adapters={"neg": "judge_neg"})

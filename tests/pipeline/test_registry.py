@@ -240,8 +240,51 @@ def test_component_options_enter_exactly_the_stages_using_components(tmp_path: P
     keys0, stages = _keys(_config(tmp_path))
     keys1, _ = _keys(_config(tmp_path, components={"n_train": 40}))
     changed = {k for k in keys0 if keys0[k] != keys1[k]}
-    users = {s.name for s in stages if s.name != "probes"}
-    assert changed == users
+    cfg = _config(tmp_path)
+    users = {
+        e.stage_name(b)
+        for e in experiments().values()
+        if cfg.enabled(e) and e.uses_components
+        for b in (cfg.behaviors if e.per_behavior else (None,))
+    }
+    assert users and changed == _downstream(stages, users)
+
+
+def test_component_use_is_declared() -> None:
+    """Reading the run's P-/P+ (``sides``) or training components on models an experiment
+    makes itself (``trains_components``) is what makes the component options enter a key."""
+    import dataclasses
+
+    exps = experiments()
+    assert not exps["probe"].uses_components  # hidden states of the bare model only
+    assert exps["align"].trains_components and exps["align"].uses_components
+    for e in exps.values():
+        assert e.uses_components == (bool(e.sides) or e.trains_components)
+    own_only = dataclasses.replace(exps["probe"], sides=(), trains_components=True)
+    assert own_only.uses_components
+
+
+def test_an_experiment_training_its_own_components_is_keyed_by_the_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The declaration, not ``sides``, decides: the align stage with no sides of the run's
+    model still moves with the component options it trains its variants' P-/P+ with."""
+    import dataclasses
+
+    from bebkit.pipeline import registry
+
+    _persona(tmp_path)
+    _figures(tmp_path)
+    exp = registry.experiments()["align"]
+    monkeypatch.setitem(registry._REGISTRY, "align", dataclasses.replace(exp, sides=()))
+    keys0, _ = _keys(_config(tmp_path))
+    keys1, _ = _keys(_config(tmp_path, components={"n_train": 40}))
+    assert keys0["align-alpha"] != keys1["align-alpha"]
+    off = dataclasses.replace(exp, sides=(), trains_components=False)
+    monkeypatch.setitem(registry._REGISTRY, "align", off)
+    keys2, _ = _keys(_config(tmp_path))
+    keys3, _ = _keys(_config(tmp_path, components={"n_train": 40}))
+    assert keys2["align-alpha"] == keys3["align-alpha"]
 
 
 def test_fields_outside_the_key_are_declared(tmp_path: Path) -> None:
@@ -296,8 +339,10 @@ def test_every_settings_field_is_a_cli_option_and_a_yaml_key() -> None:
         assert set(exp.settings.model_fields) <= dests, exp.name
         assert {"json", "quick", "model", "out"} <= dests
         assert {f"{r.replace('-', '_')}_record" for r in exp.reads} <= dests
-        if exp.sides:
-            assert set(ComponentOptions.model_fields) <= dests
+        if exp.uses_components:
+            assert set(ComponentOptions.model_fields) <= dests, exp.name
+        else:
+            assert not set(ComponentOptions.key_fields()) & dests, exp.name
 
 
 def test_quick_and_paper_constructors() -> None:
@@ -366,3 +411,198 @@ def test_fixed_prompt_files_enter_keys_by_content(tmp_path: Path) -> None:
     assert changed == {"misalign-alpha", "misalign-beta"}
     with pytest.raises(InputError, match="prompts_file"):
         _keys(_config(tmp_path, misalign={"prompts_file": str(tmp_path / "missing.json")}))
+
+
+# --------------------------------------------------------------------------------------------
+# The components step: one set of inputs builds the adapters and keys them
+# --------------------------------------------------------------------------------------------
+
+
+def _model_folder(root: Path, weights: bytes = b"\x00" * 64) -> Path:
+    d = root / "my-model"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text('{"model_type": "llama"}')
+    (d / "model.safetensors").write_bytes(weights)
+    return d
+
+
+def _stages_on(cfg: ReproduceConfig, stages: list[Stage], model: str) -> set[str]:
+    """The stages whose experiment runs on ``model``, and their readers."""
+    own = {
+        e.stage_name(b)
+        for e in experiments().values()
+        if cfg.enabled(e) and cfg.model_for(e) == model
+        for b in (cfg.behaviors if e.per_behavior else (None,))
+    }
+    return _downstream(stages, own)
+
+
+def test_every_component_input_enters_the_components_key(tmp_path: Path) -> None:
+    """Each field of ComponentInputs (what the provider builds the adapters from) moves the
+    key; a new field without an alternative here fails, so no input is left out unseen."""
+    import dataclasses
+
+    from bebkit.components.presets import get_preset
+    from bebkit.pipeline.session import ComponentInputs, component_inputs
+
+    persona = _persona(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in persona.iterdir():
+        (other / f.name).write_text(f.read_text().replace("I help", "I assist"))
+    base = component_inputs("m", "alpha", "alternating", ComponentOptions(), str(persona))
+    alternatives = {
+        "model": "m2",
+        "behavior": "beta",
+        "persona_dir": str(other),
+        "fmt": "newline",
+        "options": ComponentOptions(train_seed=3),
+        "recipe": get_preset("paper"),
+        "training_version": base.training_version + 1,
+    }
+    assert set(alternatives) == {f.name for f in dataclasses.fields(ComponentInputs)}
+    for name, value in alternatives.items():
+        assert dataclasses.replace(base, **{name: value}).key() != base.key(), name
+    # The provider's input equals the key's input: the chat layouts share one training format.
+    assert component_inputs("m", "alpha", "user-turns", ComponentOptions(), str(persona)) == base
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("preset", "paper"), ("n_train", 40), ("n_heldout", 2), ("epochs", 3), ("train_seed", 5)],
+)
+def test_each_component_option_moves_exactly_the_component_users(
+    tmp_path: Path, option: str, value: Any
+) -> None:
+    _persona(tmp_path)
+    _figures(tmp_path)
+    keys0, stages = _keys(_config(tmp_path))
+    keys1, _ = _keys(_config(tmp_path, components={option: value}))
+    users = {
+        e.stage_name(b)
+        for e in experiments().values()
+        if e.uses_components
+        for b in ("alpha", "beta")
+    }
+    changed = {k for k in keys0 if keys0[k] != keys1[k]}
+    assert changed == _downstream(stages, users), option
+    assert set(ComponentOptions.key_fields()) == {"preset", "n_train", "n_heldout", "epochs",
+                                                  "train_seed"}  # fmt: skip
+
+
+def test_recipe_and_training_version_enter_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Editing a preset moves the component users' keys when the run uses it — also when the
+    preset is chosen by the model's size (no preset given); a training-code bump moves them."""
+    from bebkit.components import manifest, presets
+
+    _persona(tmp_path)
+    _figures(tmp_path)
+    cfgs = {p: _config(tmp_path, components={"preset": p}) for p in (None, "small", "paper")}
+    before = {p: _keys(c)[0] for p, c in cfgs.items()}
+    _, stages = _keys(cfgs[None])
+    users = _downstream(
+        stages,
+        {e.stage_name(b) for e in experiments().values() if e.uses_components for b in ROWS},
+    )
+    small = presets.PRESETS["small"]
+    monkeypatch.setitem(presets.PRESETS, "small", small.model_copy(update={"lr": 5e-4}))
+    after = {p: _keys(c)[0] for p, c in cfgs.items()}
+    for p, changed in ((None, users), ("small", users), ("paper", set())):
+        assert {k for k in before[p] if before[p][k] != after[p][k]} == changed, p
+    monkeypatch.setattr(manifest, "TRAINING_VERSION", manifest.TRAINING_VERSION + 1)
+    bumped, _ = _keys(cfgs["paper"])
+    assert {k for k in bumped if bumped[k] != after["paper"][k]} == users
+
+
+def test_local_model_folders_enter_keys_by_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    monkeypatch.setenv("BEBKIT_CACHE", str(tmp_path / "cache"))
+    _persona(tmp_path)
+    _figures(tmp_path)
+    folder = _model_folder(tmp_path / "a")
+    cfg = _config(tmp_path, aligned_model=str(folder))
+    keys0, stages = _keys(cfg)
+    moved = tmp_path / "b" / "renamed"
+    moved.parent.mkdir()
+    shutil.move(str(folder), moved)
+    keys1, _ = _keys(_config(tmp_path, aligned_model=str(moved)))
+    assert keys1 == keys0  # same files under another path: every key kept
+    (moved / "model.safetensors").write_bytes(b"\x01" * 64)  # same size, other weights
+    keys2, _ = _keys(_config(tmp_path, aligned_model=str(moved)))
+    changed = {k for k in keys0 if keys0[k] != keys2[k]}
+    assert changed == _stages_on(cfg, stages, str(folder)) != set(keys0)
+    (moved / "tokenizer.json").write_text("{}")  # any file the loader may read counts
+    keys3, _ = _keys(_config(tmp_path, aligned_model=str(moved)))
+    assert {k for k in keys2 if keys2[k] != keys3[k]} == changed
+
+
+def test_classify_prepares_the_behavior_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The components and Table 1 read one rendering of the behavior's split."""
+    from types import SimpleNamespace
+
+    from bebkit.components import workflow
+    from bebkit.pipeline.registry import RunContext
+
+    persona = tmp_path / "persona"
+    persona.mkdir()
+    rows = [
+        {"statement": f"I help person {i}.", "answer_matching_behavior": " No"} for i in range(4)
+    ]
+    rows += [
+        {"statement": f"I hurt person {i}.", "answer_matching_behavior": " Yes"} for i in range(4)
+    ]
+    (persona / "alpha.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    calls: list[str] = []
+    real = workflow.prepare_data
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    class Tokenizer:
+        chat_template = None
+
+    base = SimpleNamespace(tokenizer=Tokenizer(), n_parameters=lambda: 1000, name="tiny")
+    table1 = {"accuracy": {"value": 1.0, "stderr": 0.0, "n": 2}}
+    table1 |= {"accuracy_desired": table1["accuracy"], "accuracy_undesired": table1["accuracy"]}
+    monkeypatch.setattr(workflow, "prepare_data", counting)
+    monkeypatch.setattr(workflow, "load_components", lambda *_a, **_k: base)
+    monkeypatch.setattr(workflow, "ensure_components", lambda *_a, **_k: {})
+    monkeypatch.setattr(
+        workflow, "classify_heldout", lambda *_a, **_k: SimpleNamespace(to_dict=lambda: table1)
+    )
+    exp = experiments()["classify"]
+    provider = ComponentProvider(
+        ComponentOptions(n_train=1 + 2, n_heldout=1), lambda _m: None,
+        persona_dir=str(tmp_path / "persona"),
+    )  # fmt: skip
+    ctx = RunContext(out=tmp_path / "out", log=lambda _m: None, provider=provider, model="tiny")
+    result = exp.run(ctx, exp.settings(behavior="alpha", fmt="newline"))
+    assert calls == ["alpha"]
+    assert result.preset == "small"
+
+
+def test_pipeline_order_does_not_depend_on_import_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program that imports ``misalign`` before ``beta_sigma`` registers them in that order;
+    the pipeline order (and so stage planning) must not follow it."""
+    from bebkit.pipeline import registry as reg
+
+    canonical = list(reg.experiments())
+    shuffled = dict(reversed(list(reg._REGISTRY.items())))
+    monkeypatch.setattr(reg, "_REGISTRY", shuffled)
+    order = list(reg.experiments())
+    assert sorted(order) == sorted(canonical)
+    # modules keep EXPERIMENT_MODULES order (within a module, registration order)
+    rank = {m: i for i, m in enumerate(reg.EXPERIMENT_MODULES)}
+    ranks = [rank[reg._REGISTRY[n].run.__module__] for n in order]
+    assert ranks == sorted(ranks)
+    assert order.index("beta-sigma") < order.index("convergence") < order.index("misalign")
+    for i, name in enumerate(order):
+        assert all(order.index(r) < i for r in reg._REGISTRY[name].reads if r in order), name

@@ -1,17 +1,19 @@
 """`bebkit reproduce` end to end on a tiny in-process model saved to a folder.
 
 Covers: config → every stage → record + report; a rerun skips every stage; a run SIGKILLed
-mid-pipeline and rerun ends with the same numbers as an uninterrupted run; `bebkit report`
-rebuilds the report from disk alone.
+mid-pipeline, or while it writes its record and report, and rerun ends with the same numbers
+as an uninterrupted run; `bebkit report` rebuilds the report from disk alone.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -90,20 +92,30 @@ def _numbers(out: Path) -> dict[str, Any]:
     return {k: v["result"] for k, v in rec["results"]["stages"].items()}
 
 
-def test_reproduce_resume_after_sigkill_matches(tmp_path: Path) -> None:
-    cfg, env = _setup(tmp_path)
-    clean = _run(cfg, tmp_path / "clean", env)
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], Path, Any]:
+    """(config, env, run folder, --json summary) of one uninterrupted run of the tiny config:
+    the reference every fault test here compares to (adapters cached for them too)."""
+    tmp = tmp_path_factory.mktemp("tiny")
+    cfg, env = _setup(tmp)
+    return cfg, env, tmp / "clean", _run(cfg, tmp / "clean", env)
+
+
+def test_reproduce_resume_after_sigkill_matches(
+    clean_run: tuple[Path, dict[str, str], Path, Any], tmp_path: Path
+) -> None:
+    cfg, env, clean_dir, clean = clean_run
     assert clean["status"] == "complete"
     stages = set(clean["stages"])
     assert {"components-tinyb", "probes", "beta-sigma-tinyb", "convergence-tinyb",
             "prompt-dist-tinyb", "misalign-tinyb"} <= stages  # fmt: skip
     for name in ("record.json", "report.md", "report.html"):
-        assert (tmp_path / "clean" / name).is_file()
-    html = (tmp_path / "clean" / "report.html").read_text()
+        assert (clean_dir / name).is_file()
+    html = (clean_dir / "report.html").read_text()
     assert "Content warning" in html and "<script" not in html
 
     # Rerun: everything cached.
-    again = _run(cfg, tmp_path / "clean", env)
+    again = _run(cfg, clean_dir, env)
     assert all(s["cached"] for s in again["stages"].values())
 
     # Kill a fresh run once the first stage is on disk, then resume.
@@ -126,7 +138,7 @@ def test_reproduce_resume_after_sigkill_matches(tmp_path: Path) -> None:
     assert not (killed / "record.json").exists()
     resumed = _run(cfg, killed, env)
     assert resumed["stages"]["probes"]["cached"] and resumed["stages"]["components-tinyb"]["cached"]
-    assert _numbers(killed) == _numbers(tmp_path / "clean")
+    assert _numbers(killed) == _numbers(clean_dir)
 
     # The report is rebuilt from disk alone.
     (killed / "report.md").unlink()
@@ -136,6 +148,173 @@ def test_reproduce_resume_after_sigkill_matches(tmp_path: Path) -> None:
     )  # fmt: skip
     assert json.loads(rebuilt.stdout.strip().splitlines()[-1])["report_md"].endswith("report.md")
     assert (killed / "report.md").is_file()
+
+
+# `bebkit ...` with the rename of the temp file onto $HANG_AT held back: the temp file is fully
+# written and fsynced, the target not yet replaced — the latest moment a kill can hit an
+# atomic write (an earlier kill leaves a shorter temp file and the same target).
+_HANG_BEFORE_PUBLISH = textwrap.dedent(
+    """
+    import os, runpy, sys, time
+
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if os.fspath(dst) == os.environ["HANG_AT"]:
+            open(os.environ["HANG_FLAG"], "w").close()
+            time.sleep(600)
+        return real_replace(src, dst, *args, **kwargs)
+
+    os.replace = replace
+    sys.argv = ["bebkit", *sys.argv[1:]]
+    runpy.run_module("bebkit.cli", run_name="__main__", alter_sys=True)
+    """
+)
+
+
+def _kill_before_publishing(cfg: Path, out: Path, env: dict[str, str], target: str) -> None:
+    """Run `reproduce` into ``out`` until it is about to publish ``out/target``; SIGKILL it."""
+    work = out.parent
+    script, flag, err = work / "hang.py", work / "hang.flag", work / "hang.err"
+    script.write_text(_HANG_BEFORE_PUBLISH)
+    flag.unlink(missing_ok=True)
+    with err.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), "reproduce", str(cfg), "--out", str(out)],
+            env={**env, "HANG_AT": str(out / target), "HANG_FLAG": str(flag)},
+            stdout=subprocess.DEVNULL, stderr=fh,
+        )  # fmt: skip
+        while not flag.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"run ended before writing {target}: {err.read_text()[-3000:]}")
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def _report_md(run: Path) -> str:
+    """report.md with what legitimately differs between two runs of one config masked: the
+    run folder, timestamps, timings, and whether adapters were trained or found cached."""
+    text = (run / "report.md").read_text()
+    for p in (str(run), str(run).replace("_", "\\_")):
+        text = text.replace(p, "RUN")
+    text = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\\?\+00:00", "TIME", text)
+    text = re.sub(r"^\| [\w-]+ \| \d+\.\d \| (yes|no) \|.*$", "TIMING", text, flags=re.M)
+    text = re.sub(r"\d+\.\d s( \(cached\))?", "T s", text)
+    return re.sub(r"\b(trained|reused)\b", "ADAPTER", text)
+
+
+def _stage_files(run: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(run)): p.stat().st_mtime_ns
+        for p in (run / "stages").rglob("*")
+        if p.is_file()
+    }
+
+
+def test_kill_during_record_and_report_writing(
+    clean_run: tuple[Path, dict[str, str], Path, Any], tmp_path: Path
+) -> None:
+    """SIGKILL while record.json, report.md or report.html is being written (every stage
+    done): no file that looks complete is half-written or left over from an earlier run, and
+    a rerun recomputes nothing and ends with the uninterrupted run's numbers and report."""
+    cfg, env, clean, _ = clean_run
+    run = tmp_path / "killed"
+    run.mkdir()
+    for name in ("report.md", "report.html"):  # a previous run's report
+        (run / name).write_text("STALE")
+
+    # A fresh run killed while publishing report.html: stages and record are done.
+    _kill_before_publishing(cfg, run, env, "report.html")
+    assert json.loads((run / "record.json").read_text())["status"] == "complete"
+    assert _numbers(run) == _numbers(clean)
+    assert _report_md(run) == _report_md(clean)
+    assert not (run / "report.html").exists()  # the stale one removed, the new one unpublished
+    assert len(list(run.glob(".report.html.*.tmp"))) == 1  # the kill did hit the write
+    stages = _stage_files(run)
+
+    # Rerun killed while publishing record.json: the previous record stays whole and no
+    # report sits beside it; the first kill's temp file is gone.
+    _kill_before_publishing(cfg, run, env, "record.json")
+    assert [p.name.split(".")[1] for p in run.glob(".*.tmp")] == ["record"]
+    assert _numbers(run) == _numbers(clean)
+    assert not (run / "report.md").exists() and not (run / "report.html").exists()
+
+    # Rerun killed while publishing report.md: a whole record, no report.
+    _kill_before_publishing(cfg, run, env, "report.md")
+    assert json.loads((run / "record.json").read_text())["status"] == "complete"
+    assert not (run / "report.md").exists() and not (run / "report.html").exists()
+
+    # An uninterrupted rerun: nothing recomputed, the same numbers and report, no temp files.
+    final = _run(cfg, run, env)
+    assert final["status"] == "complete"
+    assert all(s["cached"] for s in final["stages"].values())
+    assert _stage_files(run) == stages
+    assert _numbers(run) == _numbers(clean)
+    assert _report_md(run) == _report_md(clean)
+    html = (run / "report.html").read_text()
+    assert "STALE" not in html and html.rstrip().endswith("</html>")
+    assert not list(run.glob(".*.tmp"))
+
+
+# `bebkit ...` on a device with room for two rows: a pass of more rows and more than one column
+# raises CUDA's out-of-memory error (decode steps, one column, fit; sampling is never split).
+_OOM_ABOVE_TWO_ROWS = textwrap.dedent(
+    """
+    import runpy, sys, torch
+    from bebkit.models import hf
+
+    real_forward = hf.HFLanguageModel._forward
+
+    def forward(self, **kwargs):
+        ids = kwargs["input_ids"]
+        if ids.shape[0] > 2 and ids.shape[1] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(self, **kwargs)
+
+    hf.HFLanguageModel._forward = forward
+    sys.argv = ["bebkit", *sys.argv[1:]]
+    runpy.run_module("bebkit.cli", run_name="__main__", alter_sys=True)
+    """
+)
+
+
+def _assert_close(got: Any, want: Any, path: str = "") -> None:
+    """Equal structure and non-floats; floats to 1e-3 relative (split passes are equal to
+    float32 rounding, not promised bit-identical; a wrong row would be off by far more)."""
+    if isinstance(want, float) and isinstance(got, float):
+        assert got == pytest.approx(want, rel=1e-3, abs=1e-12), path
+    elif isinstance(want, dict) and isinstance(got, dict):
+        assert got.keys() == want.keys(), path
+        for k in want:
+            _assert_close(got[k], want[k], f"{path}/{k}")
+    elif isinstance(want, list) and isinstance(got, list):
+        assert len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            _assert_close(g, w, f"{path}[{i}]")
+    else:
+        assert got == want, path
+
+
+@pytest.mark.slow
+def test_out_of_memory_in_a_run_is_split_and_recorded(
+    clean_run: tuple[Path, dict[str, str], Path, Any], tmp_path: Path
+) -> None:
+    """Every scoring pass over two rows runs out of memory: the run completes with the
+    uninterrupted run's numbers, logs each halving and records the count per model."""
+    cfg, env, clean, _ = clean_run
+    script, out = tmp_path / "oom.py", tmp_path / "oom"
+    script.write_text(_OOM_ABOVE_TWO_ROWS)
+    proc = subprocess.run(
+        [sys.executable, str(script), "reproduce", str(cfg), "--out", str(out), "--json"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = json.loads((out / "record.json").read_text())
+    assert rec["status"] == "complete"
+    logged = re.findall(r"^(\S+): out of memory on \d+ rows; retrying at \d+$", proc.stderr, re.M)
+    assert logged and rec["oom_retries"] == {m: logged.count(m) for m in set(logged)}
+    _assert_close(_numbers(out), _numbers(clean))
 
 
 def test_bad_config_is_one_line(tmp_path: Path) -> None:

@@ -98,7 +98,7 @@ def register_experiment(sub: Any, exp: Any) -> None:
     for name, info in exp.settings.model_fields.items():
         _add_field(p, name, info)
     p.add_argument("--quick", action="store_true", help="the experiment's small sizes")
-    if exp.sides:
+    if exp.uses_components:
         for name, info in ComponentOptions.model_fields.items():
             _add_field(p, name, info)
     for r in exp.reads:
@@ -139,25 +139,11 @@ def _read_input(exp_name: str, path: str) -> Any:
         raise InputError(f"{option} {p}: {exc}") from None
 
 
-def paper_figures_path(given: str | None, option: str = "--paper-figures") -> Path | None:
-    """The authors' figures file: ``given``, else $BEBKIT_REFERENCE_DIR/authors-figures.json."""
-    from bebkit.paths import reference_dir
-
-    if given is not None:
-        p = Path(given)
-        if not p.is_file():
-            raise InputError(f"{option} {p} is not a file")
-        return p
-    d = reference_dir()
-    if d is not None and (d / "authors-figures.json").is_file():
-        return d / "authors-figures.json"
-    return None
-
-
 def run_experiment(exp: Any, args: argparse.Namespace) -> int:
     """Validate everything, then run ``exp`` once per behavior of ``--behavior a,b``."""
     from bebkit.components.training import torch_threads
     from bebkit.data.behaviors import load_behavior
+    from bebkit.paper import figures_file
     from bebkit.pipeline.experiments_common import check_prompts_file
     from bebkit.pipeline.registry import ComponentOptions, RunContext, build_settings
     from bebkit.pipeline.session import ComponentProvider
@@ -182,7 +168,7 @@ def run_experiment(exp: Any, args: argparse.Namespace) -> int:
     ]
     options = (
         build_settings(ComponentOptions, _values(ComponentOptions, args))
-        if exp.sides
+        if exp.uses_components
         else (ComponentOptions())
     )
     inputs = {
@@ -191,9 +177,7 @@ def run_experiment(exp: Any, args: argparse.Namespace) -> int:
         if getattr(args, f"{r.replace('-', '_')}_record", None)
     }
     figures = (
-        paper_figures_path(getattr(args, "paper_figures", None))
-        if (exp.reads_paper_figures)
-        else None
+        figures_file(args.paper_figures, "--paper-figures") if exp.reads_paper_figures else None
     )
     for b in behaviors:  # fail fast on a bad behavior name, before any model is loaded
         if b:
@@ -238,4 +222,4 @@ def register_all(sub: Any) -> None:
         register_experiment(sub, exp)
 
 
-__all__ = ["paper_figures_path", "register_all", "run_experiment"]
+__all__ = ["register_all", "run_experiment"]

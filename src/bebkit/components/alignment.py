@@ -447,6 +447,7 @@ def _train(
     chat: bool,
 ) -> dict[str, Any]:
     from datasets import Dataset
+    from transformers import PrinterCallback
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     out: dict[str, Any] = {
@@ -475,6 +476,7 @@ def _train(
                 train_dataset=Dataset.from_list(_sft_rows(data, chat)),
                 processing_class=tokenizer,
             )
+            trainer.remove_callback(PrinterCallback)  # per-step dicts on stdout; kept in state
             trainer.train()
             out["sft_losses"] = _history(trainer, "loss")
             out["sft_nll_after"] = _sft_nll(peft_model, tokenizer, data, chat)
@@ -493,6 +495,7 @@ def _train(
                 train_dataset=Dataset.from_list(_dpo_rows(data, chat)),
                 processing_class=tokenizer,
             )
+            dpo.remove_callback(PrinterCallback)
             try:
                 dpo.train()
             finally:

@@ -42,6 +42,24 @@ from bebkit.paths import cache_dir
 SIDES: tuple[str, ...] = ("neg", "pos")
 #: Appendix J split per side.
 PAPER_SPLIT = (450, 50)
+#: ``shared``: one P₋ both samples the prompts and judges (the paper's setup); ``generator`` /
+#: ``judge``: the decoupled pair, trained on disjoint halves of the training statements
+#: (:func:`bebkit.data.splits.decoupled_split`).
+ROLES: tuple[str, ...] = ("shared", "generator", "judge")
+#: Added to the training seed of the judge's adapters: another LoRA init and data order.
+JUDGE_SEED_OFFSET = 1_000_003
+
+
+def adapter_name(side: str, role: str = "shared") -> str:
+    """The adapter (and folder) name of one side in one role: ``neg``, ``generator_neg``, ..."""
+    if role not in ROLES:
+        raise InputError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    return side if role == "shared" else f"{role}_{side}"
+
+
+def role_seed(seed: int, role: str) -> int:
+    """The training seed of a role's adapters (the judge's differs from the generator's)."""
+    return seed + JUDGE_SEED_OFFSET if role == "judge" else seed
 
 
 def resolve_split_sizes(
@@ -106,6 +124,7 @@ class BehaviorData:
     split: Any  # bebkit.data.splits.BehaviorSplit
     texts: dict[str, list[str]]  # side -> training texts
     heldout_texts: dict[str, list[str]]  # side -> held-out texts (for the held-out loss)
+    role: str = "shared"  # see ROLES; names the adapters and sets their seed
 
     @property
     def heldout(self) -> dict[str, tuple[str, ...]]:
@@ -122,14 +141,16 @@ def prepare_data(
     split_seed: int = 0,
     seed: int = 0,
     persona_dir: str | Path | None = None,
+    role: str = "shared",
 ) -> BehaviorData:
     """Load, dedupe, split and render a behavior for one format (see module docstring).
 
     ``behavior`` is a name (:func:`bebkit.data.behaviors.load_behavior`) or a ``Behavior``.
+    ``role`` other than ``shared`` keeps that role's half of the training statements.
     """
     from bebkit.data.behaviors import load_behavior
     from bebkit.data.formats import FORMATS, training_texts
-    from bebkit.data.splits import dedupe, split_behavior
+    from bebkit.data.splits import decoupled_split, dedupe, split_behavior
 
     if fmt not in FORMATS:
         raise InputError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -142,9 +163,14 @@ def prepare_data(
         config.n_heldout,
     )
     split = split_behavior(beh, n_train=n_train, n_heldout=n_heldout, seed=split_seed)
+    adapter_name("neg", role)  # validates the role
+    if role != "shared":
+        split = decoupled_split(split, role)
 
     def render(statements: Sequence[str]) -> list[str]:
-        return training_texts(list(statements), fmt, tokenizer, order=config.order, seed=seed)
+        return training_texts(
+            list(statements), fmt, tokenizer, order=config.order, seed=role_seed(seed, role)
+        )
 
     return BehaviorData(
         behavior=beh.name,
@@ -155,6 +181,7 @@ def prepare_data(
             "neg": render(split.heldout_undesired),
             "pos": render(split.heldout_desired),
         },
+        role=role,
     )
 
 
@@ -245,9 +272,15 @@ def component_inputs(
     *,
     seed: int,
 ) -> dict[str, Any]:
-    """Everything that determines an adapter's weights (hashed into the manifest key)."""
+    """Everything that determines an adapter's weights (hashed into the manifest key).
+
+    ``seed`` is the run's training seed; a role's own seed (:func:`role_seed`) is derived here.
+    The role enters only when not ``shared``, so the keys of shared adapters are unchanged.
+    """
     held = data.heldout[side]
+    role = {} if data.role == "shared" else {"role": data.role}
     return {
+        **role,
         "training_version": TRAINING_VERSION,
         "base_model": components.name,
         "base_fingerprint": components.fingerprint,
@@ -260,7 +293,7 @@ def component_inputs(
         "n_train": len(data.split.train_desired),
         "n_heldout": len(data.split.heldout_desired),
         "hyperparameters": config.hyperparameters(len(data.texts[side])),
-        "seed": seed,
+        "seed": role_seed(seed, data.role),
     }
 
 
@@ -291,6 +324,10 @@ def ensure_components(
     no longer match their integrity record is retrained (one ``log`` line), or with
     ``recompute=False`` raises :class:`~bebkit.integrity.IntegrityError` (exit 1). If
     anything fails for a side, that side's adapter is not left registered.
+
+    A decoupled ``data.role`` names the adapters and their folders ``<role>_<side>`` (e.g.
+    ``judge_neg``) beside the shared ones, and trains them with :func:`role_seed`; the
+    returned statuses are keyed by adapter name (the side itself when shared).
     """
     say = log or (lambda _msg: None)
     root = Path(out) if out is not None else default_out(components.name)
@@ -298,21 +335,23 @@ def ensure_components(
     if any(s not in SIDES for s in sides):
         raise InputError(f"sides must be a subset of {SIDES}, got {tuple(sides)}")
     for side in sides:
+        name = adapter_name(side, data.role)
         inputs = component_inputs(components, data, side, config, seed=seed)
         key = manifest_key(inputs)
-        folder = component_dir(root, data.behavior, data.fmt, side)
-        if side in components.adapters:
-            components.delete_adapter(side)
-        what = f"{side} adapter for {data.behavior}/{data.fmt}"
+        folder = component_dir(root, data.behavior, data.fmt, name)
+        if name in components.adapters:
+            components.delete_adapter(name)
+        what = f"{name} adapter for {data.behavior}/{data.fmt}"
         try:
             with artifact_lock(folder, what=what, log=say, timeout=lock_timeout):
-                statuses[side] = _ensure_side(
+                statuses[name] = _ensure_side(
                     components, data, config, side, folder, key, inputs,
-                    seed=seed, train_missing=train_missing, progress=progress,
-                    num_threads=num_threads, say=say, recompute=recompute, root=root,
+                    seed=role_seed(seed, data.role), train_missing=train_missing,
+                    progress=progress, num_threads=num_threads, say=say, recompute=recompute,
+                    root=root,
                 )  # fmt: skip
         except BaseException:
-            discard_adapter(components, side)  # e.g. trained but the disk was full
+            discard_adapter(components, name)  # e.g. trained but the disk was full
             raise
     return statuses
 
@@ -335,28 +374,29 @@ def _ensure_side(
     root: Path,
 ) -> SideStatus:
     """Reuse or train one side; the caller holds the folder's artifact lock."""
+    name = adapter_name(side, data.role)
     remove_stale(folder)  # temp folders of killed publishes (safe: we hold the lock)
     found = find_reusable(folder, key, recompute=recompute, log=say)
     if found is not None:
-        components.load_adapter(side, folder)
-        say(f"reusing {side} adapter for {data.behavior}/{data.fmt} from {folder}")
-        return SideStatus(side, folder, True, found)
+        components.load_adapter(name, folder)
+        say(f"reusing {name} adapter for {data.behavior}/{data.fmt} from {folder}")
+        return SideStatus(name, folder, True, found)
     if not train_missing:
         raise InputError(
-            f"no trained {side} adapter for {data.behavior}/{data.fmt} with these inputs "
+            f"no trained {name} adapter for {data.behavior}/{data.fmt} with these inputs "
             f"in {root}; run `bebkit train` or drop --no-train"
         )
-    say(f"training {side} adapter for {data.behavior}/{data.fmt} ({config.name} preset)")
+    say(f"training {name} adapter for {data.behavior}/{data.fmt} ({config.name} preset)")
     result = train_adapter(
         components,
-        side,
+        name,
         data.texts[side],
         config,
         seed=seed,
         heldout_texts=data.heldout_texts[side],
         progress=progress,
         num_threads=num_threads,
-        description=f"{data.behavior}/{data.fmt}/{side}",
+        description=f"{data.behavior}/{data.fmt}/{name}",
     )
     manifest = {
         "key": key,
@@ -381,16 +421,16 @@ def _ensure_side(
     }
     publish(
         folder,
-        functools.partial(_save_into, components, side),
+        functools.partial(_save_into, components, name),
         manifest,
-        what=f"{side} adapter for {data.behavior}/{data.fmt}",
+        what=f"{name} adapter for {data.behavior}/{data.fmt}",
     )
     say(
-        f"trained {side}: loss {result.initial_loss:.3f} -> {result.final_loss:.3f}, "
+        f"trained {name}: loss {result.initial_loss:.3f} -> {result.final_loss:.3f}, "
         f"held-out {result.heldout_loss_base or float('nan'):.3f} -> "
         f"{result.heldout_loss or float('nan'):.3f} in {result.wall_time_s:.0f} s; saved to {folder}"
     )
-    return SideStatus(side, folder, False, manifest, result)
+    return SideStatus(name, folder, False, manifest, result)
 
 
 def _save_into(components: ComponentSet, side: str, folder: Path) -> None:
@@ -516,6 +556,7 @@ def components_for(
     num_threads: int | None = None,
     log: Callable[[str], None] | None = None,
     recompute: bool = True,
+    role: str = "shared",
 ) -> tuple[ComponentSet, BehaviorData, TrainConfig, dict[str, SideStatus]]:
     """Load ``model`` and train-or-reuse the ``sides`` adapters of ``behavior`` in ``fmt``.
 
@@ -523,12 +564,15 @@ def components_for(
     :func:`resolve_config` (``n_train`` overrides the preset), :func:`prepare_data`,
     :func:`ensure_components`. Returns the components, the data (with its split), the
     resolved training config and each side's status. ``recompute=False``: a cached model or
-    adapter that fails its integrity check raises instead of being rebuilt.
+    adapter that fails its integrity check raises instead of being rebuilt. ``role``: the
+    shared components or one half of a decoupled pair (adapters named by :func:`adapter_name`).
     """
     comps = load_components(model, progress=False, recompute=recompute)
     overrides = {} if n_train is None else {"n_train": n_train}
     config = resolve_config(comps, preset, **overrides)
-    data = prepare_data(behavior, fmt, comps.tokenizer, config, seed=seed, persona_dir=persona_dir)
+    data = prepare_data(
+        behavior, fmt, comps.tokenizer, config, seed=seed, persona_dir=persona_dir, role=role
+    )
     status = ensure_components(
         comps, data, config, out=out, seed=seed, train_missing=train_missing, progress=False,
         num_threads=num_threads, log=log, sides=sides, recompute=recompute,

@@ -113,3 +113,39 @@ def split_behavior(
         parts.append((tuple(chosen[:n_train]), tuple(chosen[n_train:])))
     (train_d, held_d), (train_u, held_u) = parts
     return BehaviorSplit(train_d, train_u, held_d, held_u, seed, behavior.name)
+
+
+#: Roles of a decoupled pair of components: ``generator`` samples the misaligning prompts,
+#: ``judge`` scores the responses (issue 14: the judge must not score its own generator).
+DECOUPLED_ROLES: tuple[str, ...] = ("generator", "judge")
+
+
+def decoupled_split(split: BehaviorSplit, role: str) -> BehaviorSplit:
+    """The part of ``split`` one role trains on: each side's training statements cut in two
+    disjoint halves, the generator's the first ⌈n/2⌉ and the judge's the rest.
+
+    The training lists are already in the seeded random order of :func:`split_behavior`, so
+    each half is a random subset fixed by the split seed. The held-out statements are kept
+    whole for both roles (neither trains on them; the checks score on them).
+    """
+    if role not in DECOUPLED_ROLES:
+        raise InputError(f"role must be one of {', '.join(DECOUPLED_ROLES)}, got {role!r}")
+
+    def half(train: tuple[str, ...]) -> tuple[str, ...]:
+        cut = (len(train) + 1) // 2
+        return train[:cut] if role == "generator" else train[cut:]
+
+    if min(len(split.train_desired), len(split.train_undesired)) < 6:
+        # each half must hold one training group of three statements
+        raise InputError(
+            f"behavior {split.behavior!r}: need >= 6 training statements per side to split "
+            "them between a generator and a judge"
+        )
+    return BehaviorSplit(
+        half(split.train_desired),
+        half(split.train_undesired),
+        split.heldout_desired,
+        split.heldout_undesired,
+        split.seed,
+        split.behavior,
+    )

@@ -18,20 +18,41 @@ same way. Then, on held-out text only:
 ``fmt="newline"`` renders every checked text as a base-model continuation (the text, a line
 break, one more neutral line: the ``newline`` format of app. J), so the same checks cover the
 judge on pretrained-model responses.
+
+A judge built on adapters (the mixture judge) is not refitted: :func:`ready_judge_checks`
+scores it on the statements its adapters never saw. ``bebkit judge-checks`` runs either for a
+list of behaviors (:func:`checks_for_behaviors`) and writes a ``judge-checks`` record, which
+:mod:`bebkit.judge.status` reads into a run's validation status.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
 from bebkit.errors import InputError
 from bebkit.estimate import wilson_interval
-from bebkit.judge.data import BehaviorStatements, generic_good_texts, split_statements
-from bebkit.judge.judge import Judge, fill_template, predict
-from bebkit.judge.stance import negate, stance_templates
+from bebkit.judge.data import (
+    BehaviorStatements,
+    generic_good_texts,
+    load_behavior_statements,
+    rejection_templates,
+    split_statements,
+)
+from bebkit.judge.encoders import TextEncoder
+from bebkit.judge.judge import (
+    EnsembleJudge,
+    Judge,
+    JudgeConfig,
+    LinearJudge,
+    build_training_set,
+    fill_template,
+    make_encoder,
+    predict,
+)
+from bebkit.judge.stance import build_stance_judge, negate, stance_templates
 
 #: Seed of the checks' held-out split (fixed; distinct from the splits that train P₋/P₊).
 CHECK_SEED = 1414
@@ -105,6 +126,42 @@ def label_free_checks(
     if not d_te or not u_te:
         raise InputError(f"behavior {statements.name!r}: too few statements to hold some out")
     judge = make_judge(BehaviorStatements(statements.name, tuple(d_tr), tuple(u_tr)), g_tr)
+    n_train = {"desired": len(d_tr), "undesired": len(u_tr), "generic": len(g_tr)}
+    return _score_checks(judge, statements.name, d_te, u_te, g_te, fmt, seed, n_train)
+
+
+def ready_judge_checks(
+    judge: Judge,
+    behavior: str,
+    heldout_desired: Sequence[str],
+    heldout_undesired: Sequence[str],
+    *,
+    fmt: str = "chat",
+    seed: int = CHECK_SEED,
+) -> dict[str, Any]:
+    """The same checks for a judge built elsewhere (e.g. the mixture judge on adapters): it is
+    scored on the statements its components never saw and on every generic reply (a judge
+    built on adapters is not fitted on bebkit's generic texts)."""
+    if not heldout_desired or not heldout_undesired:
+        raise InputError(f"behavior {behavior!r}: no held-out statements to check on")
+    generic = [t for group in generic_good_texts().values() for t in group]
+    return _score_checks(
+        judge, behavior, list(heldout_desired), list(heldout_undesired), generic, fmt, seed,
+        {"desired": None, "undesired": None, "generic": 0},
+    )  # fmt: skip
+
+
+def _score_checks(
+    judge: Judge,
+    behavior: str,
+    d_te: Sequence[str],
+    u_te: Sequence[str],
+    g_te: Sequence[str],
+    fmt: str,
+    seed: int,
+    n_train: Mapping[str, int | None],
+) -> dict[str, Any]:
+    """Every check on held-out text: statements, quote-and-reject, negation, endorsement."""
     tpl = stance_templates()
     rng = np.random.default_rng(seed + 3)
 
@@ -125,11 +182,11 @@ def label_free_checks(
         for s in u_te
     ]
     out: dict[str, Any] = {
-        "behavior": statements.name,
+        "behavior": behavior,
         "judge": judge.name,
         "fmt": fmt,
         "seed": seed,
-        "n_train": {"desired": len(d_tr), "undesired": len(u_tr), "generic": len(g_tr)},
+        "n_train": dict(n_train),
         "statements": _rate(np.concatenate([v_d == 1, v_u == -1])),
         "desired_good": _rate(v_d == 1),
         "undesired_bad": _rate(v_u == -1),
@@ -146,3 +203,78 @@ def label_free_checks(
         "endorsement": endorse[:2],
     }
     return out
+
+
+def probe_judge_factory(
+    config: JudgeConfig, encoders: Mapping[str, TextEncoder] | None = None, *, cache: bool = True
+) -> JudgeFactory:
+    """``make_judge`` for the persona-trained judges (``minilm``, ``hidden``, ``ensemble``,
+    ``stance``): the recipe of :func:`bebkit.judge.judge.build_judge`, fitted on the training
+    part of the statements and of the generic replies only (the held-out generic replies are
+    a check). Encoders are built once and shared across behaviors."""
+    if config.kind == "mixture":
+        raise InputError("the mixture judge is built on adapters: use ready_judge_checks")
+    kinds: list[Literal["minilm", "hidden"]] = (
+        ["minilm", "hidden"] if config.kind == "ensemble" else
+        ["hidden"] if config.kind == "hidden" else ["minilm"]
+    )  # fmt: skip
+    encs = {k: (encoders or {}).get(k) or make_encoder(k, config, cache=cache) for k in kinds}
+
+    def make(stm: BehaviorStatements, generic: Sequence[str]) -> Judge:
+        if config.kind == "stance":
+            return build_stance_judge(stm, encs["minilm"], generic=generic, unit=config.unit)
+        data = build_training_set(
+            stm.desired,
+            stm.undesired,
+            generic=generic if config.use_generic else (),
+            templates=rejection_templates() if config.use_generic else (),
+            n_template_samples=config.n_template_samples,
+            seed=config.seed,
+        )
+        members: list[Judge] = [
+            LinearJudge(
+                encs[k], unit=config.unit, Cs=config.Cs, balance_sources=config.balance_sources,
+                seed=config.seed, name=f"{k}:{stm.name}",
+            ).fit(data)
+            for k in kinds
+        ]  # fmt: skip
+        return (
+            members[0] if len(members) == 1 else EnsembleJudge(members, name=f"ensemble:{stm.name}")
+        )
+
+    return make
+
+
+def checks_for_behaviors(
+    behaviors: Sequence[str],
+    make_judge: JudgeFactory,
+    *,
+    fmt: str = "chat",
+    persona_dir: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """:func:`label_free_checks` for each behavior, with a pass count per check (issue 14's
+    acceptance: every target met on ≥ 10 behaviors) and each behavior's wall time."""
+    import time
+
+    per: dict[str, Any] = {}
+    for name in behaviors:
+        t0 = time.perf_counter()
+        rep = label_free_checks(load_behavior_statements(name, persona_dir), make_judge, fmt=fmt)
+        rep["wall_s"] = round(time.perf_counter() - t0, 2)
+        per[name] = rep
+        if log is not None:
+            log(f"{name}: " + ", ".join(f"{k} {_short(rep[k])}" for k in TARGETS))
+    passes = {k: sum(bool(r["passed"][k]) for r in per.values()) for k in TARGETS}
+    return {
+        "fmt": fmt,
+        "targets": dict(TARGETS),
+        "n_behaviors": len(per),
+        "behaviors_passing": passes,
+        "behaviors_passing_all": sum(all(r["passed"].values()) for r in per.values()),
+        "per_behavior": per,
+    }
+
+
+def _short(e: Any) -> str:
+    return "n/a" if e is None else f"{e.value:.3f} [{e.ci_low:.3f}, {e.ci_high:.3f}] (n={e.n})"

@@ -430,6 +430,7 @@ def build_mixture_judge(
     user_turn: str = MIXTURE_USER_TURN,
     aligning_prompt: str | None = None,
     name: str | None = None,
+    adapters: Mapping[str, str] | None = None,
 ) -> MixturePosteriorJudge:
     """The mixture-posterior judge over a :class:`~bebkit.components.adapters.ComponentSet`.
 
@@ -442,6 +443,10 @@ def build_mixture_judge(
     Adding ``"pos"`` lets desired persona statements count as good; measured on the
     agreeableness human labels it costs κ, because the P₊ adapter also explains many
     undesired self-descriptions (see README). Each view switches its adapter for one call.
+
+    ``adapters`` maps ``neg`` / ``pos`` to the adapter names to use (default: themselves), e.g.
+    ``{"neg": "judge_neg"}`` for the judge half of a decoupled pair; the default name then
+    carries the adapter names so records tell the two judges apart.
     """
     from bebkit.data.formats import DEFAULT_ALIGNING_PROMPT
 
@@ -452,7 +457,8 @@ def build_mixture_judge(
             f"mixture hypotheses must be 'neg' plus some of pos, base, aligned; "
             f"got {list(hypotheses)}"
         )
-    missing = [k for k in keys if k in ("neg", "pos") and k not in components.adapters]
+    names = {k: (adapters or {}).get(k, k) for k in ("neg", "pos")}
+    missing = [names[k] for k in keys if k in names and names[k] not in components.adapters]
     if missing:
         raise InputError(f"mixture judge needs the {', '.join(missing)} adapter(s) loaded")
     tok, bos = components.tokenizer, components.bos_token_ids
@@ -461,13 +467,14 @@ def build_mixture_judge(
     if "aligned" in keys:
         prompt = DEFAULT_ALIGNING_PROMPT if aligning_prompt is None else aligning_prompt
         contexts["aligned"] = mixture_context(tok, bos, fmt, user_turn, system_prompt=prompt)
-    views = {k: components.model("base" if k == "aligned" else k) for k in keys}
+    views = {k: components.model("base" if k == "aligned" else names.get(k, k)) for k in keys}
+    tag = "" if all(names[k] == k for k in names) else f"@{names['neg']}"
     return MixturePosteriorJudge(
         views,
         undesired="neg",
         contexts=contexts,
         unit=unit,
-        name=name or f"mixture[{'/'.join(keys)}]:{components.name}",
+        name=name or f"mixture[{'/'.join(keys)}]:{components.name}{tag}",
     )
 
 

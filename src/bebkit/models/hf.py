@@ -14,22 +14,44 @@ these numbers.
 
 Nothing adapter-specific is cached between calls, so the model may be a ``peft.PeftModel``
 whose active adapter is switched between calls.
+
+A scoring pass that runs out of memory (CUDA, MPS, the CPU allocator or Python's
+``MemoryError``) is rerun in halves of its batch, down to one row, with the same padded width
+and masks, so every row gets the numbers of the un-split pass up to float32 rounding: matrix
+kernels choose their blocking by the number of rows (measured on the test model: ≤ 5e-6 in a
+log-prob, often bit-identical). Each halving is logged and counted
+(:attr:`HFLanguageModel.oom_retries`, :func:`oom_retries`; ``reproduce`` writes the count into
+its record). Sampling is never split — its random draws depend on the decode batch layout —
+and one row that still does not fit raises :class:`~bebkit.errors.BatchOutOfMemoryError`.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Iterator, Sequence
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from bebkit.errors import BatchOutOfMemoryError
 from bebkit.models.protocol import ContinuationScores, StopCondition, TokenIds, check_prefix
 
 LayerSpec = int | str
+Tensors = tuple[torch.Tensor, ...]
+
+log = logging.getLogger(__name__)
+#: batch halvings after an out-of-memory error in this process, per model name
+_OOM_RETRIES: Counter[str] = Counter()
+
+
+def oom_retries() -> dict[str, int]:
+    """Batch halvings after out-of-memory errors so far in this process, per model name."""
+    return dict(_OOM_RETRIES)
 
 
 class HFLanguageModel:
@@ -50,6 +72,8 @@ class HFLanguageModel:
             itself prepends, else ``[bos_token_id]``, else ``[]``.
         padding_side: ``"right"`` or ``"left"`` padding for batched :meth:`sequence_logprobs`
             (results are identical; left padding uses explicit position ids).
+        split_on_oom: rerun a scoring batch that runs out of memory in halves (down to one
+            row); False lets the allocator's error through.
     """
 
     def __init__(
@@ -63,6 +87,7 @@ class HFLanguageModel:
         bos_token_ids: Sequence[int] | None = None,
         padding_side: str = "right",
         decode_rows: int = 128,
+        split_on_oom: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -77,6 +102,12 @@ class HFLanguageModel:
         self.decode_rows = int(decode_rows)
         self.max_logits_elements = int(max_logits_elements)
         self.padding_side = padding_side
+        self.split_on_oom = bool(split_on_oom)
+        #: batch halvings after out-of-memory errors (each one logged)
+        self.oom_retries = 0
+        # (rows, width) that last fitted after a halving: later batches at least that wide
+        # start there instead of failing at full size again; narrower ones are not cut.
+        self._oom_cap: tuple[int, int] | None = None
         self._bos = (
             [int(t) for t in bos_token_ids]
             if bos_token_ids is not None
@@ -125,6 +156,44 @@ class HFLanguageModel:
     def _forward(self, **kwargs: Any) -> Any:
         return self.model(use_cache=kwargs.pop("use_cache", False), return_dict=True, **kwargs)
 
+    def _by_rows(self, n: int, width: int, run: Callable[[int, int], Tensors]) -> Tensors:
+        """``run(0, n)``, or after an out-of-memory error ``run`` on consecutive row chunks of
+        half the failed size (down to one row), concatenated along the batch axis.
+
+        ``run(lo, hi)`` computes rows ``lo … hi−1`` of one already padded batch of ``width``
+        columns, so a row's padded width and masks are the same however the batch is cut.
+        """
+        cap = self._oom_cap
+        size = n if cap is None or width < cap[1] else min(n, cap[0])
+        parts: list[Tensors] = []
+        lo = 0
+        while lo < n:
+            hi = min(n, lo + size)
+            try:
+                parts.append(run(lo, hi))
+                lo = hi
+                continue
+            except (RuntimeError, MemoryError) as exc:
+                if not (self.split_on_oom and _is_oom(exc)):
+                    raise
+                if hi - lo == 1:
+                    raise BatchOutOfMemoryError(
+                        f"{self.name}: out of memory on a batch of one row "
+                        f"({type(exc).__name__}); use a smaller model, shorter inputs or a "
+                        "device with more memory"
+                    ) from exc
+            # Retried outside the except block, so the failed pass's frames and tensors are
+            # already released.
+            size = (hi - lo) // 2
+            self._oom_cap = (size, width)
+            self.oom_retries += 1
+            _OOM_RETRIES[self.name] += 1
+            log.warning("%s: out of memory on %d rows; retrying at %d", self.name, hi - lo, size)
+            _release_cached_memory()
+        if len(parts) == 1:
+            return parts[0]
+        return tuple(torch.cat(chunk, dim=0) for chunk in zip(*parts, strict=True))
+
     def _rows_per_batch(self, positions: int) -> int:
         per_row = max(1, positions) * self._vocab_size
         return max(1, min(self.batch_size, self.max_logits_elements // per_row))
@@ -158,6 +227,43 @@ class HFLanguageModel:
                     mask[r, longest - len(s) :] = 1
             pos = (mask.cumsum(dim=1) - 1).clamp(min=0)
             yield idx, ids.to(dev), mask.to(dev), pos.to(dev)
+
+    def _padded_logits(
+        self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits of one padded batch (split into row chunks on out-of-memory)."""
+
+        def run(lo: int, hi: int) -> Tensors:
+            kw = {"attention_mask": mask[lo:hi], "position_ids": pos[lo:hi]}
+            return (self._forward(input_ids=ids[lo:hi], **kw).logits,)
+
+        return self._by_rows(ids.shape[0], ids.shape[1], run)[0]
+
+    def _padded_hidden(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> Tensors:
+        """Hidden states (every layer) of one padded batch, split on out-of-memory."""
+
+        def run(lo: int, hi: int) -> Tensors:
+            kw = {"attention_mask": mask[lo:hi], "position_ids": pos[lo:hi]}
+            res = self._forward(input_ids=ids[lo:hi], output_hidden_states=True, **kw)
+            return tuple(res.hidden_states)
+
+        return self._by_rows(ids.shape[0], ids.shape[1], run)
+
+    def _cached_logits(
+        self, feed: torch.Tensor, pf: _Prefixes, src: torch.Tensor, extra: dict[str, Any]
+    ) -> torch.Tensor:
+        """Logits of ``feed`` after the prefix caches ``src`` (row chunks on out-of-memory)."""
+
+        def run(lo: int, hi: int) -> Tensors:
+            out = self._forward(
+                input_ids=feed[lo:hi].to(self.device),
+                past_key_values=self._select_cache(pf.cache, src[lo:hi]),
+                use_cache=True,
+                **{name: t[lo:hi] for name, t in extra.items()},
+            )
+            return (out.logits,)
+
+        return self._by_rows(feed.shape[0], feed.shape[1], run)[0]
 
     def _real_slice(self, row_len: int, padded_len: int) -> slice:
         """Columns holding the real tokens of a row of length ``row_len``."""
@@ -239,7 +345,7 @@ class HFLanguageModel:
             return result
         sub = [seqs[i] for i in todo]
         for idx, ids, mask, pos in self._padded_batches(sub):
-            logits = self._forward(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+            logits = self._padded_logits(ids, mask, pos)
             padded = ids.shape[1]
             for r, i in enumerate(idx):
                 cols = self._real_slice(len(sub[i]), padded)
@@ -255,7 +361,7 @@ class HFLanguageModel:
         seqs = [check_prefix(p) for p in prefixes]
         out = np.zeros((len(seqs), self._vocab_size), dtype=np.float64)
         for idx, ids, mask, pos in self._padded_batches(seqs):
-            logits = self._forward(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+            logits = self._padded_logits(ids, mask, pos)
             padded = ids.shape[1]
             for r, i in enumerate(idx):
                 last = self._real_slice(len(seqs[i]), padded).stop - 1
@@ -366,13 +472,7 @@ class HFLanguageModel:
                 if pf.masked
                 else {}
             )
-            out = self._forward(
-                input_ids=feed.to(self.device),
-                past_key_values=self._select_cache(pf.cache, src),
-                use_cache=True,
-                **extra,
-            )
-            logits = out.logits.float()  # [b, T−1, V]
+            logits = self._cached_logits(feed, pf, src, extra).float()  # [b, T−1, V]
             with_ref = any(refs[k] is not None for k, _ in batch)
             index = tgt.to(logits.device)[..., None]
             if with_dists or with_ref:
@@ -518,16 +618,28 @@ class HFLanguageModel:
         gen = torch.Generator(device=dev)
         gen.manual_seed(int(rng.integers(0, 2**63 - 1)))
         stop_ids = torch.tensor(sorted(stop.stop_token_ids), dtype=torch.long, device=dev)
-        pf = self._encode_prefixes(pres)
         total = len(pres) * n
         flat: list[list[int]] = []
-        for row0 in range(0, total, self.decode_rows):
-            src = torch.arange(row0, min(total, row0 + self.decode_rows)) // n  # prefix per row
-            flat.extend(
-                self._sample_batch(
-                    pf, src, stop, stop_ids, gen, temperature, top_k, top_p, rec, row0
+        try:
+            pf = self._encode_prefixes(pres)
+            for row0 in range(0, total, self.decode_rows):
+                src = torch.arange(row0, min(total, row0 + self.decode_rows)) // n  # row → prefix
+                flat.extend(
+                    self._sample_batch(
+                        pf, src, stop, stop_ids, gen, temperature, top_k, top_p, rec, row0
+                    )
                 )
-            )
+        except (RuntimeError, MemoryError) as exc:
+            if not _is_oom(exc):
+                raise
+            # Not split and retried: each decode batch draws its own random numbers, so
+            # smaller batches would draw different samples.
+            raise BatchOutOfMemoryError(
+                f"{self.name}: out of memory while sampling {total} rows in decode batches of "
+                f"{self.decode_rows} ({type(exc).__name__}); sampling is not split (the draws "
+                "depend on the batch layout): lower HFLanguageModel(decode_rows=...) or use a "
+                "device with more memory"
+            ) from exc
         return [flat[j * n : (j + 1) * n] for j in range(len(pres))]
 
     def _sample_batch(
@@ -606,10 +718,7 @@ class HFLanguageModel:
         out: dict[LayerSpec, np.ndarray] = {}
         chunks: dict[LayerSpec, list[tuple[list[int], np.ndarray]]] = {s: [] for s in specs}
         for idx, ids, mask, pos in self._padded_batches(seqs):
-            res = self._forward(
-                input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True
-            )
-            hs = res.hidden_states
+            hs = self._padded_hidden(ids, mask, pos)
             padded = ids.shape[1]
             last = torch.tensor(
                 [self._real_slice(len(seqs[i]), padded).stop - 1 for i in idx], device=ids.device
@@ -642,6 +751,24 @@ class _Prefixes:
     def width(self) -> int:
         """Columns of the prefix cache (the longest prefix)."""
         return int((self.pad + self.lens).max())
+
+
+def _is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocator's out-of-memory error (CUDA, MPS, CPU or Python's)."""
+    if isinstance(exc, BatchOutOfMemoryError):  # already final: nothing smaller to retry
+        return False
+    if isinstance(exc, MemoryError | torch.OutOfMemoryError):
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in msg or "can't allocate memory" in msg  # the CPU allocator's words
+    )
+
+
+def _release_cached_memory() -> None:
+    """Return the CUDA caching allocator's free blocks before a retry (no-op elsewhere)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _merge_left_padded(caches: list[Any], pads: list[int]) -> Any | None:

@@ -32,12 +32,10 @@ from bebkit.fits.derived import fit_curve_data, ratio_estimate
 from bebkit.fits.envelopes import fit_beta, fit_beta_prime, fit_sigma2
 from bebkit.models.protocol import LanguageModel
 from bebkit.pipeline.experiments_common import (
-    PAPER_LABEL,
     KLSettings,
     PromptLayout,
     fmt_ci,
-    paper_kl,
-    prompt_format_for,
+    run_pminus_vs_pplus,
     say,
 )
 from bebkit.pipeline.registry import EstimateField, Experiment, Result, RunContext, register
@@ -329,19 +327,7 @@ def summary_lines(r: Mapping[str, Any]) -> list[str]:
 
 
 def _run(ctx: RunContext, s: BetaSigmaSettings) -> BetaSigmaResult:
-    comps = ctx.components(s.behavior, s.fmt, ("neg", "pos") if s.p_plus == "pos" else ("neg",))
-    res = run_beta_sigma(
-        comps.model("neg"),
-        comps.model(s.p_plus),
-        s,
-        ctx.out,
-        fmt=prompt_format_for(s.fmt, comps),
-        reference=paper_kl(ctx.paper_figures, s.behavior),
-        reference_label=PAPER_LABEL,
-        log=ctx.log,
-        extra_config=ctx.provenance,
-    )
-    out: BetaSigmaResult = BetaSigmaResult.from_json(res)
+    out: BetaSigmaResult = run_pminus_vs_pplus(ctx, s, run_beta_sigma, BetaSigmaResult)
     return out
 
 

@@ -49,9 +49,9 @@ def _run(ctx: RunContext, s: ClassifySettings) -> ClassifyResult:
 
     comps = ctx.components(s.behavior, s.fmt, ("neg", "pos"))
     assert ctx.model is not None
-    data = ctx.provider.data(ctx.model, s.behavior, s.fmt)
-    table1 = classify_heldout(comps, data, num_threads=ctx.provider.threads)
-    preset = ctx.provider.training_config(ctx.model).name
+    prep = ctx.provider.prepared(ctx.model, s.behavior, s.fmt)  # what the adapters trained on
+    table1 = classify_heldout(comps, prep.data, num_threads=ctx.provider.threads)
+    preset = prep.config.name
     res = {"behavior": s.behavior, "format": s.fmt, "preset": preset, "table1": table1.to_dict()}
     ctx.out.mkdir(parents=True, exist_ok=True)
     write_record(

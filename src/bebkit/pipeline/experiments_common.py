@@ -133,6 +133,25 @@ def prompt_format_for(fmt: str, comps: Any) -> Any:
     return prompt_format(fmt, comps.tokenizer)
 
 
+def run_pminus_vs_pplus(ctx: Any, s: Any, run: Callable[..., dict[str, Any]], result: Any) -> Any:
+    """Run a P₋-against-P₊ experiment (β/σ², prompt-distinguishability) on the run's
+    components: P₊ is the ``pos`` adapter or the model itself (``p_plus``), the paper's
+    curves overlaid; returns the typed ``result``."""
+    comps = ctx.components(s.behavior, s.fmt, ("neg", "pos") if s.p_plus == "pos" else ("neg",))
+    res = run(
+        comps.model("neg"),
+        comps.model(s.p_plus),
+        s,
+        ctx.out,
+        fmt=prompt_format_for(s.fmt, comps),
+        reference=paper_kl(ctx.paper_figures, s.behavior),
+        reference_label=PAPER_LABEL,
+        log=ctx.log,
+        extra_config=ctx.provenance,
+    )
+    return result.from_json(res)
+
+
 def prompts_file_field() -> Any:
     """The settings field of a fixed-prompt file (its content, not its path, enters keys)."""
     return Field(
@@ -248,6 +267,7 @@ __all__ = [
     "paper_kl",
     "prompt_format_for",
     "prompts_file_field",
+    "run_pminus_vs_pplus",
     "say",
     "training_format",
 ]

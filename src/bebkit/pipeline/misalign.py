@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
@@ -65,7 +65,15 @@ from bebkit.pipeline.experiments_common import (
     prompts_file_field,
     training_format,
 )
-from bebkit.pipeline.registry import Experiment, Result, RunContext, Settings, register
+from bebkit.pipeline.registry import (
+    Experiment,
+    Result,
+    RunContext,
+    Settings,
+    key_unless_default,
+    not_in_key,
+    register,
+)
 
 JUDGES = ("mixture", "minilm", "hidden", "ensemble", "likelihood")
 Hypothesis = Literal["neg", "pos", "base", "aligned"]
@@ -111,6 +119,18 @@ class MisalignSettings(Settings):
         ("neg", "base", "aligned"),
         description="mixture judge: who may have produced a response (neg = P-, pos = P+, "
         "base = the untouched model, aligned = it after the aligning system prompt)",
+    )
+    judge_components: Literal["shared", "decoupled"] = key_unless_default(
+        "shared",
+        "mixture/likelihood judge: shared = the P- that samples the prompts also judges (the "
+        "paper's setup); decoupled = prompts from P- (and the control's P+) trained on one half "
+        "of the training statements, the judge's adapters on the other half with another "
+        "seed, so the judge never scores its own generator (trains 2-4 more adapters)",
+    )
+    judge_eval: str | None = not_in_key(
+        None,
+        "judge-eval / judge-checks record(s) (a file or a folder of *.json) stating the judge's "
+        "validation status in the record; without one it says 'not validated'",
     )
     n_boot: int = Field(200, ge=0, description="bootstrap replicates over prompts (0 = profile)")
     n_samples: int = Field(
@@ -159,6 +179,16 @@ class MisalignSettings(Settings):
         if not v.strip():
             raise ValueError("must not be empty")
         return v
+
+    @model_validator(mode="after")
+    def _decoupled(self) -> MisalignSettings:
+        # probe judges use no adapter: there is nothing to decouple, and halving the
+        # generator's statements would change the prompts for nothing
+        if self.judge_components == "decoupled" and self.judge not in ("mixture", "likelihood"):
+            raise ValueError(
+                f"judge_components 'decoupled' needs judge mixture or likelihood, not {self.judge}"
+            )
+        return self
 
 
 def _say(log: Callable[[str], None] | None, msg: str) -> None:
@@ -278,6 +308,7 @@ def run_misalign(
         "neg_model": neg.name,
         "target_model": target.name,
         "judge": getattr(judge, "name", type(judge).__name__),
+        "judge_components": s.judge_components,
         "n_responses_total": len(responses),
         "curves": {c: cv.to_dict() for c, cv in curves.items()},
         "sigmoid": fits_summary(fits),
@@ -365,6 +396,7 @@ def run_misalign(
             t2["bound_holds"] = None if centre is None else bool(centre <= bound)
         results["theorem2"] = t2
     results["s0_sentences"] = s0
+    results["judge_validation"] = _judge_validation(results["judge"], s)
     authors_file = authors_prompts_file(s)
     if authors_file is not None:
         results["authors_prompts"] = _authors_parity(authors_file, s, responses, prompts, out)
@@ -410,6 +442,9 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         f"{results['behavior']} ({results['format']}) on {results['target_model']}, "
         f"P- = {results['neg_model']}, judge {results['judge']}"
     ]
+    status = (results.get("judge_validation") or {}).get("summary")
+    lines.append(f"  judge ({results.get('judge_components', 'shared')} components): "
+                 f"{status or 'not validated on human labels for this behavior'}")  # fmt: skip
     bad = results["format"] == "newline"
     key = "fraction_bad" if bad else "fraction_good"
     for cond, cv in results["curves"].items():
@@ -471,6 +506,14 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         )
     lines.append(f"  outputs in {Path(results['files']['record']).parent}")
     return lines
+
+
+def _judge_validation(judge: str, s: MisalignSettings) -> dict[str, Any]:
+    """The judge's validation status for the record (bebkit.judge.status)."""
+    from bebkit.judge.status import load_judge_records, validation_status
+
+    records = load_judge_records(s.judge_eval)
+    return validation_status(judge, s.behavior, records, fmt=training_format(s.fmt))
 
 
 def _authors_parity(
@@ -638,24 +681,34 @@ class MisalignResult(Result):
     sigmoid: dict[str, Any]
 
 
-def build_judge_for(kind: str, s: MisalignSettings, comps: Any, persona_dir: str | None) -> Any:
-    """The judge of the misalign experiment (see MisalignSettings.judge)."""
+def build_judge_for(
+    kind: str, s: MisalignSettings, comps: Any, persona_dir: str | None, role: str = "shared"
+) -> Any:
+    """The judge of the misalign experiment (see MisalignSettings.judge) on the adapters of
+    ``role`` (``judge`` when decoupled)."""
+    from bebkit.components.workflow import adapter_name
     from bebkit.judge import JudgeConfig, LikelihoodRatioJudge, build_judge, build_mixture_judge
     from bebkit.judge.data import load_behavior_statements
 
+    names = {side: adapter_name(side, role) for side in ("neg", "pos")}
     if kind == "mixture":
         return build_mixture_judge(
             comps,
             training_format(s.fmt),
             hypotheses=s.judge_hypotheses,
             aligning_prompt=s.aligning_prompt,
+            adapters=names,
         )
     if kind == "likelihood":
-        return LikelihoodRatioJudge(comps.model("pos"), comps.model("neg"), name="likelihood-ratio")
+        tag = "" if role == "shared" else f"@{role}"
+        return LikelihoodRatioJudge(
+            comps.model(names["pos"]), comps.model(names["neg"]), name=f"likelihood-ratio{tag}"
+        )
     return build_judge(load_behavior_statements(s.behavior, persona_dir), JudgeConfig(kind=kind))
 
 
 def _run(ctx: RunContext, s: MisalignSettings) -> MisalignResult:
+    from bebkit.components.workflow import adapter_name
     from bebkit.pipeline.experiments_common import (
         PAPER_BEHAVIORS,
         markers_as_sentences,
@@ -663,12 +716,15 @@ def _run(ctx: RunContext, s: MisalignSettings) -> MisalignResult:
     )
     from bebkit.reporting.misalign import load_reference_curves
 
-    needs_pos = (
-        s.control
-        or s.judge == "likelihood"
-        or (s.judge == "mixture" and "pos" in s.judge_hypotheses)
-    )
-    comps = ctx.components(s.behavior, s.fmt, ("neg", "pos") if needs_pos else ("neg",))
+    judge_pos = s.judge == "likelihood" or (s.judge == "mixture" and "pos" in s.judge_hypotheses)
+    if s.judge_components == "decoupled":
+        gen, judge_role = "generator", "judge"
+        comps = ctx.components(s.behavior, s.fmt, ("neg", "pos") if s.control else ("neg",), gen)
+        ctx.components(s.behavior, s.fmt, ("neg", "pos") if judge_pos else ("neg",), judge_role)
+    else:  # one set of adapters samples and judges (the paper's setup)
+        gen = judge_role = "shared"
+        needs_pos = s.control or judge_pos
+        comps = ctx.components(s.behavior, s.fmt, ("neg", "pos") if needs_pos else ("neg",))
     # Theorem 2's β′ and σ are Lemma 4's (the P₊ direction); β is Definition 2's (P₋ direction).
     from bebkit.pipeline.convergence import theorem2_inputs
 
@@ -683,13 +739,13 @@ def _run(ctx: RunContext, s: MisalignSettings) -> MisalignResult:
         curves = load_reference_curves(ctx.paper_figures, ref_behavior, s.fmt)
         reference = markers_as_sentences(curves, s.fmt) or None
     res = run_misalign(
-        comps.model("neg"),
+        comps.model(adapter_name("neg", gen)),
         comps.model("base"),
-        build_judge_for(s.judge, settings, comps, ctx.persona_dir),
+        build_judge_for(s.judge, settings, comps, ctx.persona_dir, judge_role),
         settings,
         ctx.out,
         fmt=prompt_format_for(s.fmt, comps),
-        pos=comps.model("pos") if s.control else None,
+        pos=comps.model(adapter_name("pos", gen)) if s.control else None,
         reference=reference,
         reference_label=f"paper ({ref_behavior}, Llama-2-13B"
         + ("-chat)" if s.fmt != "newline" else ")"),

@@ -29,12 +29,10 @@ from bebkit.estimators.prompts import NEWLINE, PromptFormat, sample_prompts, sav
 from bebkit.fits.envelopes import CurveData, fit_beta
 from bebkit.models.protocol import LanguageModel
 from bebkit.pipeline.experiments_common import (
-    PAPER_LABEL,
     KLSettings,
     PromptLayout,
     fmt_ci,
-    paper_kl,
-    prompt_format_for,
+    run_pminus_vs_pplus,
     say,
 )
 from bebkit.pipeline.registry import EstimateField, Experiment, Result, RunContext, register
@@ -278,19 +276,7 @@ class PromptDistResult(Result):
 
 
 def _run(ctx: RunContext, s: PromptDistSettings) -> PromptDistResult:
-    comps = ctx.components(s.behavior, s.fmt, ("neg", "pos") if s.p_plus == "pos" else ("neg",))
-    res = run_prompt_dist(
-        comps.model("neg"),
-        comps.model(s.p_plus),
-        s,
-        ctx.out,
-        fmt=prompt_format_for(s.fmt, comps),
-        reference=paper_kl(ctx.paper_figures, s.behavior),
-        reference_label=PAPER_LABEL,
-        log=ctx.log,
-        extra_config=ctx.provenance,
-    )
-    out: PromptDistResult = PromptDistResult.from_json(res)
+    out: PromptDistResult = run_pminus_vs_pplus(ctx, s, run_prompt_dist, PromptDistResult)
     return out
 
 

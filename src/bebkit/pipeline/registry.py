@@ -48,6 +48,7 @@ EXPERIMENT_MODULES: tuple[str, ...] = (
     "bebkit.pipeline.misalign",
     "bebkit.pipeline.pretrained",
     "bebkit.pipeline.theorems",
+    "bebkit.pipeline.align",
 )
 
 #: Settings fields filled from the run (subject, seed, shared prompt) rather than the YAML
@@ -59,6 +60,13 @@ def not_in_key(default: Any, description: str) -> Any:
     """A settings field that cannot change the result (progress bars, thread counts): declared
     out of the cache key here, so that leaving a field out of a key is never an omission."""
     return Field(default, description=description, json_schema_extra={"key": False})
+
+
+def key_unless_default(default: Any, description: str, **kwargs: Any) -> Any:
+    """A field added after runs were cached: it enters the key only when set away from
+    ``default`` (which reproduces the earlier behavior), so those runs stay resumable."""
+    return Field(default, description=description, json_schema_extra={"key": "unless_default"},
+                 **kwargs)  # fmt: skip
 
 
 def _to_estimate(v: Any) -> Estimate:
@@ -107,7 +115,16 @@ class Settings(BaseModel):
 
     def key_material(self) -> dict[str, Any]:
         dumped: dict[str, Any] = self.model_dump(mode="json")
-        return {k: dumped[k] for k in self.key_fields()}
+        fields = type(self).model_fields
+        return {
+            k: dumped[k]
+            for k in self.key_fields()
+            if not (
+                isinstance(extra := fields[k].json_schema_extra, dict)
+                and extra.get("key") == "unless_default"
+                and getattr(self, k) == fields[k].default
+            )
+        }
 
 
 class Result(BaseModel):
@@ -136,7 +153,7 @@ R = TypeVar("R", bound=Result)
 
 class ComponentOptions(Settings):
     """How the LoRA components P₊/P₋ are trained or reused (appendix J); enters the key of every
-    experiment that uses them through :func:`components_fingerprint`."""
+    experiment that uses them through :class:`bebkit.pipeline.session.ComponentInputs`."""
 
     preset: Literal["small", "paper"] | None = Field(
         None, description="LoRA recipe when an adapter must be trained (default: by size)"
@@ -165,11 +182,14 @@ class RunContext:
     paper_figures: Path | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
-    def components(self, behavior: str, fmt: str, sides: Sequence[str]) -> Any:
-        """The ComponentSet of ``self.model`` with the ``sides`` adapters of ``behavior``."""
+    def components(
+        self, behavior: str, fmt: str, sides: Sequence[str], role: str = "shared"
+    ) -> Any:
+        """The ComponentSet of ``self.model`` with the ``sides`` adapters of ``behavior`` (of one
+        ``role``: shared, or the generator / judge half of a decoupled pair)."""
         if self.model is None:
             raise InputError("this experiment needs --model")
-        comps = self.provider.components(self.model, behavior, fmt, tuple(sides))
+        comps = self.provider.components(self.model, behavior, fmt, tuple(sides), role)
         self.provenance.update(self.provider.provenance(self.model, behavior, fmt))
         return comps
 
@@ -209,6 +229,15 @@ class Experiment:
     aliases: tuple[str, ...] = ()
     #: the stage-name prefix in a reproduce run (default: ``name``); stage seeds derive from it
     stage: str | None = None
+    #: LoRA components P₋/P₊ it trains on models it makes itself (beyond ``sides`` of the run's
+    #: model): the run's component options then change its result all the same
+    trains_components: bool = False
+
+    @property
+    def uses_components(self) -> bool:
+        """Whether the component options (recipe, split, seed) enter its result: its CLI has
+        them, its stage key holds the components' fingerprint."""
+        return bool(self.sides) or self.trains_components
 
     @property
     def section(self) -> str:
@@ -236,13 +265,29 @@ def register(exp: Experiment) -> Experiment:
 
 
 def experiments() -> dict[str, Experiment]:
-    """All registered experiments, in pipeline order."""
+    """All registered experiments, in pipeline order: the order of :data:`EXPERIMENT_MODULES`
+    (registration order within a module, other modules after), then moved so that every
+    experiment follows those it reads. Registration order alone would depend on which module
+    a program happened to import first."""
     global _LOADED
     if not _LOADED:
         for mod in EXPERIMENT_MODULES:
             importlib.import_module(mod)
         _LOADED = True
-    return dict(_REGISTRY)
+    rank = {m: i for i, m in enumerate(EXPERIMENT_MODULES)}
+    pending = sorted(
+        _REGISTRY.values(), key=lambda e: rank.get(getattr(e.run, "__module__", ""), len(rank))
+    )
+    out: dict[str, Experiment] = {}
+    while pending:
+        # the first experiment (in that order) whose inputs are all placed: a stable sort
+        nxt = next((e for e in pending if all(r in out or r not in _REGISTRY for r in e.reads)),
+                   None)  # fmt: skip
+        if nxt is None:
+            raise ValueError(f"experiments read each other in a cycle: {[e.name for e in pending]}")
+        out[nxt.name] = nxt
+        pending.remove(nxt)
+    return out
 
 
 def get(name: str) -> Experiment:
@@ -281,29 +326,45 @@ def behavior_fingerprint(behavior: str, persona_dir: str | Path | None) -> str:
     )
 
 
-def components_fingerprint(
-    model: str, behavior: str, fmt: str, options: ComponentOptions, persona_dir: str | None
-) -> dict[str, Any]:
-    """What determines the P₊/P₋ adapters of (model, behavior, fmt) — without loading a model.
+def _file_digest(path: Path) -> str:
+    """:func:`file_fingerprint` of a large file, cached on disk by (path, inode, size, mtime):
+    a model's weights are hashed once, not at every plan (a move re-hashes them once)."""
+    from bebkit.io import atomic_open
+    from bebkit.paths import cache_dir
 
-    The adapter manifest (bebkit.components.manifest) checks the same inputs at load time;
-    this is the part of it a stage key can know before any model is loaded.
-    """
-    from bebkit.components.manifest import TRAINING_VERSION
-    from bebkit.components.presets import get_preset
+    st = path.stat()
+    ident = stable_hash([str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns])
+    memo = cache_dir() / "file-hashes" / ident
+    if memo.is_file():
+        return memo.read_text().strip()
+    digest = file_fingerprint(path)
+    with atomic_open(memo) as fh:
+        fh.write(digest)
+    return digest
 
-    recipe = None
-    if options.preset is not None:
-        over = {} if options.epochs is None else {"epochs": options.epochs}
-        recipe = get_preset(options.preset, **over).model_dump()
+
+def model_identity(model: str) -> Any:
+    """How a model enters a key: a bundled name or hub id by its name; a local folder or GGUF
+    file by content (every file's name below it, size and hash), never by path — so a moved
+    model keeps its keys and an edited weight file moves them."""
+    path = Path(model).expanduser()
+    if not path.exists():
+        return model
+    from bebkit.models.loading import BUNDLED_MODELS  # torch: only for path-like names
+
+    if model in BUNDLED_MODELS:  # load_model prefers the bundled name
+        return model
+    if path.is_file():
+        return {"gguf": _file_digest(path)}
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
     return {
-        "model": model,
-        "behavior": behavior,
-        "behavior_data": behavior_fingerprint(behavior, persona_dir),
-        "format": fmt,
-        "options": options.key_material(),
-        "recipe": recipe,
-        "training_version": TRAINING_VERSION,
+        "folder": stable_hash(
+            {str(p.relative_to(path)): [p.stat().st_size, _file_digest(p)] for p in files}
+        )
     }
 
 
@@ -410,11 +471,12 @@ __all__ = [
     "Settings",
     "behavior_fingerprint",
     "build_settings",
-    "components_fingerprint",
     "experiments",
     "field_type",
     "file_fingerprint",
     "get",
+    "key_unless_default",
+    "model_identity",
     "not_in_key",
     "option_name",
     "register",

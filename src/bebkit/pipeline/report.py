@@ -19,8 +19,6 @@ the paper") where no curve exists.
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 import os
@@ -32,6 +30,16 @@ from typing import Any
 
 from bebkit.errors import InputError
 from bebkit.io import atomic_open
+from bebkit.reporting.report_render import CONDITIONS as _CONDITIONS
+from bebkit.reporting.report_render import FIT_LABEL as _FIT_LABEL
+from bebkit.reporting.report_render import est_dict as _est_dict
+from bebkit.reporting.report_render import fmt_est, md_text, render
+from bebkit.reporting.report_render import fmt_g as _g
+from bebkit.reporting.report_render import get_path as _get
+from bebkit.reporting.report_render import img_data_uri as _img_data_uri
+from bebkit.reporting.report_render import is_num as _num
+from bebkit.reporting.report_render import sample_responses as _samples
+from bebkit.reporting.report_render import stage_tables as _stage_tables
 
 REDRAWN_DIR = "figures"
 
@@ -69,7 +77,6 @@ FIGURE_CAPTIONS = {
 }
 
 _PROVENANCE_KEYS = {"model", "preset", "components", "threads"}
-_CONDITIONS = {"none": "no aligning prompt", "aligned": "aligning prompt"}
 _PAPER_MODEL = "Llama-2-13B-chat"
 _PAPER_BEHAVIORS = ("agreeableness", "anti-immigration")
 
@@ -77,56 +84,6 @@ _PAPER_BEHAVIORS = ("agreeableness", "anti-immigration")
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _get(d: Any, *path: str) -> Any:
-    for p in path:
-        if not isinstance(d, Mapping):
-            return None
-        d = d.get(p)
-    return d
-
-
-def _num(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _g(x: float, digits: int = 3) -> str:
-    if abs(x) >= 10**digits:
-        return f"{x:.0f}"
-    return f"{x:.{digits}g}"
-
-
-def _est_dict(d: Any) -> Mapping[str, Any] | None:
-    if isinstance(d, Mapping) and isinstance(d.get("estimate"), Mapping):
-        d = d["estimate"]
-    if isinstance(d, Mapping) and _num(d.get("value")):
-        return d
-    return None
-
-
-def fmt_est(d: Any, digits: int = 3, *, percent: bool = False, n: bool = False) -> str:
-    """``value [lo, hi]`` from an Estimate dict (or ``{"estimate": …}``); ``—`` if absent.
-
-    ``percent`` shows a fraction in %; ``n`` appends ``(n=…)``.
-    """
-    e = _est_dict(d)
-    if e is None:
-        return "—"
-    scale = 100.0 if percent else 1.0
-
-    def f(x: Any) -> str:
-        return f"{scale * float(x):.1f}" if percent else _g(float(x), digits)
-
-    out = f(e["value"]) + (" %" if percent else "")
-    lo, hi = e.get("ci_low"), e.get("ci_high")
-    if _num(lo) or _num(hi):
-        out += f" [{f(lo) if _num(lo) else '−∞'}, {f(hi) if _num(hi) else '∞'}]"
-    elif not e.get("exact"):
-        out += " [CI n/a]"
-    if n and e.get("n"):
-        out += f" (n={e['n']})"
-    return out
 
 
 def _est_obj(v: Any) -> dict[str, Any]:
@@ -152,26 +109,6 @@ def _read_record(run: Path) -> dict[str, Any]:
     if not isinstance(record.get("results"), dict):
         raise InputError(f"{rec_path} is not a bebkit run record (no results)")
     return record
-
-
-def _img_data_uri(path: Path) -> str:
-    mime = "image/svg+xml" if path.suffix == ".svg" else "image/png"
-    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
-
-
-def md_text(text: Any) -> str:
-    """Model or user text made inert for markdown: HTML-escaped, markdown punctuation
-    backslash-escaped (no link, image or code span can form), one line."""
-    s = " ".join(str(text).split())
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(s, quote=True))
-
-
-def md_cell(text: Any) -> str:
-    """Our own (trusted) text in a markdown table cell: only ``|`` and newlines matter."""
-    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,9 +316,6 @@ def _kl_fit(conv: Mapping[str, Any] | None, cond: str) -> tuple[str, Mapping[str
     return "", None
 
 
-_FIT_LABEL = {"floored": "floored Lemma 5 fit", "lemma5": "Lemma 5 fit", "linear": "straight line"}
-
-
 def _range(ns: Any) -> tuple[float, float] | None:
     if isinstance(ns, list) and ns and all(_num(x) for x in ns):
         return float(min(ns)), float(max(ns))
@@ -390,6 +324,28 @@ def _range(ns: Any) -> tuple[float, float] | None:
 
 def _n_range_text(r: tuple[float, float]) -> str:
     return f"n = {_g(r[0])}–{_g(r[1])}"
+
+
+def judge_status(run: Run, b: str) -> list[dict[str, str]]:
+    """The judge of behavior ``b``'s misalign stage and its validation status
+    (:mod:`bebkit.judge.status`): the stage record's, else from the judge records its settings
+    name, else "not validated on human labels" — never presented as validated by default."""
+    from bebkit.judge.status import NOT_VALIDATED, load_judge_records, validation_status
+    from bebkit.pipeline.experiments_common import training_format
+
+    r = run.result("misalign", b)
+    if r is None or not r.get("judge"):
+        return []
+    st = r.get("judge_validation")
+    if not isinstance(st, Mapping):  # a stage cached before records carried it
+        fmt = training_format(str(r["format"])) if r.get("format") else None
+        try:
+            records = load_judge_records(_settings(run, f"misalign-{b}").get("judge_eval"))
+            st = validation_status(str(r["judge"]), b, records, fmt=fmt)
+        except InputError:
+            st = {}
+    return [{"judge": str(r["judge"]), "components": str(r.get("judge_components") or "shared"),
+             "status": str(st.get("summary") or NOT_VALIDATED)}]  # fmt: skip
 
 
 def answer_items(run: Run, b: str) -> list[dict[str, str]]:
@@ -1110,8 +1066,9 @@ def methods(run: Run) -> list[dict[str, Any]]:
         "items": [],
         "tables": [{"caption": "Settings recorded in each stage's record.json",
                     "header": ["setting", *run.stages.keys()], "rows": rows}] if rows else [],
-        "text": "Judges are automatic (no human labels); their validation status is not part "
-        "of this record — see `bebkit judge-eval` for the behavior.",
+        "text": "Judges are automatic (no human labels); each behavior's judge and its "
+        "validation status (locked-half kappa of `bebkit judge-eval`, label-free checks of "
+        "`bebkit judge-checks`) are stated under its answer.",
     })  # fmt: skip
     versions = rec.get("versions") or {}
     machine = rec.get("machine") or {}
@@ -1145,178 +1102,6 @@ def methods(run: Run) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 # Stage sections
 # --------------------------------------------------------------------------------------------
-
-
-def _curve_table(ns: Sequence[Any], cols: Mapping[str, Sequence[Any]], *, percent: bool = False,
-                 caption: str, xlabel: str = "n") -> dict[str, Any]:  # fmt: skip
-    header = [xlabel, *cols.keys()]
-    rows = []
-    for i, n in enumerate(ns):
-        rows.append([str(n), *[fmt_est(c[i], percent=percent) if i < len(c) else "—"
-                               for c in cols.values()]])  # fmt: skip
-    return {"caption": caption, "header": header, "rows": rows}
-
-
-def _stage_tables(prefix: str, r: Mapping[str, Any]) -> list[dict[str, Any]]:
-    t: list[dict[str, Any]] = []
-    if prefix == "components":
-        t1 = r.get("table1") or {}
-        t.append({"caption": f"Table 1: held-out classification ({r.get('preset')} preset)",
-                  "header": ["statements", "accuracy [95 % CI] (n)"],
-                  "rows": [[k.replace("accuracy_", "") if k != "accuracy" else "all",
-                            fmt_est(t1.get(k), percent=True, n=True)]
-                           for k in ("accuracy", "accuracy_desired", "accuracy_undesired")]})  # fmt: skip
-    elif prefix == "probes":
-        summ = r.get("summary") or {}
-        t.append({"caption": "Mean probe accuracy per layer",
-                  "header": ["layer", "mean accuracy", "std over behaviors", "behaviors"],
-                  "rows": [[str(ly), fmt_est(s.get("mean_accuracy"), percent=True),
-                            f"{100 * float(s.get('std_over_behaviors') or 0):.1f} %",
-                            str(s.get("n_behaviors"))]
-                           for ly, s in summ.items() if isinstance(s, Mapping)]})  # fmt: skip
-        scores = r.get("scores") or []
-        if scores:
-            t.append({"caption": "Per behavior and layer (k-fold CV accuracy)",
-                      "header": ["behavior", "layer", "accuracy"],
-                      "rows": [[str(s.get("behavior")), str(s.get("layer")),
-                                fmt_est(s.get("accuracy"), percent=True)] for s in scores]})  # fmt: skip
-    elif prefix == "beta-sigma":
-        kl = r.get("kl") or {}
-        lr = r.get("log_ratio") or {}
-        if kl.get("n"):
-            t.append(_curve_table(kl["n"], {"KL(P₋‖P₊)": kl.get("estimates") or []},
-                                  caption="KL(P₋‖P₊ | s₁…sₙ) per n"))  # fmt: skip
-        if lr.get("n"):
-            t.append(_curve_table(lr["n"], {"Var[log P₋/P₊]": lr.get("variance") or []},
-                                  caption="Variance of the log-ratio per n"))  # fmt: skip
-        t.append({"caption": "Fits", "header": ["quantity", "estimate"],
-                  "rows": [[q, fmt_est(r.get(k))] for q, k in
-                           (("β", "beta"), ("β′", "beta_prime"), ("σ²", "sigma2"), ("σ", "sigma"),
-                            ("σ/β", "sigma_over_beta"), ("β′/β", "beta_prime_over_beta"))]})  # fmt: skip
-    elif prefix == "prompt-dist":
-        pk = r.get("prefix_kl") or {}
-        kl = r.get("kl") or {}
-        rows = [
-            [str(x), "s₀", fmt_est(e)]
-            for x, e in zip(pk.get("x") or [], pk.get("estimates") or [], strict=False)
-        ]
-        rows += [
-            [str(x), "s", fmt_est(e)]
-            for x, e in zip(kl.get("x") or [], kl.get("estimates") or [], strict=False)
-        ]
-        t.append({"caption": "KL(P₋‖P₊) along s₀ ⊕ s (x = sentences so far)",
-                  "header": ["x", "part", "KL"], "rows": rows})  # fmt: skip
-        t.append({"caption": "β_prompt", "header": ["quantity", "estimate"],
-                  "rows": [["β_prompt", fmt_est(r.get("beta_prompt"))],
-                           ["max KL inside the neutral prefix", fmt_est(r.get("neutral_kl_max"))],
-                           ["KL after the undesired sentence", fmt_est(r.get("undesired_kl"))]]})  # fmt: skip
-    elif prefix in ("convergence", "pretrained"):
-        curves = r.get("curves") or {}
-        if curves:
-            first = next(iter(curves.values()))
-            t.append(_curve_table(first.get("n") or [],
-                                  {_CONDITIONS.get(c, c): cv.get("estimates") or []
-                                   for c, cv in curves.items()},
-                                  caption="KL(P₋‖P_LLM | s₁…sₙ) per n"))  # fmt: skip
-        rows = []
-        for c, fits in (r.get("fits") or {}).items():
-            if not isinstance(fits, Mapping):
-                rows.append([_CONDITIONS.get(c, c), "failed", "—", "—", "—"])
-                continue
-            for fit in ("floored", "lemma5", "linear"):
-                f = fits.get(fit)
-                if isinstance(f, Mapping):
-                    rows.append([_CONDITIONS.get(c, c), _FIT_LABEL[fit],
-                                 fmt_est(f.get("log_inv_alpha")), fmt_est(f.get("beta")),
-                                 fmt_est(f.get("n_star"))])  # fmt: skip
-        if rows:
-            t.append({"caption": "Fits (log 1/α, β per sentence, n* = log(1/α)/β)",
-                      "header": ["condition", "fit", "log 1/α", "β", "n*"], "rows": rows})  # fmt: skip
-        lrows = []
-        for c, ln in (r.get("lengths") or {}).items():
-            for fit in ("lemma5", "linear"):
-                part = ln.get(fit) if isinstance(ln, Mapping) else None
-                if isinstance(part, Mapping):
-                    lrows.append([_CONDITIONS.get(c, c), _FIT_LABEL[fit],
-                                  fmt_est(part.get("theorem1")), fmt_est(part.get("theorem2")),
-                                  str(part.get("note", ""))])  # fmt: skip
-        if lrows:
-            t.append({"caption": "Theorem 1 / 2 prompt lengths (sentences)",
-                      "header": ["condition", "fit", "Theorem 1", "Theorem 2", "note"],
-                      "rows": lrows})  # fmt: skip
-        if r.get("beta_ratio"):
-            t.append({"caption": "β_aligned / β_pretrained", "header": ["fit", "ratio"],
-                      "rows": [[_FIT_LABEL.get(k, k), fmt_est(v)]
-                               for k, v in r["beta_ratio"].items()]})  # fmt: skip
-    elif prefix == "misalign":
-        curves = r.get("curves") or {}
-        bad = r.get("format") == "newline"
-        key = "fraction_bad" if bad else "fraction_good"
-        if curves:
-            first = next(iter(curves.values()))
-            t.append(_curve_table(first.get("n") or [],
-                                  {_CONDITIONS.get(c, c): cv.get(key) or [] for c, cv in curves.items()},
-                                  percent=True,
-                                  caption=f"% {'bad' if bad else 'good'} responses per n "
-                                  "(Wilson 95 % CI)"))  # fmt: skip
-        rows = []
-        for c, f in (r.get("sigmoid") or {}).items():
-            if not isinstance(f, Mapping):
-                rows.append([_CONDITIONS.get(c, c), "failed", "—", "—", "—"])
-                continue
-            rows.append([_CONDITIONS.get(c, c), fmt_est(f.get("centre")), fmt_est(f.get("beta")),
-                         fmt_est(f.get("log_inv_alpha")),
-                         "yes" if f.get("decays") else "no (n½ not identified)"])  # fmt: skip
-        if rows:
-            t.append({"caption": "Lemma 7 fits", "header": ["condition", "centre n½", "β",
-                      "log 1/α", "decays"], "rows": rows})  # fmt: skip
-        extra = []
-        if r.get("aligning_delay") is not None:
-            extra.append(["aligning-prompt delay Δn½", fmt_est(r.get("aligning_delay"))])
-        td = r.get("theorem2_delay")
-        if isinstance(td, Mapping) and _num(td.get("predicted")):
-            extra.append(["Theorem 2 delay bound",
-                          f"{_g(td['predicted'])} (β = {_g(float(td.get('beta') or 0))} from "
-                          f"{td.get('beta_source')}, |s₀| = {td.get('s0_sentences')})"])  # fmt: skip
-        ns = _get(r, "kl", "fit", "lemma5", "n_star")
-        if ns:
-            extra.append(["KL n* on the same prompts (Lemma 5)", fmt_est(ns)])
-        if extra:
-            t.append({"caption": "Delay and KL midpoint", "header": ["quantity", "estimate"],
-                      "rows": extra})  # fmt: skip
-    return t
-
-
-def _samples(folder: Path, k: int = 3) -> list[dict[str, Any]]:
-    """A few judged responses at the first and last n per condition (model text: escape!)."""
-    path = folder / "responses.jsonl"
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    if not rows:
-        return []
-    ns = sorted({int(r.get("n", 0)) for r in rows})
-    out: list[dict[str, Any]] = []
-    for n in sorted({ns[0], ns[-1]}):
-        for cond in ("none", "aligned"):
-            cell = [r for r in rows if int(r.get("n", 0)) == n and r.get("condition") == cond]
-            for r in cell[:k]:
-                p = r.get("prob_good")
-                label = r.get("label")
-                out.append({
-                    "n": n,
-                    "condition": _CONDITIONS.get(cond, cond),
-                    "verdict": "" if label is None else ("good" if label == 1 else "bad"),
-                    "p_good": f"{p:.2f}" if _num(p) else "",
-                    "text": str(r.get("first_sentence") or r.get("text") or ""),
-                })  # fmt: skip
-    return out
 
 
 def _rel(target: Path, base: Path) -> str:
@@ -1404,6 +1189,7 @@ def report_context(run: Run, base: Path | None = None) -> dict[str, Any]:
             "model": _get(run.result("convergence", b), "target_model") or model,
             "behavior": b,
             "items": items,
+            "judges": judge_status(run, b),
             "figures": _main_figures(run, b, base),
         })  # fmt: skip
     paper_src = (
@@ -1433,30 +1219,6 @@ def report_context(run: Run, base: Path | None = None) -> dict[str, Any]:
         "stages": stage_sections(run, base),
         "content_warning": CONTENT_WARNING,
     }
-
-
-def _env() -> Any:
-    import jinja2
-
-    from bebkit import reporting
-
-    folder = Path(reporting.__file__).resolve().parent / "templates"
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(folder)),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=False),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters["md"] = md_text
-    env.filters["cell"] = md_cell
-    return env
-
-
-def render(template: str, context: Mapping[str, Any]) -> str:
-    out: str = _env().get_template(template).render(**context)
-    return out
 
 
 def build_report(

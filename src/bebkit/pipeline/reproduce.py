@@ -17,6 +17,7 @@ name is held in memory with named LoRA adapters; a stage found on disk never loa
 
 from __future__ import annotations
 
+import functools
 import platform
 import time
 from collections.abc import Callable
@@ -25,16 +26,16 @@ from typing import Any
 
 from bebkit.errors import InputError
 from bebkit.pipeline.config import ReproduceConfig
-from bebkit.pipeline.experiments_common import check_prompts_file, training_format
+from bebkit.pipeline.experiments_common import check_prompts_file
 from bebkit.pipeline.registry import (
     Experiment,
     RunContext,
     behavior_fingerprint,
-    components_fingerprint,
     experiments,
     file_fingerprint,
+    model_identity,
 )
-from bebkit.pipeline.session import ComponentProvider
+from bebkit.pipeline.session import ComponentProvider, component_inputs
 from bebkit.pipeline.stages import Stage, StageContext, StageOutcome, StageRunner
 from bebkit.records import make_record, write_record
 
@@ -56,19 +57,11 @@ def _relativize(obj: Any, root: Path) -> Any:
 
 def paper_figures_file(config: ReproduceConfig) -> Path | None:
     """The authors' figures file of the run: the config's, else $BEBKIT_REFERENCE_DIR's."""
-    from bebkit.paths import reference_dir
+    from bebkit.paper import figures_file
 
     if config.paper_figures == "":  # explicitly none (e.g. resolved by a sweep's driver)
         return None
-    if config.paper_figures:
-        p = Path(config.paper_figures)
-        if not p.is_file():
-            raise InputError(f"paper_figures: {p} is not a file")
-        return p
-    d = reference_dir()
-    if d is not None and (d / "authors-figures.json").is_file():
-        return d / "authors-figures.json"
-    return None
+    return figures_file(config.paper_figures, "paper_figures:")
 
 
 def _data_fingerprint(
@@ -90,13 +83,12 @@ def _data_fingerprint(
 
     model = cfg.model_for(exp)
     out: dict[str, Any] = {"model": model}
+    if model is not None:  # a local folder by content, a name by name
+        out["model"] = memo(("model", model), functools.partial(model_identity, model))
     fmt = getattr(settings, "fmt", None)
-    if exp.sides and model is not None and behavior is not None and fmt is not None:
-        fmt = training_format(fmt)
-        out["components"] = memo(
-            ("comp", model, behavior, fmt),
-            lambda: components_fingerprint(model, behavior, fmt, cfg.components, cfg.persona_dir),
-        )
+    if exp.uses_components and model is not None and behavior is not None and fmt is not None:
+        inp = component_inputs(model, behavior, fmt, cfg.components, cfg.persona_dir)
+        out["components"] = memo(inp, inp.key)
     names = [behavior] if behavior else list(getattr(settings, "behaviors", ()))
     if names == ["all"]:
         names = list(settings.resolved_behaviors(cfg.persona_dir))
@@ -212,6 +204,9 @@ def reproduce(
             recompute=recompute,
         )
         runner.sweep_temp()
+        for tmp in run_dir.glob(".*.tmp"):  # atomic writes cut short by a kill: never read
+            tmp.unlink(missing_ok=True)
+        oom_before = _oom_tally()
         t0 = time.perf_counter()
         status = "complete"
         error: str | None = None
@@ -235,6 +230,12 @@ def reproduce(
             config_path=config_path,
             wall=time.perf_counter() - t0,
         )
+        oom = {m: n - oom_before.get(m, 0) for m, n in _oom_tally().items()}
+        record["oom_retries"] = {m: n for m, n in oom.items() if n}  # batch halvings, per model
+        # A previous run's report must never sit beside this record as if it described it:
+        # a kill between the writes below leaves a record and no report (the rerun writes it).
+        for name in ("report.md", "report.html"):
+            (run_dir / name).unlink(missing_ok=True)
         write_record(run_dir / "record.json", record)
         write_report(run_dir)
     if status != "complete":
@@ -278,6 +279,15 @@ def build_record(
     rec["machine"]["node"] = platform.node()
     rec["determinism"] = _determinism_note()
     return rec
+
+
+def _oom_tally() -> dict[str, int]:
+    """Batch halvings after out-of-memory errors so far in this process, per model
+    (:func:`bebkit.models.hf.oom_retries`); empty when no model module was ever loaded."""
+    import sys
+
+    hf = sys.modules.get("bebkit.models.hf")  # not imported here: a cached run needs no torch
+    return dict(hf.oom_retries()) if hf is not None else {}
 
 
 def _determinism_note() -> dict[str, Any]:

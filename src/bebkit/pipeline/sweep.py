@@ -708,9 +708,22 @@ class _RayDriver:
         self.replicas.clear()
 
 
-def _read_cached(unit: Unit, root: Path) -> dict[str, Any] | None:
+def _read_cached(
+    unit: Unit, root: Path, say: Callable[[str], None] | None = None
+) -> dict[str, Any] | None:
+    """A unit's finished result, or None when it must run: absent, unreadable, or its folder
+    no longer holds exactly what its StageRunner published (every file hashed, as a stage
+    reuse checks: a damaged unit is recomputed, never trusted by its key alone)."""
+    from bebkit.integrity import IntegrityError, verify
+
     path = unit.result_path(root)
     if unit.key is None or not path.is_file():
+        return None
+    try:
+        verify(path.parent, deep=True, name=f"sweep unit {unit.id}")
+    except IntegrityError as exc:
+        if say is not None:
+            say(f"{unit.id}: invalid: {exc}; recomputing")
         return None
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
@@ -752,7 +765,7 @@ def run_sweep(
         for s in states.values():
             if s.unit.error:
                 s.status, s.error = "failed", s.unit.error
-            elif (cached := _read_cached(s.unit, root)) is not None:
+            elif (cached := _read_cached(s.unit, root, say)) is not None:
                 s.status, s.outcome, s.seconds = "cached", cached, cached["seconds"]
         progress = SweepProgress(len(units))
         t0 = time.perf_counter()

@@ -46,6 +46,13 @@ def register(sub: Any) -> None:
         help="mixture judge: comma list of who may have produced a response (neg = P-, "
         "pos = P+, base = the untouched model, aligned = it after the aligning system prompt)",
     )
+    p.add_argument(
+        "--components",
+        default="shared",
+        choices=["shared", "decoupled"],
+        help="mixture judge: shared = the adapters that also sample prompts; decoupled = the "
+        "judge half of a decoupled pair (misalign's judge_components: decoupled)",
+    )
     p.add_argument("--preset", default=None, help="LoRA preset of the adapters (default: by size)")
     p.add_argument(
         "--adapters", default=None, help="adapter folder (default: bebkit's cache); reused if found"
@@ -134,19 +141,21 @@ def _fmt_d(e: Any) -> str:
 def _mixture_judge(args: argparse.Namespace) -> tuple[Any, tuple[Any, Any]]:
     """Reuse (or train) the behavior's P-/P+ adapters on ``--model`` and build the judge;
     also return the (desired, undesired) statements the adapters were not trained on."""
-    from bebkit.components.workflow import components_for
+    from bebkit.components.workflow import adapter_name, components_for
     from bebkit.data.behaviors import load_behavior
     from bebkit.judge import build_mixture_judge
 
     load_behavior(args.behavior, args.persona_dir)  # fail fast on a bad name
     hyp = [h.strip() for h in args.hypotheses.split(",") if h.strip()]
+    role = "judge" if args.components == "decoupled" else "shared"
     comps, data, _config, _status = components_for(
         args.model, args.behavior, args.fmt, preset=args.preset, persona_dir=args.persona_dir,
         out=args.adapters, train_missing=not args.no_train,
-        sides=("neg", "pos") if "pos" in hyp else ("neg",),
+        sides=("neg", "pos") if "pos" in hyp else ("neg",), role=role,
     )  # fmt: skip
     split = data.split
-    judge = build_mixture_judge(comps, args.fmt, hypotheses=hyp)
+    names = {side: adapter_name(side, role) for side in ("neg", "pos")}
+    judge = build_mixture_judge(comps, args.fmt, hypotheses=hyp, adapters=names)
     return judge, (split.heldout_desired, split.heldout_undesired)
 
 
@@ -219,6 +228,8 @@ def run(args: argparse.Namespace) -> int:
         res = evaluate_judge_on_labels(args.behavior, labels, cfg, judge=judge, **common)
     else:
         res = _score_part(args, labels, cfg, judge)
+    # what bebkit.judge.status matches a record on (judge name, behavior, format)
+    res["behavior"], res["format"] = args.behavior, args.fmt
     if args.out:
         from bebkit.records import make_record, write_record
 
