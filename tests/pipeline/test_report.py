@@ -60,6 +60,10 @@ def test_report_has_every_section(tmp_path: Path) -> None:
         assert "marker k closes sentence 3" in doc and "62.5 %" in doc and "12.5 %" in doc
         assert "hand labels of Llama-2-13b-chat on these 2 prompts" in doc
         assert "typed from the paper (§4.1, fig. 2a; app. L.1 fig. 8a)" in doc
+        # Each KL's unit as measured: per sentence here (beta-sigma), 8 tokens elsewhere; a
+        # per-sentence β is not the authors' 8-token quantity, and the row says so.
+        assert "nats (KL of the next sentence)" in doc and "nats (KL of the next 8 tokens)" in doc
+        assert "KL of the next sentence vs the paper's next 8 tokens" in doc
         # Not comparable, and why.
         assert "different model families (tiny-chat vs tiny-base)" in doc
         # Methods from the record: re-run command, seeds, versions, machine, timings.

@@ -588,14 +588,29 @@ def _settings(run: Run, stage: str) -> dict[str, Any]:
     return cfg if isinstance(cfg, dict) else {}
 
 
-def _kl_unit(n_tokens: Any) -> str:
+def _kl_unit(s: Mapping[str, Any], r: Mapping[str, Any] | None = None) -> str:
+    """The KL's unit as the stage measured it: the record's ``unit`` (per-sentence KL, Definition
+    2's unit, is bebkit's default), else its settings; ``n_tokens`` only for the token unit."""
+    unit = (r or {}).get("unit") or s.get("unit")
+    if unit == "sentence":
+        return "nats (KL of the next sentence)"
+    n_tokens = s.get("n_tokens")
     return f"nats (KL of the next {n_tokens} tokens)" if n_tokens else "nats"
 
 
-def _tokens_reason(n_tokens: Any) -> list[str]:
+def _tokens_reason(s: Mapping[str, Any], r: Mapping[str, Any] | None = None) -> list[str]:
+    """Why a KL value is not the paper's quantity: the authors' KL is over the next 8 tokens."""
+    unit = (r or {}).get("unit") or s.get("unit")
+    if unit == "sentence":
+        return ["KL of the next sentence vs the paper's next 8 tokens (KL grows with length)"]
+    n_tokens = s.get("n_tokens")
     if _num(n_tokens) and int(n_tokens) != 8:
         return [f"KL over {n_tokens} tokens vs the paper's 8 (KL grows with the length)"]
     return []
+
+
+#: Misaligning layouts that are the paper's (the authors' alternating [INST] turns).
+_PAPER_LAYOUTS = frozenset({"chat", "alternating", "llama2-inst", "llama2-inst-raw"})
 
 
 def paper_groups(run: Run) -> list[dict[str, Any]]:
@@ -662,8 +677,8 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
         s = _settings(run, f"beta-sigma-{b}")
         pb, same = _paper_behavior(b)
         no = [] if same else [f"different behavior (the paper's {pb})"]
-        unit = _kl_unit(s.get("n_tokens"))
-        tok = _tokens_reason(s.get("n_tokens"))
+        unit = _kl_unit(s, r)
+        tok = _tokens_reason(s, r)
         cav = [f"format: P₋ and P₊ both {r.get('format', fmt)}; the paper: newline P₋, "
                "[INST] chat P₊"]  # fmt: skip
         for key, q, est, u, extra in (
@@ -695,12 +710,12 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                 b,
                 "β_prompt",
                 "lower envelope of KL(P₋‖P₊) from the undesired sentence of s₀ on",
-                _kl_unit(s.get("n_tokens")),
+                _kl_unit(s, r),
                 fmt_est(r.get("beta_prompt")),
                 t,
                 src,
                 no=([] if same else [f"different behavior (the paper's {pb})"])
-                + _tokens_reason(s.get("n_tokens")),
+                + _tokens_reason(s, r),
             )
         )
     if rows:
@@ -716,9 +731,9 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
         s = _settings(run, f"convergence-{b}")
         pb, same = _paper_behavior(b)
         no = [] if same else [f"different behavior (the paper's {pb})"]
-        if r.get("format", fmt) != "chat":
-            no.append(f"{r.get('format')} format vs the paper's chat ([INST]) format")
-        unit = _kl_unit(s.get("n_tokens"))
+        if r.get("format", fmt) not in _PAPER_LAYOUTS:
+            no.append(f"{r.get('format')} layout vs the paper's alternating [INST] turns")
+        unit = _kl_unit(s, r)
         for cond in r.get("conditions") or list((r.get("fits") or {}).keys()):
             fits = _get(r, "fits", cond)
             if not isinstance(fits, Mapping):
@@ -758,7 +773,7 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                         fmt_est(f.get("beta")),
                         pbeta,
                         bsrc,
-                        no=no + _tokens_reason(s.get("n_tokens")),
+                        no=no + _tokens_reason(s, r),
                     )
                 )
             ln = _get(r, "lengths", cond, "lemma5")
@@ -782,8 +797,8 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
             continue
         pb, same = _paper_behavior(b)
         no = [] if same else [f"different behavior (the paper's {pb})"]
-        if r.get("format", fmt) != "chat":
-            no.append(f"{r.get('format')} format vs the paper's chat format")
+        if r.get("format", fmt) not in _PAPER_LAYOUTS:
+            no.append(f"{r.get('format')} layout vs the paper's alternating [INST] turns")
         judge = r.get("judge", "?")
         cav = [f"automatic judge ({judge}) vs the authors' labels"]
         for cond, cv in (r.get("curves") or {}).items():
@@ -908,11 +923,11 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                     b,
                     f"β pretrained ({_FIT_LABEL[fit]})",
                     "decay rate of KL(P₋‖P_pretrained)(n)",
-                    f"{_kl_unit(s.get('n_tokens'))} per sentence",
+                    f"{_kl_unit(s, r)} per sentence",
                     fmt_est(f.get("beta")),
                     pt,
                     psrc,
-                    no=no + _tokens_reason(s.get("n_tokens")),
+                    no=no + _tokens_reason(s, r),
                 )
             )
         for fit, e in (r.get("beta_ratio") or {}).items():
