@@ -604,7 +604,7 @@ def _tokens_reason(s: Mapping[str, Any], r: Mapping[str, Any] | None = None) -> 
     if unit == "sentence":
         return ["KL of the next sentence vs the paper's next 8 tokens (KL grows with length)"]
     n_tokens = s.get("n_tokens")
-    if _num(n_tokens) and int(str(n_tokens)) != 8:
+    if _num(n_tokens) and float(str(n_tokens)) != 8:
         return [f"KL over {n_tokens} tokens vs the paper's 8 (KL grows with the length)"]
     return []
 
