@@ -137,7 +137,15 @@ def test_compare_runs_side_by_side(tmp_path: Path) -> None:
 
     a = make_run(tmp_path / "a", name="before", payload=False)
     b = make_run(tmp_path / "b", name="after", model="tiny-chat-v2", payload=False)
+    # run b measured β over 8 tokens, run a per sentence: no shared unit cell for that row
+    rec = json.loads((b / "record.json").read_text())
+    del rec["results"]["stages"]["beta-sigma-agreeableness"]["result"]["unit"]
+    (b / "record.json").write_text(json.dumps(rec))
     md, page = write_comparison([a, b], tmp_path / "cmp")
+    beta_row = next(x for x in md.read_text().splitlines() if x.startswith("| agreeableness | β |"))
+    assert "differs between runs" in beta_row
+    assert "(nats (KL of the next sentence))" in beta_row
+    assert "(nats (KL of the next 8 tokens))" in beta_row
     text = page.read_text()
     assert "before" in text and "after" in text and "tiny-chat-v2" in text
     assert text.count('src="data:image/png;base64,') == 2 * 5  # 5 figures per run

@@ -1299,9 +1299,17 @@ def comparison_context(run_dirs: Sequence[str | Path], out_dir: Path,
             for row in g["rows"]:
                 k = (row["behavior"], row["quantity"])
                 entry = rows.setdefault(k, {"behavior": k[0], "quantity": k[1],
-                                            "unit": row["unit"], "values": {},
+                                            "unit": row["unit"], "values": {}, "units": {},
                                             "paper": row["paper"]})  # fmt: skip
                 entry["values"][label] = row["measured"]
+                entry["units"][label] = row["unit"]
+    for rows in groups.values():
+        for e in rows.values():
+            # Runs that measured a quantity in different units (e.g. 8-token vs per-sentence
+            # KL) must not share one unit cell: each value then carries its own unit.
+            if len(set(e["units"].values())) > 1:
+                e["unit"] = "differs between runs (in each value)"
+                e["values"] = {lab: f"{v} ({e['units'][lab]})" for lab, v in e["values"].items()}
     group_list = [
         {"title": t, "rows": [{**e, "values": [e["values"].get(lab, "—") for lab in labels]}
                               for e in rows.values()]}
