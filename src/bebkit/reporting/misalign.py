@@ -111,7 +111,16 @@ def plot_behavior_curves(
             ax.plot(rx, ry * 100, ":", marker="x", color=col, alpha=0.7,
                     label=f"{reference_label}: {label}")  # fmt: skip
     ax.set_xlabel("sentences of the misaligning prompt (sampled from P₋)")
-    ax.set_ylabel("% bad responses" if show_bad else "% good responses")
+    return _save_percent_figure(
+        fig, ax, path, title, "% bad responses" if show_bad else "% good responses"
+    )
+
+
+def _save_percent_figure(fig: Any, ax: Any, path: str | Path, title: str, ylabel: str) -> Path:
+    """Finish a 0–100 % axis (limits, grid, legend, wrapped title) and write the PNG atomically."""
+    import matplotlib.pyplot as plt
+
+    ax.set_ylabel(ylabel)
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -147,18 +156,7 @@ def plot_marker_parity(rows: Sequence[MarkerParity], path: str | Path, *, title:
             ax.fill_between(x, lo, hi, color=f"C{i}", alpha=0.15 if est == 0 else 0.07, lw=0)
             ax.plot(x, y, style, color=f"C{i}", label=f"{who}: {label}")
     ax.set_xlabel("'[/INST]' markers of the authors' prompt (the paper's x-axis)")
-    ax.set_ylabel("% good responses")
-    ax.set_ylim(-2, 102)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    if title:
-        ax.set_title(textwrap.fill(title, 100), fontsize=8)
-    fig.tight_layout()
-    p = Path(path)
-    with atomic_open(p, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=120)
-    plt.close(fig)
-    return p
+    return _save_percent_figure(fig, ax, path, title, "% good responses")
 
 
 def example_responses(
