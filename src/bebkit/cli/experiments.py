@@ -30,6 +30,11 @@ def _repeatable(info: Any) -> bool:
     return isinstance(extra, dict) and extra.get("cli") == "repeat"
 
 
+def _pct(text: str) -> str:
+    """Help text for argparse, which %-formats it: a literal % is written %%."""
+    return text.replace("%", "%%")
+
+
 def _add_field(p: argparse.ArgumentParser, name: str, info: Any) -> None:
     from bebkit.pipeline.registry import option_name
 
@@ -44,7 +49,7 @@ def _add_field(p: argparse.ArgumentParser, name: str, info: Any) -> None:
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         help_ += f" (default {shown})" if len(str(shown)) < 60 else ""
     if typ is bool:
-        p.add_argument(option_name(name), action="store_true", help=help_, **kw)
+        p.add_argument(option_name(name), action="store_true", help=_pct(help_), **kw)
         return
     if origin is typing.Literal:
         kw["choices"] = typing.get_args(typ)
@@ -56,7 +61,7 @@ def _add_field(p: argparse.ArgumentParser, name: str, info: Any) -> None:
         help_ += " (comma list)" if "comma" not in help_ else ""
     elif typ in (int, float):
         kw["type"] = typ
-    p.add_argument(option_name(name), help=help_, **kw)
+    p.add_argument(option_name(name), help=_pct(help_), **kw)
 
 
 def _values(settings_cls: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -85,7 +90,7 @@ def register_experiment(sub: Any, exp: Any) -> None:
     p = sub.add_parser(
         exp.name,
         aliases=list(exp.aliases),
-        help=exp.help,
+        help=_pct(exp.help),
         description=exp.description or exp.help,
     )
     p.add_argument(

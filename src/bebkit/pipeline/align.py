@@ -461,11 +461,11 @@ EXPERIMENT = register(
         run=_typed(run_align),
         summary=lambda r: summary_lines(r.to_json()),
         help="align the pretrained model (SFT / DPO LoRA, strengths x seeds) and measure "
-        "alpha, beta, n*, Table 1 and %% good before and after",
+        "alpha, beta, n*, Table 1 and % good before and after",
         description="Train SFT and/or DPO LoRA alignment adapters on the pretrained model (one "
         "family, e.g. gemma-3-270m; TRL) at several strengths and seeds on the behavior's "
         "training statements; merge each; train every model's own P-/P+ and measure Table 1, "
-        "the floored Lemma 5 fit of KL(P- || P) (alpha, beta, n*) and the judged %% good at "
+        "the floored Lemma 5 fit of KL(P- || P) (alpha, beta, n*) and the judged % good at "
         "fixed lengths before and after; means over seeds with t intervals, changes from "
         "before with CIs and the alignment conjecture's verdicts. Writes record.json and "
         "alignment.png/.svg.",

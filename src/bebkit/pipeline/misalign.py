@@ -764,7 +764,7 @@ EXPERIMENT = register(
         version="3",  # 3: the authors' prompts curve-first, their per-marker rates beside
         run=_run,
         summary=lambda r: summary_lines(r.to_json()),
-        help="misalign a model with prompts sampled from P-: %% good responses vs prompt length",
+        help="misalign a model with prompts sampled from P-: % good responses vs prompt length",
         description="Sample misaligning prompts from the LoRA component P- (trained or reused), "
         "sample responses from the aligned base model after every sentence with and without "
         "an aligning system prompt, judge their first sentences, and fit Lemma 7's reverse "

@@ -19,7 +19,7 @@ def register(sub: Any) -> None:
         description="For each behavior: build the judge on part of its persona statements and "
         "of bebkit's generic replies, then score held-out statements of both polarities, "
         "quote-and-reject and negation pairs (the verdict must flip) and held-out generic "
-        "replies; accuracy with a Wilson 95 %% CI and n per check (bebkit.judge.checks).",
+        "replies; accuracy with a Wilson 95 % CI and n per check (bebkit.judge.checks).",
     )
     p.add_argument(
         "--behaviors",
