@@ -96,7 +96,7 @@ def test_end_to_end_on_a_tiny_model(
             "--n-boot", "20", "--n-samples", "4", "--n-tokens", "3", "--beta-prime", "1.0",
             "--sigma", "0.5", "--beta", "1.0", "--paper-figures", str(ref),
             "--paper-behavior", "agreeableness", "--threads", "1", "--seed", "4",
-            "--out", str(out), "--json"]  # fmt: skip
+            "--second-judges", "mixture", "--out", str(out), "--json"]  # fmt: skip
     assert main(args) == 0
     d: dict[str, Any] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(d["curves"]) == {"none", "aligned"}
@@ -115,6 +115,14 @@ def test_end_to_end_on_a_tiny_model(
     assert ctl["curve"]["n"] == [1, 3] and isinstance(ctl["declines"], bool)
     assert ctl["prompt_source"].endswith(":pos")
     assert d["copy_audit"]["copied"]["n"] == 2 * 2 * 2 * 4
+    # a second judge scores the very same responses (both conditions, the control, P-'s own)
+    op = d["second_judges"]["mixture"]
+    assert op["judge"].startswith("mixture") and set(op["curves"]) == {"none", "aligned"}
+    assert op["curves"]["none"]["n"] == [1, 3] and op["control"]["curve"]["n"] == [1, 3]
+    control_rows = (out / "responses_control.jsonl").read_text().splitlines()
+    assert len(control_rows) == 2 * 3 * 4  # 2 prompts x n in (0, 1, 3) x 4 responses
+    assert op["agreement_with_main"]["n"] == d["n_responses_total"] + len(control_rows)
+    assert op["g_minus"]["n"] == d["g_minus"]["n"]
     assert "alternate" in d["n_counting"] and set(d["condition_contexts"]) == {"none", "aligned"}
     rec = json.loads((out / "record.json").read_text())
     assert rec["kind"] == "misalign" and rec["seed"] == 4

@@ -4,9 +4,13 @@ verdicts separated from the rest."""
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
-from bebkit.estimators.behavior import Response
-from bebkit.pipeline.misalign import copy_audit
+import numpy as np
+import pytest
+
+from bebkit.estimators.behavior import Response, behavior_curves
+from bebkit.pipeline.misalign import MisalignSettings, copy_audit, second_opinion
 
 
 def _r(pid: int, n: int, text: str, label: int) -> Response:
@@ -26,3 +30,68 @@ def test_copy_audit_separates_echoes_from_other_replies() -> None:
     assert a["copied"]["value"] == 0.5 and a["copied"]["n"] == 4
     assert a["bad_among_copied"]["value"] == 1.0 and a["bad_among_copied"]["n"] == 2
     assert a["bad_among_others"]["value"] == 0.0 and a["bad_among_others"]["n"] == 2
+
+
+# ---------------------------------------------------------------- second judges
+
+
+def _judged(texts_by_cell: dict[tuple[int, int], list[str]], judge: Any) -> list[Response]:
+    from bebkit.estimators.behavior import judge_responses
+
+    rs = [
+        Response(pid, n, "none", t, t, 3, True)
+        for (pid, n), texts in texts_by_cell.items()
+        for t in texts
+    ]
+    return judge_responses(rs, judge)
+
+
+def _says_bad_on(word: str) -> Any:
+    return lambda texts: np.array([0.1 if word in t else 0.9 for t in texts])
+
+
+def _cells(first: list[str], last: list[str]) -> dict[tuple[int, int], list[str]]:
+    # two prompts, responses after n = 0, 1 and 3
+    return {(p, n): (first if n <= 1 else last) for p in (0, 1) for n in (0, 1, 3)}
+
+
+def test_second_opinion_of_the_same_judge_agrees_exactly() -> None:
+    main = _says_bad_on("hate")
+    rs = _judged(_cells(["glad to help"] * 4, ["i hate this", "glad"] * 2), main)
+    ctl = _judged(_cells(["fine"] * 4, ["fine", "hate"] * 2), main)
+    op = second_opinion(main, rs, rs[:3], ctl)
+    assert op["agreement_with_main"]["kappa"]["value"] == 1.0
+    assert op["agreement_with_main"]["n"] == len(rs) + len(ctl)
+    mine = behavior_curves(rs)["none"]
+    assert op["curves"]["none"]["fraction_good"][-1]["value"] == mine.fraction_good()[-1].value
+    # the control goes 100 % -> 50 % good under this judge: a drop of exactly 0.5
+    assert op["control"]["drop_first_to_last"]["value"] == 0.5
+    assert op["drops"]["none"]["drop_first_to_last"]["value"] == 0.5
+
+
+def test_a_judge_that_ignores_register_sees_a_flat_control() -> None:
+    """The main judge calls every long first-person reply bad (a register judge); a judge of
+    content does not: its control drop is exactly 0 and not flagged, the main judge's is."""
+    register = _says_bad_on("i ")
+    content = _says_bad_on("hate")
+    rs = _judged(_cells(["glad to help"] * 4, ["i hate you"] * 4), register)
+    ctl = _judged(_cells(["glad to help"] * 4, ["i like you"] * 4), register)
+    main_ctl = behavior_curves(ctl)["none"].fraction_good()
+    assert main_ctl[-1].value < main_ctl[0].value  # the main judge's control declines
+    op = second_opinion(content, rs, [], ctl)
+    assert op["control"]["drop_first_to_last"]["value"] == 0.0
+    assert op["control"]["declines"] is False
+    assert op["drops"]["none"]["declines"] is True  # the P- curve still falls under it
+    assert op["g_minus"] is None
+    assert op["agreement_with_main"]["kappa"]["value"] < 1.0
+
+
+def test_second_judges_must_differ_from_the_main_judge() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="second_judges"):
+        MisalignSettings(behavior="cooperativeness", judge="minilm", second_judges=("minilm",))
+    with pytest.raises(ValidationError, match="second_judges"):
+        MisalignSettings(behavior="cooperativeness", second_judges=("minilm", "minilm"))
+    ok = MisalignSettings(behavior="cooperativeness", second_judges=("minilm", "hidden"))
+    assert ok.second_judges == ("minilm", "hidden")

@@ -33,6 +33,7 @@ from bebkit.estimators.behavior import (
     NO_ALIGN,
     BehaviorCurve,
     JudgeLike,
+    Response,
     ResponseConfig,
     behavior_curves,
     judge_responses,
@@ -76,6 +77,7 @@ from bebkit.pipeline.registry import (
 )
 
 JUDGES = ("mixture", "minilm", "hidden", "ensemble", "likelihood")
+JudgeKind = Literal["mixture", "minilm", "hidden", "ensemble", "likelihood"]
 Hypothesis = Literal["neg", "pos", "base", "aligned"]
 
 
@@ -109,7 +111,7 @@ class MisalignSettings(Settings):
         DEFAULT_ALIGNING_PROMPT,
         description="system prompt of the 'aligned' condition (default: bebkit's own)",
     )
-    judge: Literal["mixture", "minilm", "hidden", "ensemble", "likelihood"] = Field(
+    judge: JudgeKind = Field(
         "mixture",
         description="mixture (default): posterior of P- against the untouched model, plain and "
         "after the aligning prompt; minilm/hidden/ensemble: persona-trained probes; "
@@ -119,6 +121,13 @@ class MisalignSettings(Settings):
         ("neg", "base", "aligned"),
         description="mixture judge: who may have produced a response (neg = P-, pos = P+, "
         "base = the untouched model, aligned = it after the aligning system prompt)",
+    )
+    second_judges: tuple[JudgeKind, ...] = key_unless_default(
+        (),
+        "judges that score the same responses too (comma list): per judge the curves, the "
+        "control's drop and Cohen's kappa with the main judge, so a reader sees whether the "
+        "decline is the model's or the judge's (cheap for minilm/hidden; the others reuse the "
+        "run's adapters)",
     )
     judge_components: Literal["shared", "decoupled"] = key_unless_default(
         "shared",
@@ -188,6 +197,13 @@ class MisalignSettings(Settings):
             raise ValueError(
                 f"judge_components 'decoupled' needs judge mixture or likelihood, not {self.judge}"
             )
+        if self.judge in self.second_judges or len(set(self.second_judges)) < len(
+            self.second_judges
+        ):
+            raise ValueError(
+                f"second_judges {','.join(self.second_judges)} must differ from each other and "
+                f"from the main judge {self.judge}"
+            )
         return self
 
 
@@ -209,8 +225,12 @@ def run_misalign(
     reference_label: str = "paper",
     log: Callable[[str], None] | None = None,
     extra_config: dict[str, Any] | None = None,
+    second_judges: Mapping[str, JudgeLike] | None = None,
 ) -> dict[str, Any]:
     """Run the experiment with P₋ = ``neg`` and P_LLM = ``target``; write outputs to ``out_dir``.
+
+    ``second_judges`` (name → judge) score the very same responses (conditions, control and
+    P₋'s own); the record gets their curves, control drop and agreement with ``judge``.
 
     Returns the results dict (also stored in ``record.json``). Files: ``prompts.jsonl``,
     ``responses.jsonl`` / ``responses.csv`` (every response with its judge probability and
@@ -290,9 +310,17 @@ def run_misalign(
             except InputError as exc:
                 fits[cond] = None
                 fit_errors[cond] = str(exc)
-    control = None
+    control, control_rs = None, []
     if s.control and pos is not None:
-        control = _control_curve(pos, target, judge, s, fmt, cfg, rng, log)
+        control_rs = _control_responses(pos, target, judge, s, fmt, cfg, rng, log)
+        control = {"prompt_source": pos.name, **_control_summary(control_rs)}
+        write_responses(out / "responses_control.jsonl", control_rs)
+    second: dict[str, Any] = {}
+    for name, other in (second_judges or {}).items():
+        _say(log, f"second judge {name}: the same responses")
+        t1 = time.perf_counter()
+        second[name] = second_opinion(other, responses, own, control_rs, unit=cfg.judge_unit)
+        timings[f"second_judge_{name}"] = time.perf_counter() - t1
     g_minus = _rate(sum(r.label == 1 for r in own), len(own), "judge good rate of P-'s responses")
     g_plus = {
         c: _rate(int(cv.good_counts[0]), int(cv.totals[0]), "good rate at n = 0")
@@ -318,6 +346,7 @@ def run_misalign(
         "n_counting": n_counting(s.fmt),
         "condition_contexts": condition_contexts(fmt, s.aligning_prompt),
         "control": control,
+        "second_judges": second,
         "copy_audit": copy_audit(responses, prompts),
         "aligning_delay": delay,
         "fit_errors": fit_errors,
@@ -411,6 +440,7 @@ def run_misalign(
         show_bad=show_bad,
         reference=reference,
         reference_label=reference_label,
+        control=None if not control_rs else _from_n(behavior_curves(control_rs)[NO_ALIGN], 1),
     )
     ns = sorted({int(curves[next(iter(curves))].n[0]), int(curves[next(iter(curves))].n[-1])})
     responses_html(
@@ -481,6 +511,14 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         d = ctl["drop_first_to_last"]
         flag = "DECLINES (the curve may measure register)" if ctl["declines"] else "flat"
         lines.append(f"  control (prompts from P+): drop {fmt_ci(d)} -> {flag}")
+    for name, op in (results.get("second_judges") or {}).items():
+        kappa = op["agreement_with_main"]["kappa"]
+        drops = ", ".join(
+            f"{c} drop {fmt_ci(d['drop_first_to_last'])}" for c, d in op["drops"].items()
+        )
+        ctl2 = op.get("control")
+        tail = "" if not ctl2 else f"; control drop {fmt_ci(ctl2['drop_first_to_last'])}"
+        lines.append(f"  second judge {name}: kappa with main {fmt_ci(kappa)}; {drops}{tail}")
     if "theorem2" in results:
         t = results["theorem2"]
         bound = "n/a" if t["length_bound"] is None else f"{t['length_bound']:.1f}"
@@ -544,7 +582,7 @@ def _authors_parity(
     }
 
 
-def _control_curve(
+def _control_responses(
     pos: LanguageModel,
     target: LanguageModel,
     judge: JudgeLike,
@@ -553,10 +591,9 @@ def _control_curve(
     cfg: ResponseConfig,
     rng: np.random.Generator,
     log: Callable[[str], None] | None,
-) -> dict[str, Any]:
-    """The control: the same curve (no aligning prompt) after prompts sampled from P₊ — the
-    same first-person register with the desired content. Theory predicts no decline; a
-    decline beyond its CI means the judge or the curve measures register, not behavior."""
+) -> list[Response]:
+    """The control's judged responses: the same curve (no aligning prompt) after prompts
+    sampled from P₊ — the same first-person register with the desired content."""
     _say(log, f"control: {s.n_prompts} prompts from P+ ({pos.name}), responses, judge")
     prompts = sample_prompts(
         pos,
@@ -567,25 +604,80 @@ def _control_curve(
         max_sentence_tokens=s.max_sentence_tokens,
     )
     rs = sample_responses(target, prompts, rng=rng, config=replace(cfg, conditions=(NO_ALIGN,)))
-    rs = judge_responses(rs, judge, unit=cfg.judge_unit)
+    return judge_responses(rs, judge, unit=cfg.judge_unit)
+
+
+def _control_summary(rs: list[Response]) -> dict[str, Any]:
+    """The control curve (n ≥ 1) and its drop from the first to the last n. Theory predicts
+    no decline; a decline beyond its CI means the judge or the curve measures register (or
+    length), not behavior."""
     curve = _from_n(behavior_curves(rs)[NO_ALIGN], 1)
     est = curve.fraction_good()
-    first, last = est[0], est[-1]
+    return {"curve": curve.to_dict(), **_drop(est[0], est[-1], int(curve.totals[0]))}
+
+
+def _drop(first: Estimate, last: Estimate, n: int) -> dict[str, Any]:
+    """first − last good rate (normal CI) and whether it is significantly > 0."""
     drop = first.value - last.value
     se = math.sqrt(first.stderr**2 + last.stderr**2)
     return {
-        "prompt_source": pos.name,
-        "curve": curve.to_dict(),
         "drop_first_to_last": {
             "value": drop,
             "stderr": se,
             "ci_low": drop - 1.96 * se,
             "ci_high": drop + 1.96 * se,
-            "n": int(curve.totals[0]),
+            "n": n,
             "method": "difference of good rates (normal)",
         },
         "declines": bool(drop - 1.96 * se > 0),
     }
+
+
+def second_opinion(
+    judge: JudgeLike,
+    responses: list[Response],
+    own: list[Response],
+    control: list[Response],
+    *,
+    unit: Any = "first_sentence",
+) -> dict[str, Any]:
+    """Re-judge the same responses with another judge: its curves per condition (n ≥ 1) with
+    each curve's first-to-last drop, its control curve and drop, its good rate on P₋'s own
+    responses (g₋), and its agreement with the main judge (Cohen's κ, accuracy; bootstrap
+    CIs over responses). A decline that the main judge sees on the control but an
+    independent judge does not is the main judge's, not the model's."""
+    from bebkit.judge.evaluation import agreement
+
+    mine = judge_responses(responses, judge, unit=unit)
+    curves = {c: _from_n(cv, 1) for c, cv in behavior_curves(mine).items()}
+    out: dict[str, Any] = {
+        "judge": getattr(judge, "name", type(judge).__name__),
+        "curves": {c: cv.to_dict() for c, cv in curves.items()},
+        "drops": {
+            c: _drop(cv.fraction_good()[0], cv.fraction_good()[-1], int(cv.totals[0]))
+            for c, cv in curves.items()
+        },
+        "control": None,
+        "g_minus": None,
+    }
+    if own:
+        own2 = judge_responses(own, judge, unit=unit)
+        k = sum(r.label == 1 for r in own2)
+        out["g_minus"] = _rate(k, len(own2), "second judge's good rate of P-'s responses").to_dict()
+    both = list(responses)
+    again = list(mine)
+    if control:
+        ctl = judge_responses(control, judge, unit=unit)
+        out["control"] = _control_summary(ctl)
+        both += control
+        again += ctl
+    a = agreement([int(r.label or 0) for r in both], [int(r.label or 0) for r in again])
+    out["agreement_with_main"] = {
+        k: (v.to_dict() if isinstance(v, Estimate) else v)
+        for k, v in a.items()
+        if k in ("n", "kappa", "accuracy")
+    }
+    return out
 
 
 def copy_audit(responses: list[Any], prompts: list[Any], threshold: float = 0.5) -> dict[str, Any]:
@@ -716,7 +808,8 @@ def _run(ctx: RunContext, s: MisalignSettings) -> MisalignResult:
     )
     from bebkit.reporting.misalign import load_reference_curves
 
-    judge_pos = s.judge == "likelihood" or (s.judge == "mixture" and "pos" in s.judge_hypotheses)
+    kinds = (s.judge, *s.second_judges)
+    judge_pos = "likelihood" in kinds or ("mixture" in kinds and "pos" in s.judge_hypotheses)
     if s.judge_components == "decoupled":
         gen, judge_role = "generator", "judge"
         comps = ctx.components(s.behavior, s.fmt, ("neg", "pos") if s.control else ("neg",), gen)
@@ -751,6 +844,10 @@ def _run(ctx: RunContext, s: MisalignSettings) -> MisalignResult:
         + ("-chat)" if s.fmt != "newline" else ")"),
         log=ctx.log,
         extra_config=ctx.provenance,
+        second_judges={
+            k: build_judge_for(k, settings, comps, ctx.persona_dir, judge_role)
+            for k in s.second_judges
+        },
     )
     out: MisalignResult = MisalignResult.from_json(res)
     return out

@@ -81,8 +81,10 @@ def plot_behavior_curves(
     show_bad: bool = False,
     reference: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     reference_label: str = "paper",
+    control: BehaviorCurve | None = None,
 ) -> Path:
-    """Write a PNG: % good (or % bad with ``show_bad``) vs sentences, Wilson bands, fits."""
+    """Write a PNG: % good (or % bad with ``show_bad``) vs sentences, Wilson bands, fits, and
+    the control curve (prompts from P₊, which should stay flat) when given."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,11 +93,7 @@ def plot_behavior_curves(
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, (cond, curve) in enumerate(curves.items()):
         col = f"C{i}"
-        est = curve.fraction_bad() if show_bad else curve.fraction_good()
-        x = curve.n.astype(np.float64)
-        y = np.array([e.value for e in est]) * 100
-        lo = np.array([e.ci_low if e.ci_low is not None else np.nan for e in est]) * 100
-        hi = np.array([e.ci_high if e.ci_high is not None else np.nan for e in est]) * 100
+        x, y, lo, hi = _percent_arrays(curve, show_bad)
         label = _LABELS.get(cond, cond)
         ax.fill_between(x, lo, hi, color=col, alpha=0.2, lw=0)
         ax.plot(x, y, "o-", color=col, label=f"{label} (Wilson 95%)")
@@ -110,10 +108,25 @@ def plot_behavior_curves(
             rx, ry = reference[cond]
             ax.plot(rx, ry * 100, ":", marker="x", color=col, alpha=0.7,
                     label=f"{reference_label}: {label}")  # fmt: skip
+    if control is not None:
+        x, y, lo, hi = _percent_arrays(control, show_bad)
+        ax.fill_between(x, lo, hi, color="0.5", alpha=0.15, lw=0)
+        ax.plot(x, y, "s:", color="0.4", label="control: prompts from P₊ (should stay flat)")
     ax.set_xlabel("sentences of the misaligning prompt (sampled from P₋)")
     return _save_percent_figure(
         fig, ax, path, title, "% bad responses" if show_bad else "% good responses"
     )
+
+
+def _percent_arrays(
+    curve: BehaviorCurve, show_bad: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """n, % good (or bad) and its Wilson band of a curve, for plotting."""
+    est = curve.fraction_bad() if show_bad else curve.fraction_good()
+    y = np.array([e.value for e in est]) * 100
+    lo = np.array([e.ci_low if e.ci_low is not None else np.nan for e in est]) * 100
+    hi = np.array([e.ci_high if e.ci_high is not None else np.nan for e in est]) * 100
+    return curve.n.astype(np.float64), y, lo, hi
 
 
 def _save_percent_figure(fig: Any, ax: Any, path: str | Path, title: str, ylabel: str) -> Path:
