@@ -160,7 +160,8 @@ def test_other_errors_and_split_off_are_not_retried(tiny_llama: Any, tiny_tokeni
 def test_sampling_out_of_memory_is_a_clear_error_not_a_split(
     tiny_llama: Any, tiny_tokenizer: Any
 ) -> None:
-    """Sampling is never split: its random draws depend on the decode batch layout."""
+    """Sampling's decode steps are never split: its random draws depend on the decode batch
+    layout (its prefix encoding is split, below)."""
     lm = HFLanguageModel(tiny_llama, tiny_tokenizer, decode_rows=8)
     stop = StopCondition(max_new_tokens=3)
     with (
@@ -169,3 +170,86 @@ def test_sampling_out_of_memory_is_a_clear_error_not_a_split(
     ):
         lm.sample(PREFIX, 8, stop, rng=np.random.default_rng(0))
     assert lm.oom_retries == 0
+
+
+# Prefix encoding (shared by continuation_logprobs_many and the samplers): five prefixes of one
+# length are encoded in one pass of 5 rows × 6 columns; only that pass is too big below (the
+# scoring passes after it are ≤ 4 columns wide, decode steps 1).
+EQUAL = [[2, 4, 6, 8, 9, 10], [2, 5, 7, 9, 11, 13], [2, 9, 11, 12, 14, 16],
+         [2, 6, 6, 9, 11, 12], [2, 8, 3, 4, 5, 6]]  # fmt: skip
+STOP = StopCondition(max_new_tokens=3)
+
+
+def _prefix_calls(lm: HFLanguageModel) -> dict[str, Callable[[], tuple[Any, list[np.ndarray]]]]:
+    """Each entry point that encodes several prefixes: (exact part, float arrays)."""
+
+    def cont() -> tuple[Any, list[np.ndarray]]:
+        conts = [[CONTS[k], CONTS[(k + 1) % len(CONTS)]] for k in range(len(EQUAL))]
+        out = lm.continuation_logprobs_many(EQUAL, conts, with_dists=True)
+        return None, [a for sc in out for a in (sc.token_logprobs, sc.dists)]
+
+    def scored() -> tuple[Any, list[np.ndarray]]:
+        rng = np.random.default_rng(3)
+        out = lm.sample_scored_many(EQUAL, 3, STOP, rng=rng, with_dists=True)
+        return [ys for ys, _ in out], [a for _, sc in out for a in (sc.token_logprobs, sc.dists)]
+
+    def plain() -> tuple[Any, list[np.ndarray]]:
+        return lm.sample_many(EQUAL, 3, STOP, rng=np.random.default_rng(3)), []
+
+    return {"continuation_logprobs_many": cont, "sample_scored_many": scored, "sample_many": plain}
+
+
+@pytest.mark.parametrize("call", ["continuation_logprobs_many", "sample_scored_many",
+                                  "sample_many"])  # fmt: skip
+def test_prefix_encoding_is_split_in_halves_with_identical_numbers(
+    tiny_llama: Any, tiny_tokenizer: Any, call: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The one pass over equal-length prefixes is split like a scoring pass (its chunks' KV
+    caches stacked back into one): same samples, same scores, two halvings counted."""
+    want_exact, want = _prefix_calls(HFLanguageModel(tiny_llama, tiny_tokenizer, batch_size=8))[
+        call
+    ]()
+    lm = HFLanguageModel(tiny_llama, tiny_tokenizer, batch_size=8)
+    with (
+        caplog.at_level(logging.WARNING, logger="bebkit.models.hf"),
+        oom_when(tiny_llama, lambda rows, cols: rows > 1 and cols == 6, OOMS["torch-oom"]) as ran,
+    ):
+        got_exact, got = _prefix_calls(lm)[call]()
+    assert got_exact == want_exact  # the same draws
+    for g, e in zip(got, want, strict=True):
+        assert g is not None and e is not None and g.shape == e.shape
+        np.testing.assert_allclose(g, e, rtol=0, atol=1e-5)
+    assert lm.oom_retries == 2
+    assert [rows for rows, cols in ran if cols == 6] == [1] * len(EQUAL)
+    assert [r.getMessage() for r in caplog.records if r.name == hf.__name__] == [
+        "hf: out of memory on 5 rows; retrying at 2",
+        "hf: out of memory on 2 rows; retrying at 1",
+    ]
+
+
+def test_prefix_encoding_out_of_memory_with_split_off_is_not_retried(
+    tiny_llama: Any, tiny_tokenizer: Any
+) -> None:
+    off = HFLanguageModel(tiny_llama, tiny_tokenizer, batch_size=8, split_on_oom=False)
+    conts = [[CONTS[0]] for _ in EQUAL]
+    with (
+        oom_when(tiny_llama, lambda rows, cols: rows > 1 and cols == 6, OOMS["torch-oom"]),
+        pytest.raises(torch.OutOfMemoryError),
+    ):
+        off.continuation_logprobs_many(EQUAL, conts)
+    assert off.oom_retries == 0
+
+
+def test_padded_prefix_pass_that_cannot_be_stacked_is_a_clear_error(
+    tiny_llama: Any, tiny_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Caches that are not plain KV tensors (sliding-window layers) cannot be stacked from
+    parts: a prefix pass of such a model that does not fit is one clear error."""
+    monkeypatch.setattr(hf, "_merge_left_padded", lambda _caches, _pads: None)
+    lm = HFLanguageModel(tiny_llama, tiny_tokenizer, batch_size=8)
+    mixed = [[2, 4], [2, 4, 6, 8, 9], [2, 5, 6]]  # different lengths: one left-padded pass
+    with (
+        oom_when(tiny_llama, lambda rows, cols: rows > 1 and cols == 5, OOMS["torch-oom"]),
+        pytest.raises(BatchOutOfMemoryError, match="cannot be encoded in parts"),
+    ):
+        lm.continuation_logprobs_many(mixed, [[[5, 6]], [[7, 8]], [[9]]])

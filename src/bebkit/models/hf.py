@@ -15,14 +15,17 @@ these numbers.
 Nothing adapter-specific is cached between calls, so the model may be a ``peft.PeftModel``
 whose active adapter is switched between calls.
 
-A scoring pass that runs out of memory (CUDA, MPS, the CPU allocator or Python's
+A full-sequence pass that runs out of memory (CUDA, MPS, the CPU allocator or Python's
 ``MemoryError``) is rerun in halves of its batch, down to one row, with the same padded width
 and masks, so every row gets the numbers of the un-split pass up to float32 rounding: matrix
 kernels choose their blocking by the number of rows (measured on the test model: ≤ 5e-6 in a
-log-prob, often bit-identical). Each halving is logged and counted
-(:attr:`HFLanguageModel.oom_retries`, :func:`oom_retries`; ``reproduce`` writes the count into
-its record). Sampling is never split — its random draws depend on the decode batch layout —
-and one row that still does not fit raises :class:`~bebkit.errors.BatchOutOfMemoryError`.
+log-prob, often bit-identical). That covers scoring and the prefix encoding shared by
+scoring and sampling (the chunks' KV caches are stacked back into one). Each halving is
+logged and counted (:attr:`HFLanguageModel.oom_retries`, :func:`oom_retries`; ``reproduce``
+writes the count into its record; ``split_on_oom: false`` in its config turns it off).
+Sampling's decode steps are never split — its random draws depend on the decode batch
+layout, and the KV cache that fills memory there would not shrink — and one row that still
+does not fit raises :class:`~bebkit.errors.BatchOutOfMemoryError`.
 """
 
 from __future__ import annotations
@@ -72,8 +75,8 @@ class HFLanguageModel:
             itself prepends, else ``[bos_token_id]``, else ``[]``.
         padding_side: ``"right"`` or ``"left"`` padding for batched :meth:`sequence_logprobs`
             (results are identical; left padding uses explicit position ids).
-        split_on_oom: rerun a scoring batch that runs out of memory in halves (down to one
-            row); False lets the allocator's error through.
+        split_on_oom: rerun a scoring or prefix-encoding batch that runs out of memory in
+            halves (down to one row); False lets the allocator's error through.
     """
 
     def __init__(
@@ -297,20 +300,44 @@ class HFLanguageModel:
     def _prefix_pass(
         self, prefixes: list[list[int]], pad: torch.Tensor | None
     ) -> tuple[Any, torch.Tensor]:
-        """One forward over prefixes (equal lengths, or left-padded by ``pad``): cache, last log-dists."""
+        """One forward over prefixes (equal lengths, or left-padded by ``pad``): cache, last
+        log-dists. On out-of-memory the rows are encoded in halves (:meth:`_by_rows`) and
+        their caches stacked, which every row sees as the un-split pass."""
         width = max(len(p) for p in prefixes)
         ids = torch.full((len(prefixes), width), self._pad_id, dtype=torch.long)
         for k, pre in enumerate(prefixes):
             ids[k, width - len(pre) :] = torch.tensor(pre, dtype=torch.long)
         # Only the last position's logits are used: skipping the LM head on the other
         # positions saves 2·L·V·d FLOPs (≈ 20 % of a 100-token prefix pass for a 49k vocabulary).
-        extra: dict[str, Any] = {"logits_to_keep": 1} if self._keep_last else {}
+        keep: dict[str, Any] = {"logits_to_keep": 1} if self._keep_last else {}
+        rows: dict[str, torch.Tensor] = {}
         if pad is not None:
             # real tokens at positions 0 … L−1 whatever the padding (padding columns: 0)
-            extra |= self._mask_kwargs(pad, -pad, 0, width)
-            extra["position_ids"] = extra["position_ids"].clamp(min=0)
-        out = self._forward(input_ids=ids.to(self.device), use_cache=True, **extra)
-        return out.past_key_values, out.logits[:, -1, :].float().log_softmax(dim=-1)
+            rows = self._mask_kwargs(pad, -pad, 0, width)
+            rows["position_ids"] = rows["position_ids"].clamp(min=0)
+        caches: list[Any] = []  # one per chunk that ran, in row order
+
+        def run(lo: int, hi: int) -> Tensors:
+            out = self._forward(
+                input_ids=ids[lo:hi].to(self.device),
+                use_cache=True,
+                **keep,
+                **{name: t[lo:hi] for name, t in rows.items()},
+            )
+            caches.append(out.past_key_values)
+            return (out.logits[:, -1, :].float().log_softmax(dim=-1),)
+
+        first = self._by_rows(len(prefixes), width, run)[0]
+        if len(caches) == 1:
+            return caches[0], first
+        cache = _merge_left_padded(caches, [0] * len(caches))
+        if cache is None:
+            raise BatchOutOfMemoryError(
+                f"{self.name}: out of memory encoding {len(prefixes)} prefixes, and this "
+                "model's cache layers cannot be encoded in parts; use shorter inputs or a "
+                "device with more memory"
+            )
+        return cache, first
 
     def _mask_kwargs(
         self, pad: torch.Tensor, start: torch.Tensor, past: int, new: int
@@ -772,7 +799,8 @@ def _release_cached_memory() -> None:
 
 
 def _merge_left_padded(caches: list[Any], pads: list[int]) -> Any | None:
-    """Batch-1 KV caches stacked into one, each left-padded by ``pads[k]`` zero columns.
+    """KV caches stacked along the batch axis, cache ``k`` left-padded by ``pads[k]`` zero
+    columns (batch-1 caches of different lengths; or, all pads 0, row chunks of one pass).
 
     Only for caches made of plain growing layers (``DynamicLayer``); None otherwise.
     """
