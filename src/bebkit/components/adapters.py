@@ -98,9 +98,11 @@ class ComponentSet:
             PEFT the first time an adapter is added or loaded — never copied.
         tokenizer: its tokenizer.
         name: short model name used in component names (``"smollm2-135m-instruct:neg"``).
+        split_on_oom: the views' :class:`~bebkit.models.hf.HFLanguageModel` rerun a batch
+            that runs out of memory in halves (True) or let the error through.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, name: str) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, name: str, split_on_oom: bool = True) -> None:
         self._base = model
         self._peft: Any = None
         self.tokenizer = tokenizer
@@ -108,7 +110,19 @@ class ComponentSet:
         self._state = BASE
         self._fingerprint: str | None = None
         self._lms: dict[str, Any] = {}
+        self._split_on_oom = bool(split_on_oom)
         model.eval()
+
+    @property
+    def split_on_oom(self) -> bool:
+        """Whether out-of-memory batches are split in halves (set: applies to every view)."""
+        return self._split_on_oom
+
+    @split_on_oom.setter
+    def split_on_oom(self, on: bool) -> None:
+        self._split_on_oom = bool(on)
+        for lm in self._lms.values():
+            lm.split_on_oom = self._split_on_oom
 
     # -- inspection -------------------------------------------------------------------
     @property
@@ -311,7 +325,10 @@ class ComponentSet:
             from bebkit.models.hf import HFLanguageModel
 
             self._lms[name] = HFLanguageModel(
-                self.torch_model, self.tokenizer, name=f"{self.name}:{name}"
+                self.torch_model,
+                self.tokenizer,
+                name=f"{self.name}:{name}",
+                split_on_oom=self._split_on_oom,
             )
         return self._lms[name]
 

@@ -336,6 +336,7 @@ def run_align(ctx: RunContext, s: AlignSettings) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     threads = getattr(ctx.provider, "threads", None)
+    split = bool(getattr(ctx.provider, "split_on_oom", True))
 
     # Before: the model as loaded, its P-/P+ through the run's provider (shared adapter cache).
     t0 = time.perf_counter()
@@ -373,12 +374,13 @@ def run_align(ctx: RunContext, s: AlignSettings) -> dict[str, Any]:
                                   out_dir=vdir / "adapter", num_threads=threads)  # fmt: skip
             merged = merge(copy.deepcopy(bare.base_model), vdir / "adapter")
         name = f"{ctx.model}+{v['name']}"
-        vcomps = ComponentSet(merged, bare.tokenizer, name=name)
+        vcomps = ComponentSet(merged, bare.tokenizer, name=name, split_on_oom=split)
         if s.variant_components == "own":
             # A private provider: the variant's P-/P+ live in its own folder of this stage.
             opts = ctx.provider.options.model_copy(update={"adapters": str(vdir / "components")})
             provider = ComponentProvider(opts, ctx.log, persona_dir=ctx.persona_dir,
-                                         threads=threads)  # fmt: skip
+                                         threads=threads,
+                                         split_on_oom=split)  # fmt: skip
             provider.add_model(name, vcomps)
             provider.components(name, s.behavior, s.fmt, ("neg", "pos"))
             vdata = provider.data(name, s.behavior, s.fmt)

@@ -46,6 +46,9 @@ class ReproduceConfig(BaseModel):
     aligning_prompt: str = Field(DEFAULT_ALIGNING_PROMPT, min_length=1)
     paper_figures: str | None = None
     components: ComponentOptions = ComponentOptions()
+    #: a scoring or prefix-encoding batch that runs out of memory is rerun in halves, same
+    #: numbers up to float32 rounding (:mod:`bebkit.models.hf`); false: the run fails instead
+    split_on_oom: bool = True
     #: experiment sections by experiment name (YAML: their ``section`` names at top level)
     sections: dict[str, dict[str, Any]] = Field(default_factory=dict)
     quick: dict[str, dict[str, Any]] = Field(

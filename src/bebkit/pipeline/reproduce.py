@@ -192,7 +192,9 @@ def reproduce(
         path_like = m is not None and (m.startswith(("/", "./", "../", "~")) or m.endswith(".gguf"))
         if m is not None and path_like and not Path(m).expanduser().exists():
             raise InputError(f"model path {m!r} does not exist")
-    provider = ComponentProvider(cfg.components, say, persona_dir=cfg.persona_dir)
+    provider = ComponentProvider(
+        cfg.components, say, persona_dir=cfg.persona_dir, split_on_oom=cfg.split_on_oom
+    )
     stages = build_stages(cfg, provider, say)
     run_dir.mkdir(parents=True, exist_ok=True)
     events = {"cached": "cached — skipped", "start": "running", "done": "done"}

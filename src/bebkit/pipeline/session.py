@@ -107,6 +107,8 @@ class ComponentProvider:
     log: Callable[[str], None]
     persona_dir: str | None = None
     threads: int | None = None
+    #: out-of-memory batches of the models it loads are split in halves (``split_on_oom``)
+    split_on_oom: bool = True
     _sets: dict[str, Any] = field(default_factory=dict)
     _loaded: dict[str, tuple[ComponentInputs, frozenset[str]]] = field(default_factory=dict)
     _status: dict[ComponentInputs, dict[str, Any]] = field(default_factory=dict)
@@ -118,7 +120,9 @@ class ComponentProvider:
 
         if model not in self._sets:
             self.log(f"loading {model}")
-            self._sets[model] = load_components(model, progress=False)
+            comps = load_components(model, progress=False)
+            comps.split_on_oom = self.split_on_oom
+            self._sets[model] = comps
         return self._sets[model]
 
     def add_model(self, name: str, components: Any) -> None:

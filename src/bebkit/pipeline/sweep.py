@@ -436,7 +436,11 @@ class ModelReplica:
                 pass
         self.cfg, self.root, self.model = cfg, Path(root), model
         self.provider = ComponentProvider(
-            cfg.run.components, lambda _m: None, persona_dir=cfg.run.persona_dir, threads=threads
+            cfg.run.components,
+            lambda _m: None,
+            persona_dir=cfg.run.persona_dir,
+            threads=threads,
+            split_on_oom=cfg.run.split_on_oom,
         )
 
     def pid(self) -> int:

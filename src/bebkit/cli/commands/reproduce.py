@@ -31,6 +31,12 @@ def register(sub: Any) -> None:
         help="stop (exit 1) instead of recomputing a cached stage whose files fail their "
         "integrity check",
     )
+    p.add_argument(
+        "--no-split-on-oom",
+        action="store_true",
+        help="fail on out-of-memory instead of rerunning the batch in halves "
+        "(config: split_on_oom: false)",
+    )
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -51,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         if not Path(args.persona_dir).is_dir():
             raise InputError(f"--persona-dir {args.persona_dir} is not a directory")
         updates["persona_dir"] = args.persona_dir
+    if args.no_split_on_oom:
+        updates["split_on_oom"] = False
     if updates:
         cfg = cfg.model_copy(update=updates)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
