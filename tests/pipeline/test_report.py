@@ -140,8 +140,23 @@ def test_compare_runs_side_by_side(tmp_path: Path) -> None:
     # run b measured β over 8 tokens, run a per sentence: no shared unit cell for that row
     rec = json.loads((b / "record.json").read_text())
     del rec["results"]["stages"]["beta-sigma-agreeableness"]["result"]["unit"]
+    # run b has a declining control and a second judge; run a has no control at all
+    drop = {"value": 0.43, "stderr": 0.04, "n": 160, "ci_low": 0.35, "ci_high": 0.51}
+    mis = rec["results"]["stages"]["misalign-agreeableness"]["result"]
+    mis["control"] = {"curve": {}, "drop_first_to_last": drop, "declines": True}
+    mis["second_judges"] = {"minilm": {
+        "agreement_with_main": {"kappa": {"value": 0.41, "ci_low": 0.3, "ci_high": 0.5}},
+        "control": {"drop_first_to_last": {**drop, "value": 0.02, "ci_low": -0.05,
+                                           "ci_high": 0.09}, "declines": False}}}  # fmt: skip
     (b / "record.json").write_text(json.dumps(rec))
     md, page = write_comparison([a, b], tmp_path / "cmp")
+    rows = md.read_text().splitlines()
+    control_row = next(x for x in rows if x.startswith("| agreeableness | control |"))
+    assert "no control curve in this run" in control_row and "DECLINES" in control_row
+    assert "43.0 % [35.0, 51.0]" in control_row
+    second = next(x for x in rows if x.startswith("| agreeableness | second judges |"))
+    assert "minilm: κ with the main judge 0.41 [0.3, 0.5]" in second and "2.0 %" in second
+    assert "Judges and controls" in page.read_text()
     beta_row = next(x for x in md.read_text().splitlines() if x.startswith("| agreeableness | β |"))
     assert "differs between runs" in beta_row
     assert "(nats (KL of the next sentence))" in beta_row

@@ -345,7 +345,40 @@ def judge_status(run: Run, b: str) -> list[dict[str, str]]:
         except InputError:
             st = {}
     return [{"judge": str(r["judge"]), "components": str(r.get("judge_components") or "shared"),
-             "status": str(st.get("summary") or NOT_VALIDATED)}]  # fmt: skip
+             "status": str(st.get("summary") or NOT_VALIDATED),
+             "control": control_text(r.get("control")),
+             "second": second_judges_text(r.get("second_judges"))}]  # fmt: skip
+
+
+def control_text(ctl: Any) -> str:
+    """One line on the control curve (prompts from P₊, which theory says should stay flat)."""
+    if not isinstance(ctl, Mapping) or not isinstance(ctl.get("drop_first_to_last"), Mapping):
+        return "no control curve in this run"
+    verdict = (
+        "DECLINES: part of the measured decline is length or register, not behavior"
+        if ctl.get("declines")
+        else "flat within its CI"
+    )
+    drop = fmt_est(ctl["drop_first_to_last"], percent=True)
+    return (
+        f"control (prompts from P₊): good rate at the first minus the last n = {drop} "
+        f"(percentage points) — {verdict}"
+    )
+
+
+def second_judges_text(ops: Any) -> str:
+    """One line per second judge: agreement with the main judge and its own control drop."""
+    if not isinstance(ops, Mapping) or not ops:
+        return ""
+    parts = []
+    for name, op in ops.items():
+        kappa = fmt_est(_get(op, "agreement_with_main", "kappa"))
+        ctl = op.get("control") if isinstance(op, Mapping) else None
+        tail = ""
+        if isinstance(ctl, Mapping) and isinstance(ctl.get("drop_first_to_last"), Mapping):
+            tail = f", its control drop {fmt_est(ctl['drop_first_to_last'], percent=True)}"
+        parts.append(f"{name}: κ with the main judge {kappa}{tail}")
+    return "second judges on the same responses — " + "; ".join(parts)
 
 
 def answer_items(run: Run, b: str) -> list[dict[str, str]]:
@@ -1292,6 +1325,19 @@ def comparison_context(run_dirs: Sequence[str | Path], out_dir: Path,
          "paper": paper_col.get((b, q), "—")}
         for (b, q), v in headline.items()
     ]  # fmt: skip
+    # The judge behind each run's curves, its validation status and its control.
+    judge_cells: dict[tuple[str, str], dict[str, str]] = {}
+    for r, label in zip(runs, labels, strict=True):
+        for b in r.behaviors:
+            for j in judge_status(r, b):
+                for q, v in (("judge", f"{j['judge']} ({j['components']} components)"),
+                             ("validation", j["status"]), ("control", j["control"]),
+                             ("second judges", j["second"] or "—")):  # fmt: skip
+                    judge_cells.setdefault((b, q), {})[label] = v
+    judge_rows = [
+        {"behavior": b, "quantity": q, "values": [v.get(lab, "—") for lab in labels]}
+        for (b, q), v in judge_cells.items()
+    ]
     groups: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
     for r, label in zip(runs, labels, strict=True):
         for g in paper_groups(r):
@@ -1334,6 +1380,7 @@ def comparison_context(run_dirs: Sequence[str | Path], out_dir: Path,
         "labels": labels,
         "runs": overview,
         "headline": head_rows,
+        "judges": judge_rows,
         "groups": group_list,
         "figures": figures,
         "ci_note": CI_NOTE,
