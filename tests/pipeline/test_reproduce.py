@@ -317,6 +317,29 @@ def test_out_of_memory_in_a_run_is_split_and_recorded(
     _assert_close(_numbers(out), _numbers(clean))
 
 
+@pytest.mark.slow
+def test_out_of_memory_with_split_off_fails_the_run(
+    clean_run: tuple[Path, dict[str, str], Path, Any], tmp_path: Path
+) -> None:
+    """``--no-split-on-oom``: the same fault is not retried; the run stops (exit 1) with a
+    failed record naming the allocator's error."""
+    cfg, env, _, _ = clean_run
+    script, out = tmp_path / "oom.py", tmp_path / "oom"
+    script.write_text(_OOM_ABOVE_TWO_ROWS)
+    proc = subprocess.run(
+        [sys.executable, str(script), "reproduce", str(cfg), "--out", str(out),
+         "--no-split-on-oom"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "retrying at" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("bebkit reproduce: error: stage failed (OutOfMemoryError: "), last
+    rec = json.loads((out / "record.json").read_text())
+    assert rec["status"] == "failed" and rec["oom_retries"] == {}
+    assert rec["config"]["split_on_oom"] is False
+
+
 def test_bad_config_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nbeta_sigma: {n_prompt: 3}\n")
