@@ -24,6 +24,11 @@ class RunError(BebkitError, RuntimeError):
     exit_code = 1
 
 
+class DiskFullError(RunError):
+    """A write failed because the disk is full (or not writable); nothing partial was
+    published. One line naming what could not be written and where."""
+
+
 class BatchOutOfMemoryError(RunError):
     """A model call ran out of memory even after splitting its batch down to one row (or in a
     call whose numbers depend on the batch layout, which is never split)."""

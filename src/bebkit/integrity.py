@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bebkit.errors import RunError
+from bebkit.errors import DiskFullError, RunError
 
 #: Name of the integrity record inside an artifact folder.
 INTEGRITY_FILE = "bebkit-integrity.json"
@@ -277,7 +277,8 @@ def publish_folder(
     On a clean exit the integrity record of ``files`` (default: all) is written, everything
     is fsynced and ``tmp`` is renamed onto ``target`` (an existing ``target`` is moved aside
     first and deleted afterwards). On any exception the temp folder is removed and nothing is
-    published; a full or read-only disk becomes one-line :class:`RunError` naming ``what``.
+    published; a full or read-only disk becomes one-line :class:`~bebkit.errors.DiskFullError`
+    (a :class:`RunError`) naming ``what``.
     Callers that may race another process hold :func:`bebkit.locks.artifact_lock` around it.
     """
     dest = Path(target)
@@ -291,7 +292,7 @@ def publish_folder(
         reason = disk_error(exc)
         if reason is None:
             raise
-        raise RunError(f"cannot write {what} in {dest.parent}: {reason}") from exc
+        raise DiskFullError(f"cannot write {what} in {dest.parent}: {reason}") from exc
     try:
         yield tmp
         write_manifest(tmp, files)
@@ -308,7 +309,7 @@ def publish_folder(
         shutil.rmtree(tmp, ignore_errors=True)
         reason = disk_error(exc)
         if reason is not None:
-            raise RunError(
+            raise DiskFullError(
                 f"cannot write {what} in {dest.parent}: {reason}; nothing was published"
             ) from exc
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bebkit.errors import DiskFullError
 from bebkit.pipeline.stages import Stage, StageContext, StageRunner, derive_seed, stable_hash
 
 
@@ -179,3 +181,100 @@ def test_a_second_reproduce_on_the_same_run_folder_fails_at_once(tmp_path: Path)
     with RunLock(tmp_path), pytest.raises(LockedError, match=str(os.getpid())):
         reproduce(ReproduceConfig(), tmp_path)
     assert not (tmp_path / "record.json").exists()
+
+
+def _no_space(*_args: object, **_kwargs: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _partial_write_text(self: Path, data: str, *_args: object, **_kwargs: object) -> int:
+    with open(self, "w") as fh:
+        fh.write(data[:5])  # part of the file reached the disk
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("where", ["stage-output", "result-json"])
+def test_disk_full_in_a_stage_is_one_line_and_publishes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The disk fills while the stage writes its own file, or while its result.json is
+    fsynced: one line, no stage folder (not even the temp one); once there is room again the
+    rerun gives the clean run's numbers."""
+    stage = Stage("draw", _draw, {"n": 50})
+    clean = StageRunner(tmp_path / "clean", seed=4).run(stage)
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        if where == "stage-output":
+            m.setattr(Path, "write_text", _partial_write_text)
+        else:
+            m.setattr(os, "fsync", _no_space)
+        with pytest.raises(DiskFullError) as info:
+            StageRunner(run, seed=4).run(stage)
+    assert str(info.value) == (
+        f"cannot write stage draw in {run / 'stages' / 'draw'}: no space left on device; "
+        "nothing was published"
+    )
+    assert list((run / "stages" / "draw").iterdir()) == []
+    again = StageRunner(run, seed=4).run(stage)
+    assert not again.cached and again.result == clean.result
+
+
+def _fill_disk(ctx: StageContext) -> dict[str, object]:
+    ctx.path("big.bin").write_text("x" * 100)
+    return {}
+
+
+@pytest.mark.parametrize("where", ["stage", "record"])
+def test_disk_full_in_reproduce_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], where: str
+) -> None:
+    """``bebkit reproduce`` on a disk that fills up in a stage or while the record is written:
+    exit 1, no traceback, one error line; finished stages kept, nothing half-written."""
+    import bebkit.pipeline.reproduce as rep
+    from bebkit.cli import main
+    from bebkit.io import atomic_open
+
+    stages = [Stage("draw", _draw, {"n": 5}), Stage("fill", _fill_disk)]
+    monkeypatch.setattr(rep, "build_stages", lambda *_a, **_k: stages)
+    if where == "stage":
+        real_write_text = Path.write_text
+
+        def write_text(self: Path, data: str, *args: object, **kwargs: object) -> int:
+            if self.name == "big.bin":
+                return _partial_write_text(self, data)
+            return real_write_text(self, data, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(Path, "write_text", write_text)
+    else:
+
+        def write_record(path: Path, _record: object) -> None:
+            with atomic_open(path) as fh:
+                fh.write("{")
+                _no_space()
+
+        monkeypatch.setattr(rep, "write_record", write_record)
+    cfg, run = tmp_path / "run.yaml", tmp_path / "run"
+    cfg.write_text("name: full\nbehaviors: [cooperativeness]\n", encoding="utf-8")
+    capfd.readouterr()
+    code = main(["reproduce", str(cfg), "--out", str(run)])
+    err = capfd.readouterr().err
+    assert code == 1 and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert errors == [err.strip().splitlines()[-1]]
+    if where == "stage":
+        assert errors[0] == (
+            "bebkit reproduce: error: stage failed (DiskFullError: cannot write stage fill in "
+            f"{run / 'stages' / 'fill'}: no space left on device; nothing was published); "
+            f"finished stages are kept in {run}"
+        )
+        assert list((run / "stages" / "fill").iterdir()) == []
+        assert json.loads((run / "record.json").read_text())["status"] == "failed"
+    else:
+        assert errors[0] == (
+            f"bebkit reproduce: error: cannot write the run's record and report in {run}: "
+            "no space left on device; finished stages are kept"
+        )
+        assert not (run / "record.json").exists() and not (run / "report.html").exists()
+        assert not list(run.glob(".*.tmp"))
+        assert len(list((run / "stages" / "fill").glob("*/result.json"))) == 1
+    assert len(list((run / "stages" / "draw").glob("*/result.json"))) == 1

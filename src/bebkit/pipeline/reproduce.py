@@ -181,7 +181,8 @@ def reproduce(
     than waiting for hours. A reused stage whose files no longer match their integrity record
     is recomputed (``recompute=False``: the run stops with :class:`IntegrityError`, exit 1).
     """
-    from bebkit.integrity import IntegrityError
+    from bebkit.errors import DiskFullError
+    from bebkit.integrity import IntegrityError, disk_error
     from bebkit.locks import RunLock
     from bebkit.pipeline.report import write_report
 
@@ -222,7 +223,8 @@ def reproduce(
 
             status = "failed"
             error = f"{type(exc).__name__}: {exc}"
-            say("".join(traceback.format_exception(exc)).rstrip())
+            if not isinstance(exc, DiskFullError):  # a full disk is said in one line
+                say("".join(traceback.format_exception(exc)).rstrip())
         record = build_record(
             cfg,
             runner.outcomes,
@@ -238,8 +240,17 @@ def reproduce(
         # a kill between the writes below leaves a record and no report (the rerun writes it).
         for name in ("report.md", "report.html"):
             (run_dir / name).unlink(missing_ok=True)
-        write_record(run_dir / "record.json", record)
-        write_report(run_dir)
+        try:
+            write_record(run_dir / "record.json", record)
+            write_report(run_dir)
+        except Exception as exc:  # both writes are atomic: nothing half-written remains
+            reason = disk_error(exc)
+            if reason is None:
+                raise
+            raise DiskFullError(
+                f"cannot write the run's record and report in {run_dir}: {reason}; "
+                "finished stages are kept"
+            ) from exc
     if status != "complete":
         from bebkit.errors import RunError
 

@@ -8,7 +8,9 @@ is complete iff its ``result.json`` exists: the stage writes into a private temp
 which is renamed into place only after ``result.json`` and the integrity record (size and
 SHA-256 of every file, :mod:`bebkit.integrity`) are written, so a run killed at any point
 (SIGKILL included) never leaves a partial stage that a rerun would read as complete, and a
-stage folder edited or damaged afterwards is detected when it is reused.
+stage folder edited or damaged afterwards is detected when it is reused. A disk that fills up
+while a stage writes is one line (:class:`~bebkit.errors.DiskFullError`) and publishes
+nothing.
 Each stage gets its own seed derived from the run seed and the stage name, so a resumed run
 produces the same numbers as an uninterrupted one.
 """
@@ -25,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bebkit.errors import InputError
-from bebkit.integrity import IntegrityError, verify, write_manifest
+from bebkit.errors import DiskFullError, InputError
+from bebkit.integrity import IntegrityError, disk_error, verify, write_manifest
 from bebkit.io import to_jsonable, write_json
 
 RESULT_FILE = "result.json"
@@ -152,33 +154,41 @@ class StageRunner:
             return outcome
 
         tmp = folder.parent / f".tmp-{key}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        ctx = StageContext(
-            name=stage.name,
-            workdir=tmp,
-            seed=derive_seed(self.seed, stage.name),
-            config=stage.config,
-            inputs={d: self.outcomes[d].result for d in stage.deps},
-            run_dir=self.run_dir,
-        )
         self.on_event(stage.name, "start")
         t0 = time.perf_counter()
         try:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+            ctx = StageContext(
+                name=stage.name,
+                workdir=tmp,
+                seed=derive_seed(self.seed, stage.name),
+                config=stage.config,
+                inputs={d: self.outcomes[d].result for d in stage.deps},
+                run_dir=self.run_dir,
+            )
             result = stage.fn(ctx)
-        except BaseException:
+            seconds = time.perf_counter() - t0
+            payload = {
+                "stage": stage.name,
+                "key": key,
+                "seconds": seconds,
+                "result": to_jsonable(result),
+            }
+            write_json(tmp / RESULT_FILE, payload)
+            write_manifest(tmp)  # content hashes of every file, checked when the stage is reused
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            # A full disk, wherever the stage hit it (its own outputs or result.json): one
+            # line, and nothing published (an adapter's publish already says so itself).
+            reason = None if isinstance(exc, DiskFullError) else disk_error(exc)
+            if reason is not None:
+                raise DiskFullError(
+                    f"cannot write stage {stage.name} in {folder.parent}: {reason}; "
+                    "nothing was published"
+                ) from exc
             raise
-        seconds = time.perf_counter() - t0
-        payload = {
-            "stage": stage.name,
-            "key": key,
-            "seconds": seconds,
-            "result": to_jsonable(result),
-        }
-        write_json(tmp / RESULT_FILE, payload)
-        write_manifest(tmp)  # content hashes of every file, checked when the stage is reused
         if folder.exists():  # a stale folder without result.json (cannot normally happen)
             shutil.rmtree(folder)
         os.replace(tmp, folder)
