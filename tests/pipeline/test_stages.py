@@ -278,3 +278,27 @@ def test_disk_full_in_reproduce_is_one_line(
         assert not list(run.glob(".*.tmp"))
         assert len(list((run / "stages" / "fill").glob("*/result.json"))) == 1
     assert len(list((run / "stages" / "draw").glob("*/result.json"))) == 1
+
+
+def test_record_states_what_reproducibility_rests_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record says whether its numbers are bit-identical (same seed and thread count) and
+    what differs across thread counts (tests/components/test_determinism.py measures it)."""
+    import torch
+
+    import bebkit.pipeline.reproduce as rep
+    from bebkit.pipeline.config import ReproduceConfig
+
+    monkeypatch.setattr(rep, "build_stages", lambda *_a, **_k: [Stage("draw", _draw, {"n": 5})])
+    rec = rep.reproduce(ReproduceConfig(), tmp_path / "run")
+    det = rec["determinism"]
+    assert det["torch_threads"] == torch.get_num_threads()
+    assert det["same_seed_same_threads"] == "bit-identical"
+    assert det["across_thread_counts"].startswith("log-prob passes bit-identical; adapter")
+    assert json.loads((tmp_path / "run" / "record.json").read_text())["determinism"] == det
+    again = rep.reproduce(ReproduceConfig(), tmp_path / "run")  # resumed: the same numbers
+    assert again["results"]["stages"]["draw"]["cached"]
+    assert (
+        again["results"]["stages"]["draw"]["result"] == rec["results"]["stages"]["draw"]["result"]
+    )

@@ -318,5 +318,6 @@ def _determinism_note() -> dict[str, Any]:
         "torch_threads": threads,
         "same_seed_same_threads": "bit-identical",
         "across_thread_counts": "log-prob passes bit-identical; adapter training differs "
-        "(<= 1e-3 nats in log-probs, measured on a tiny model)",
+        "(<= 1e-3 nats in log-probs asserted; measured on the test model, 12 steps: max "
+        "|Δ log-prob| 5.9e-5 nats, max |Δ weight| 3.5e-5)",
     }
