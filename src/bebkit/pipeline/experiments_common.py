@@ -168,9 +168,22 @@ def check_prompts_file(path: Any) -> None:
     malformed (the authors' ``authors-prompts.json`` is read per behavior, later)."""
     from bebkit.estimators.prompts import load_fixed_prompts
 
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if path.suffix != ".json" or '"behaviors"' not in text:
+    if not is_authors_prompts(Path(path)):
         load_fixed_prompts(path)
+
+
+def is_authors_prompts(path: Path) -> bool:
+    """Whether ``path`` is the authors' ``authors-prompts.json``: a JSON object with
+    ``behaviors`` (any other file is a plain list of prompts)."""
+    import json
+
+    if path.suffix != ".json" or not path.is_file():
+        return False
+    try:
+        head = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except json.JSONDecodeError:
+        return False
+    return isinstance(head, dict) and "behaviors" in head
 
 
 def misaligning_prompts(
@@ -222,18 +235,9 @@ def misaligning_prompts(
 
 
 def authors_prompts_file(s: Any) -> Path | None:
-    """``s.prompts_file`` when it is the authors' ``authors-prompts.json`` (a JSON object with
-    ``behaviors``), else None."""
-    import json
-
+    """``s.prompts_file`` when it is the authors' ``authors-prompts.json``, else None."""
     path = getattr(s, "prompts_file", None)
-    if path is None or Path(path).suffix != ".json" or not Path(path).is_file():
-        return None
-    try:
-        head = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return None
-    return Path(path) if isinstance(head, dict) and "behaviors" in head else None
+    return Path(path) if path is not None and is_authors_prompts(Path(path)) else None
 
 
 def say(log: Callable[[str], None] | None, msg: str) -> None:
