@@ -447,19 +447,37 @@ class ModelReplica:
         return os.getpid()
 
     def run(self, unit: Unit, deps: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        """Run ``unit``; a failure is returned as its one-line error, never raised."""
+        """Run ``unit``; a failure is returned as its one-line error, never raised. Batch
+        halvings after out-of-memory errors during the unit are returned (and logged) per
+        model as ``oom_retries``."""
+        from bebkit.pipeline.reproduce import _oom_tally
+
         log = _file_log(self.root / "logs" / (unit.id.replace("/", "__") + ".log"))
         self.provider.log = log
         log(f"unit {unit.id} on replica pid {os.getpid()}")
         t0 = time.perf_counter()
+        before = _oom_tally()
+
+        def oom() -> dict[str, int]:
+            after = {m: n - before.get(m, 0) for m, n in _oom_tally().items()}
+            found = {m: n for m, n in after.items() if n}
+            for m, n in found.items():
+                log(f"{m}: out of memory: {n} batch halving(s), same numbers")
+            return found
+
         try:
             out = execute_unit(self.cfg, unit, self.root, self.provider, deps, log)
         except Exception as exc:
             import traceback
 
             log("".join(traceback.format_exception(exc)).rstrip())
-            return {"status": "failed", "error": one_line(exc), "seconds": time.perf_counter() - t0}
-        return {"status": "done", "pid": os.getpid(), **out}
+            return {
+                "status": "failed",
+                "error": one_line(exc),
+                "seconds": time.perf_counter() - t0,
+                "oom_retries": oom(),
+            }
+        return {"status": "done", "pid": os.getpid(), **out, "oom_retries": oom()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -475,6 +493,8 @@ class UnitState:
     outcome: dict[str, Any] | None = None
     seconds: float | None = None
     attempts: int = 0
+    #: batch halvings after out-of-memory errors in this invocation's run, per model
+    oom_retries: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -692,6 +712,7 @@ class _RayDriver:
                     out = {"status": "failed", "error": one_line(exc)}
                     self.replicas.remove(r)
                     self.ray.kill(r.handle)
+                s.oom_retries = dict(out.get("oom_retries") or {})
                 if out["status"] == "done":
                     s.status = "cached" if out.get("cached") else "done"
                     s.outcome = {k: out[k] for k in ("key", "folder", "seconds", "result")}
@@ -818,10 +839,15 @@ def sweep_state(
             "error": s.error,
             "seconds": s.seconds,
             "folder": s.unit.folder,
+            "oom_retries": s.oom_retries,
         }
         for s in states.values()
     ]
     counts = {k: sum(u["status"] == k for u in units) for k in ("done", "cached", "failed")}
+    oom: dict[str, int] = {}
+    for s in states.values():
+        for m, n in s.oom_retries.items():
+            oom[m] = oom.get(m, 0) + n
     return {
         "name": cfg.name,
         "status": status,
@@ -829,6 +855,7 @@ def sweep_state(
         **counts,
         "wall_this_invocation": wall,
         "failures": {u["id"]: u["error"] for u in units if u["status"] == "failed"},
+        "oom_retries": oom,  # batch halvings after out-of-memory errors, per model
         "units": units,
     }
 
