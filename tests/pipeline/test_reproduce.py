@@ -194,8 +194,10 @@ def _kill_before_publishing(cfg: Path, out: Path, env: dict[str, str], target: s
 
 def _report_md(run: Path) -> str:
     """report.md with what legitimately differs between two runs of one config masked: the
-    run folder, timestamps, timings, and whether adapters were trained or found cached."""
+    run folder, timestamps, timings, whether adapters were trained or found cached, and the
+    source tree's git state (a commit or an edit in the checkout between the two runs)."""
     text = (run / "report.md").read_text()
+    text = re.sub(r"^- \*\*git\*\*: .*$", "- **git**: GIT", text, flags=re.M)
     for p in (str(run), str(run).replace("_", "\\_")):
         text = text.replace(p, "RUN")
     text = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\\?\+00:00", "TIME", text)
