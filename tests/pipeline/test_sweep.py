@@ -201,6 +201,16 @@ def test_sweep_equals_one_by_one_and_records_failures(
     assert res["cached"] == 4 and res["failed"] == 4 and res["done"] == 0
 
 
+def _published(out: Path) -> set[Path]:
+    """Stage folders published by a sweep; a stage being written sits in a hidden
+    ``.tmp-*`` folder (pathlib's glob matches hidden names) and is not published."""
+    return {
+        p.parent
+        for p in out.glob("units/*/*/stages/*/*/result.json")
+        if not p.parent.name.startswith(".")
+    }
+
+
 def test_kill_driver_mid_sweep_then_resume(
     world: dict[str, Any], cluster: str, env: dict[str, str]
 ) -> None:
@@ -213,12 +223,12 @@ def test_kill_driver_mid_sweep_then_resume(
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.time() + 300
-    while time.time() < deadline and not list(out.glob("units/*/*/stages/*/*/result.json")):
+    while time.time() < deadline and not _published(out):
         assert proc.poll() is None, "sweep finished before it could be killed"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    finished = {p.parent for p in out.glob("units/*/*/stages/*/*/result.json")}
+    finished = _published(out)
     assert 1 <= len(finished) < 6
 
     done = _cli([str(path), "--out", str(out), "--address", cluster, "--json"], env)
