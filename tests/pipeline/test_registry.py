@@ -91,6 +91,7 @@ def _alternative(name: str, info: Any, current: Any) -> Any:
     special = {
         "conditions": ("none",),
         "judge_hypotheses": ("neg", "base"),
+        "second_judges": ("minilm",),
         "neutral": ("It is sunny today.",),
         "layers": ("last",),
         "behaviors": ("alpha", "beta"),
