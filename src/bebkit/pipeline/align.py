@@ -50,7 +50,13 @@ import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
 from bebkit.estimate import Estimate
-from bebkit.pipeline.experiments_common import PromptLayout, fmt_ci, say
+from bebkit.pipeline.experiments_common import (
+    PromptLayout,
+    behavior_field,
+    fmt_ci,
+    max_response_tokens_field,
+    say,
+)
 from bebkit.pipeline.registry import (
     EstimateField,
     Experiment,
@@ -75,7 +81,7 @@ class AlignSettings(Settings):
         "n_prompts": 3, "n_sentences": 5, "n_responses": 4, "n_samples": 8, "n_boot": 50,
     }  # fmt: skip
 
-    behavior: str = Field(description="behavior name (persona file stem or 'cooperativeness')")
+    behavior: str = behavior_field()
     fmt: PromptLayout = Field(
         "newline",
         description="prompt layout of the measurements and training format of every model's "
@@ -107,7 +113,7 @@ class AlignSettings(Settings):
     n_responses: int = Field(16, ge=1, description="judged responses per (prompt, length)")
     n_samples: int = Field(16, ge=2, description="KL continuations per (prompt, length)")
     max_sentence_tokens: int = Field(48, ge=1, description="token cap per prompt sentence")
-    max_response_tokens: int = Field(32, ge=1, description="response token cap")
+    max_response_tokens: int = max_response_tokens_field()
     n_boot: int = Field(200, ge=0, description="bootstrap replicates over prompts")
     variant_components: Literal["own", "before"] = Field(
         "own",

@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,8 +33,10 @@ from bebkit.fits.envelopes import fit_beta, fit_beta_prime, fit_sigma2
 from bebkit.models.protocol import LanguageModel
 from bebkit.pipeline.experiments_common import (
     KLSettings,
+    PPlus,
     PromptLayout,
     fmt_ci,
+    p_plus_field,
     run_pminus_vs_pplus,
     say,
 )
@@ -55,11 +57,7 @@ class BetaSigmaSettings(KLSettings):
     n_var_prompts: int = Field(
         30, ge=3, description="prompts for the variance (the KL uses the first n_prompts)"
     )
-    p_plus: Literal["base", "pos"] = Field(
-        "base",
-        description="P+: base = the model with adapters off (as the authors did); "
-        "pos = the trained P+ adapter",
-    )
+    p_plus: PPlus = p_plus_field()
 
 
 class EnvelopeSummary(BaseModel):

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bebkit.pipeline.experiments_common import PromptLayout
+from bebkit.pipeline.experiments_common import PromptLayout, behavior_field
 from bebkit.pipeline.registry import (
     EstimateField,
     Experiment,
@@ -21,7 +21,7 @@ from bebkit.pipeline.registry import (
 class ClassifySettings(Settings):
     """Which behavior and training format; the LoRA recipe is the run's component options."""
 
-    behavior: str = Field(description="behavior name (persona file stem or 'cooperativeness')")
+    behavior: str = behavior_field()
     fmt: PromptLayout = Field(
         "alternating", description="training-text format of the adapters (app. J)"
     )

@@ -25,10 +25,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bebkit.errors import InputError
-from bebkit.estimators.behavior import ALIGN, CONDITIONS
+from bebkit.estimators.behavior import ALIGN
 from bebkit.estimators.kl import KLCurve, kl_curves
 from bebkit.estimators.prompts import (
-    DEFAULT_ALIGNING_PROMPT,
     NEWLINE,
     PromptFormat,
     SampledPrompt,
@@ -41,6 +40,10 @@ from bebkit.models.protocol import LanguageModel
 from bebkit.pipeline.experiments_common import (
     PAPER_LABEL,
     KLSettings,
+    aligning_prompt_field,
+    check_conditions,
+    check_nonblank,
+    conditions_field,
     fmt_ci,
     markers_as_sentences,
     misaligning_prompts,
@@ -49,6 +52,7 @@ from bebkit.pipeline.experiments_common import (
     prompt_format_for,
     prompts_file_field,
     say,
+    theorem2_field,
 )
 from bebkit.pipeline.registry import EstimateField, Experiment, Result, RunContext, register
 from bebkit.reporting.kl_figures import convergence_figure
@@ -66,45 +70,20 @@ class ConvergenceSettings(KLSettings):
         "alternating layout, where marker k closes sentence 2k-1)",
     )
 
-    conditions: tuple[str, ...] = Field(
-        CONDITIONS, description="comma list of 'none' (no aligning prompt) and 'aligned'"
-    )
-    aligning_prompt: str = Field(
-        DEFAULT_ALIGNING_PROMPT,
-        min_length=1,
-        description="system prompt of the 'aligned' condition (default: bebkit's own)",
-    )
+    conditions: tuple[str, ...] = conditions_field()
+    aligning_prompt: str = aligning_prompt_field(min_length=1)
     n_linear: int = Field(
         3, ge=2, description="points of the straight-line fit (the paper: first 3 sentences)"
     )
     epsilon: float = Field(0.1, gt=0, lt=1, description="Theorem 1/2 epsilon")
     delta: float = Field(0.1, gt=0, lt=1, description="Theorem 2 delta")
-    beta_prime: float | None = Field(
-        None, ge=0, description="beta' for Theorem 2 (default: from a beta-sigma result)"
-    )
-    sigma: float | None = Field(
-        None, ge=0, description="sigma for Theorem 2 (default: from a beta-sigma result)"
-    )
-    s0_sentences: float | None = Field(
-        None, ge=0, description="|s0| in sentences (default: counted in the aligning prompt)"
-    )
+    beta_prime: float | None = theorem2_field("beta_prime")
+    sigma: float | None = theorem2_field("sigma")
+    s0_sentences: float | None = theorem2_field("s0_sentences")
     prompts_file: str | None = prompts_file_field()
 
-    @field_validator("conditions")
-    @classmethod
-    def _conditions(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v or any(c not in CONDITIONS for c in v):
-            raise ValueError(f"must list 'none' and/or 'aligned', got {','.join(v)!r}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"must not repeat a condition, got {','.join(v)!r}")
-        return v
-
-    @field_validator("aligning_prompt")
-    @classmethod
-    def _aligning(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("must not be empty")
-        return v
+    _conditions = field_validator("conditions")(check_conditions)
+    _aligning = field_validator("aligning_prompt")(check_nonblank)
 
 
 def convergence_curves(

@@ -4,7 +4,10 @@
   continuations, estimator, bootstrap), frozen and validated;
 * :func:`paper_kl` / :func:`prompt_format_for` — the paper's curves and the prompt layout an
   experiment overlays and samples in;
-* :func:`fmt_ci` — the one estimate formatter of the console summaries.
+* :func:`fmt_ci` — the one estimate formatter of the console summaries;
+* settings fields that several experiments share, each written once (:func:`behavior_field`,
+  :func:`conditions_field`, :func:`aligning_prompt_field`, :func:`theorem2_field`, ...), and
+  their validators (:func:`check_conditions`, :func:`check_nonblank`).
 
 The KL curves themselves are :func:`bebkit.estimators.kl.kl_curves` (several targets from one
 P-sample set); the derived quantities (delta-method lengths, ratios) live in
@@ -22,7 +25,9 @@ import numpy as np
 from pydantic import Field
 
 from bebkit.estimate import Estimate
+from bebkit.estimators.behavior import CONDITIONS
 from bebkit.estimators.kl import Estimator
+from bebkit.estimators.prompts import DEFAULT_ALIGNING_PROMPT
 from bebkit.pipeline.registry import Settings
 
 _Z95 = 1.959963984540054
@@ -30,6 +35,65 @@ _Z95 = 1.959963984540054
 
 #: Prompt layouts of the misaligning experiments (bebkit.estimators.prompts.prompt_format).
 PromptLayout = Literal["alternating", "chat", "user-turns", "llama2-inst", "newline"]
+
+
+def behavior_field() -> Any:
+    """The required ``behavior`` field every per-behavior experiment has."""
+    return Field(description="behavior name (persona file stem or 'cooperativeness')")
+
+
+def conditions_field() -> Any:
+    """The ``conditions`` field of the experiments with and without the aligning prompt."""
+    return Field(CONDITIONS, description="comma list of 'none' (no aligning prompt) and 'aligned'")
+
+
+def aligning_prompt_field(
+    description: str = "system prompt of the 'aligned' condition (default: bebkit's own)",
+    **kwargs: Any,
+) -> Any:
+    """The aligning system prompt (validate with :func:`check_nonblank`)."""
+    return Field(DEFAULT_ALIGNING_PROMPT, description=description, **kwargs)
+
+
+def check_conditions(v: tuple[str, ...]) -> tuple[str, ...]:
+    """Validator of :func:`conditions_field`: known conditions, each at most once."""
+    if not v or any(c not in CONDITIONS for c in v):
+        raise ValueError(f"must list 'none' and/or 'aligned', got {','.join(v)!r}")
+    if len(set(v)) != len(v):
+        raise ValueError(f"must not repeat a condition, got {','.join(v)!r}")
+    return v
+
+
+def check_nonblank(v: str) -> str:
+    """Validator of a text field (the aligning prompt) that must not be blank."""
+    if not v.strip():
+        raise ValueError("must not be empty")
+    return v
+
+
+def max_sentence_tokens_field(what: str = "misaligning sentence") -> Any:
+    return Field(48, ge=1, description=f"token cap per {what}")
+
+
+def max_response_tokens_field() -> Any:
+    return Field(32, ge=1, description="response token cap")
+
+
+#: Help of Theorem 2's parameter overrides (:func:`theorem2_field`).
+_THEOREM2 = {
+    "beta_prime": "beta' for Theorem 2 (default: from a beta-sigma result)",
+    "sigma": "sigma for Theorem 2 (default: from a beta-sigma result)",
+    "s0_sentences": "|s0| in sentences (default: counted in the aligning prompt)",
+}
+
+
+def theorem2_field(name: Literal["beta_prime", "sigma", "s0_sentences"]) -> Any:
+    """An optional override of one of Theorem 2's inputs (``None``: measured / counted)."""
+    return Field(None, ge=0, description=_THEOREM2[name])
+
+
+def seed_field(description: str = "sampling seed") -> Any:
+    return Field(0, ge=0, description=description)
 
 
 class KLSettings(Settings):
@@ -44,7 +108,7 @@ class KLSettings(Settings):
         "n_prompts": 3, "n_sentences": 4, "n_samples": 16, "n_boot": 200,
     }  # fmt: skip
 
-    behavior: str = Field(description="behavior name (persona file stem or 'cooperativeness')")
+    behavior: str = behavior_field()
     fmt: PromptLayout = Field(
         "alternating",
         description="prompt layout (and the P- adapter's training format): alternating = "
@@ -67,12 +131,12 @@ class KLSettings(Settings):
         description="KL estimator: rb = Rao-Blackwellised (exact next-token KL summed along "
         "each path), rb_cv = with control variate, mc = the paper's plain Monte Carlo",
     )
-    max_sentence_tokens: int = Field(
-        48, ge=1, description="token cap per prompt sentence and per continuation sentence"
+    max_sentence_tokens: int = max_sentence_tokens_field(
+        "prompt sentence and per continuation sentence"
     )
     n_boot: int = Field(1000, ge=100, description="bootstrap replicates for CIs")
     fit_n_min: int = Field(1, ge=0, description="fit over prompt lengths n >= this (paper: 1)")
-    seed: int = Field(0, ge=0, description="sampling seed")
+    seed: int = seed_field()
 
 
 #: Layouts in which a response is read after every other sentence (the authors' markers).
@@ -131,6 +195,18 @@ def prompt_format_for(fmt: str, comps: Any) -> Any:
     from bebkit.estimators.prompts import prompt_format
 
     return prompt_format(fmt, comps.tokenizer)
+
+
+#: Who plays P₊ against the P₋ adapter (:func:`run_pminus_vs_pplus`).
+PPlus = Literal["base", "pos"]
+
+
+def p_plus_field() -> Any:
+    return Field(
+        "base",
+        description="P+: base = the model with adapters off (as the authors did); "
+        "pos = the trained P+ adapter",
+    )
 
 
 def run_pminus_vs_pplus(ctx: Any, s: Any, run: Callable[..., dict[str, Any]], result: Any) -> Any:
@@ -262,16 +338,27 @@ def fmt_ci(e: Mapping[str, Any] | Estimate | None, digits: int = 3) -> str:
 __all__ = [
     "Estimator",
     "KLSettings",
+    "PPlus",
+    "aligning_prompt_field",
     "authors_prompts_file",
+    "behavior_field",
+    "check_conditions",
+    "check_nonblank",
     "check_prompts_file",
+    "conditions_field",
     "fmt_ci",
     "markers_as_sentences",
+    "max_response_tokens_field",
+    "max_sentence_tokens_field",
     "misaligning_prompts",
     "n_counting",
+    "p_plus_field",
     "paper_kl",
     "prompt_format_for",
     "prompts_file_field",
     "run_pminus_vs_pplus",
     "say",
+    "seed_field",
+    "theorem2_field",
     "training_format",
 ]

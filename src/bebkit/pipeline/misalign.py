@@ -29,7 +29,6 @@ from bebkit.errors import InputError
 from bebkit.estimate import Estimate
 from bebkit.estimators.behavior import (
     ALIGN,
-    CONDITIONS,
     NO_ALIGN,
     BehaviorCurve,
     JudgeLike,
@@ -41,7 +40,6 @@ from bebkit.estimators.behavior import (
     write_responses,
 )
 from bebkit.estimators.prompts import (
-    DEFAULT_ALIGNING_PROMPT,
     PromptFormat,
     condition_contexts,
     count_sentences,
@@ -59,11 +57,20 @@ from bebkit.fits.sigmoid import (
 from bebkit.models.protocol import LanguageModel
 from bebkit.pipeline.experiments_common import (
     PromptLayout,
+    aligning_prompt_field,
     authors_prompts_file,
+    behavior_field,
+    check_conditions,
+    check_nonblank,
+    conditions_field,
     fmt_ci,
+    max_response_tokens_field,
+    max_sentence_tokens_field,
     misaligning_prompts,
     n_counting,
     prompts_file_field,
+    seed_field,
+    theorem2_field,
     training_format,
 )
 from bebkit.pipeline.registry import (
@@ -88,7 +95,7 @@ class MisalignSettings(Settings):
         "n_prompts": 3, "n_sentences": 5, "n_responses": 8, "n_boot": 100,
     }  # fmt: skip
 
-    behavior: str = Field(description="behavior name (persona file stem or 'cooperativeness')")
+    behavior: str = behavior_field()
     fmt: PromptLayout = Field(
         "alternating",
         description="chat: each sentence is a user turn, the response the assistant turn; "
@@ -102,15 +109,10 @@ class MisalignSettings(Settings):
         "turn to the model (alternating: odd n; 19 = the paper's 10 '[/INST]' markers)",
     )
     n_responses: int = Field(32, ge=1, description="responses per prompt, n and condition")
-    max_response_tokens: int = Field(32, ge=1, description="response token cap")
-    max_sentence_tokens: int = Field(48, ge=1, description="token cap per misaligning sentence")
-    conditions: tuple[str, ...] = Field(
-        CONDITIONS, description="comma list of 'none' (no aligning prompt) and 'aligned'"
-    )
-    aligning_prompt: str = Field(
-        DEFAULT_ALIGNING_PROMPT,
-        description="system prompt of the 'aligned' condition (default: bebkit's own)",
-    )
+    max_response_tokens: int = max_response_tokens_field()
+    max_sentence_tokens: int = max_sentence_tokens_field()
+    conditions: tuple[str, ...] = conditions_field()
+    aligning_prompt: str = aligning_prompt_field()
     judge: JudgeKind = Field(
         "mixture",
         description="mixture (default): posterior of P- against the untouched model, plain and "
@@ -149,18 +151,12 @@ class MisalignSettings(Settings):
         "(prompt, n) and compare Lemma 5's n* with the sigmoid centre",
     )
     n_tokens: int = Field(8, ge=1, description="tokens per KL continuation")
-    beta_prime: float | None = Field(
-        None, ge=0, description="beta' for Theorem 2 (default: from a beta-sigma result)"
-    )
-    sigma: float | None = Field(
-        None, ge=0, description="sigma for Theorem 2 (default: from a beta-sigma result)"
-    )
+    beta_prime: float | None = theorem2_field("beta_prime")
+    sigma: float | None = theorem2_field("sigma")
     beta: float | None = Field(
         None, gt=0, description="beta for Theorem 2's predicted delay (default: from the fits)"
     )
-    s0_sentences: float | None = Field(
-        None, ge=0, description="|s0| in sentences (default: counted in the aligning prompt)"
-    )
+    s0_sentences: float | None = theorem2_field("s0_sentences")
     prompts_file: str | None = prompts_file_field()
     delta: float = Field(0.1, gt=0, lt=1, description="Theorem 2's delta")
     control: bool = Field(
@@ -171,23 +167,10 @@ class MisalignSettings(Settings):
     paper_behavior: str | None = Field(
         None, description="overlay the paper's curve of this behavior (default: the behavior)"
     )
-    seed: int = Field(0, ge=0, description="sampling seed (prompts, responses)")
+    seed: int = seed_field("sampling seed (prompts, responses)")
 
-    @field_validator("conditions")
-    @classmethod
-    def _conditions(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v or any(c not in CONDITIONS for c in v):
-            raise ValueError(f"must list 'none' and/or 'aligned', got {','.join(v)!r}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"must not repeat a condition, got {','.join(v)!r}")
-        return v
-
-    @field_validator("aligning_prompt")
-    @classmethod
-    def _aligning(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("must not be empty")
-        return v
+    _conditions = field_validator("conditions")(check_conditions)
+    _aligning = field_validator("aligning_prompt")(check_nonblank)
 
     @model_validator(mode="after")
     def _decoupled(self) -> MisalignSettings:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -30,8 +30,10 @@ from bebkit.fits.envelopes import CurveData, fit_beta
 from bebkit.models.protocol import LanguageModel
 from bebkit.pipeline.experiments_common import (
     KLSettings,
+    PPlus,
     PromptLayout,
     fmt_ci,
+    p_plus_field,
     run_pminus_vs_pplus,
     say,
 )
@@ -64,11 +66,7 @@ class PromptDistSettings(KLSettings):
     n_prefix_samples: int | None = Field(
         None, ge=2, description="continuations per prefix inside s0 (default: 4 x n_samples)"
     )
-    p_plus: Literal["base", "pos"] = Field(
-        "base",
-        description="P+: base = the model with adapters off (as the authors did); "
-        "pos = the trained P+ adapter",
-    )
+    p_plus: PPlus = p_plus_field()
 
     @field_validator("undesired_sentence")
     @classmethod

@@ -41,14 +41,20 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bebkit.estimators.prompts import DEFAULT_ALIGNING_PROMPT, save_prompts
+from bebkit.estimators.prompts import save_prompts
 from bebkit.pipeline.experiments_common import (
     PromptLayout,
+    aligning_prompt_field,
+    behavior_field,
+    check_nonblank,
     fmt_ci,
+    max_response_tokens_field,
+    max_sentence_tokens_field,
     misaligning_prompts,
     n_counting,
     prompt_format_for,
     say,
+    seed_field,
 )
 from bebkit.pipeline.registry import (
     EstimateField,
@@ -71,7 +77,7 @@ class TheoremSettings(Settings):
     """Fields every theorem experiment shares (subject, judge, caps, the theorem's ε, δ and
     parameter overrides)."""
 
-    behavior: str = Field(description="behavior name (persona file stem or 'cooperativeness')")
+    behavior: str = behavior_field()
     fmt: PromptLayout = Field(
         "alternating",
         description="prompt layout (and the P- adapter's training format), as in misalign",
@@ -82,12 +88,11 @@ class TheoremSettings(Settings):
         "untouched model, plain and after the aligning prompt; minilm/hidden/ensemble: "
         "persona-trained probes; likelihood: P+(x) > P-(x))",
     )
-    aligning_prompt: str = Field(
-        DEFAULT_ALIGNING_PROMPT,
-        description="the aligning system prompt (the mixture judge's 'aligned' hypothesis)",
+    aligning_prompt: str = aligning_prompt_field(
+        "the aligning system prompt (the mixture judge's 'aligned' hypothesis)"
     )
-    max_sentence_tokens: int = Field(48, ge=1, description="token cap per misaligning sentence")
-    max_response_tokens: int = Field(32, ge=1, description="response token cap")
+    max_sentence_tokens: int = max_sentence_tokens_field()
+    max_response_tokens: int = max_response_tokens_field()
     threshold: float = Field(
         0.0,
         ge=-1,
@@ -105,14 +110,9 @@ class TheoremSettings(Settings):
         gt=0,
         description="log 1/alpha (default: the convergence result's no-aligning-prompt fit)",
     )
-    seed: int = Field(0, ge=0, description="sampling seed")
+    seed: int = seed_field()
 
-    @field_validator("aligning_prompt")
-    @classmethod
-    def _aligning(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("must not be empty")
-        return v
+    _aligning = field_validator("aligning_prompt")(check_nonblank)
 
 
 class ConversationSettings(TheoremSettings):
