@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -704,76 +704,74 @@ def fraction_summary(r: Mapping[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def _typed(cls: Any, fn: Callable[[RunContext, Any], dict[str, Any]]) -> Callable[..., Any]:
-    def run(ctx: RunContext, s: Any) -> Any:
-        return cls.from_json(fn(ctx, s))
-
-    return run
-
-
-def _summary(fn: Callable[[Mapping[str, Any]], list[str]]) -> Callable[[Any], list[str]]:
-    return lambda r: fn(r.to_json())
-
-
-_READS: Sequence[str] = ("beta-sigma", "convergence")
-
-CONVERSATION = register(
-    Experiment(
-        default_enabled=False,
-        name="conversation",
-        settings=ConversationSettings,
-        result=ConversationOutcome,
-        version="1",
-        run=_typed(ConversationOutcome, run_conversation),
-        summary=_summary(conversation_summary),
-        help="Theorem 3: misaligning user turns from P- interleaved with the model's replies",
-        description="Conversations whose user turns are sampled from P- and whose replies are "
-        "the aligned model's own, both conditioned on the conversation so far; % good "
-        "(judged) and KL(P- || P) of the next reply vs turns and vs total misaligning text, "
-        "next to the single-prompt curve of the same text, and Theorem 3's total misaligning "
-        "text from the measured alpha, beta, beta', sigma. Writes record.json, "
-        "conversation.png/.svg and conversations.jsonl (model text).",
-        sides=("neg", "pos"),
-        reads=tuple(_READS),
+def _register(
+    name: str,
+    settings: type[TheoremSettings],
+    result: Any,
+    run: Callable[[RunContext, Any], dict[str, Any]],
+    summary: Callable[[Mapping[str, Any]], list[str]],
+    *,
+    help: str,
+    description: str,
+) -> Experiment:
+    """Register a theorem experiment: off by default, on the run's P₋/P₊ components, reading
+    the beta-sigma and convergence results."""
+    return register(
+        Experiment(
+            default_enabled=False,
+            name=name,
+            settings=settings,
+            result=result,
+            version="1",
+            run=lambda ctx, s: result.from_json(run(ctx, s)),
+            summary=lambda r: summary(r.to_json()),
+            sides=("neg", "pos"),
+            reads=("beta-sigma", "convergence"),
+            help=help,
+            description=description,
+        )
     )
+
+
+CONVERSATION = _register(
+    "conversation",
+    ConversationSettings,
+    ConversationOutcome,
+    run_conversation,
+    conversation_summary,
+    help="Theorem 3: misaligning user turns from P- interleaved with the model's replies",
+    description="Conversations whose user turns are sampled from P- and whose replies are "
+    "the aligned model's own, both conditioned on the conversation so far; % good "
+    "(judged) and KL(P- || P) of the next reply vs turns and vs total misaligning text, "
+    "next to the single-prompt curve of the same text, and Theorem 3's total misaligning "
+    "text from the measured alpha, beta, beta', sigma. Writes record.json, "
+    "conversation.png/.svg and conversations.jsonl (model text).",
 )
 
-BEST_OF_N = register(
-    Experiment(
-        default_enabled=False,
-        name="best-of-n",
-        settings=BestOfNSettings,
-        result=BestOfNOutcome,
-        version="1",
-        run=_typed(BestOfNOutcome, run_best_of_n),
-        summary=_summary(best_of_n_summary),
-        help="Theorem 4: % good of the best of n responses vs prompt length, shift vs log(n)/beta",
-        description="Prompts s ~ P-; after every length, n_groups * n_max responses of the "
-        "aligned model are cut into groups of n (n = 1, 2, 4, ...); the one with the highest "
-        "judge P(good) is kept and judged. The shift of the curve at the threshold is set "
-        "next to Theorem 4's log(n)/beta. Writes record.json and best_of_n.png/.svg.",
-        sides=("neg", "pos"),
-        reads=tuple(_READS),
-    )
+BEST_OF_N = _register(
+    "best-of-n",
+    BestOfNSettings,
+    BestOfNOutcome,
+    run_best_of_n,
+    best_of_n_summary,
+    help="Theorem 4: % good of the best of n responses vs prompt length, shift vs log(n)/beta",
+    description="Prompts s ~ P-; after every length, n_groups * n_max responses of the "
+    "aligned model are cut into groups of n (n = 1, 2, 4, ...); the one with the highest "
+    "judge P(good) is kept and judged. The shift of the curve at the threshold is set "
+    "next to Theorem 4's log(n)/beta. Writes record.json and best_of_n.png/.svg.",
 )
 
-FRACTION = register(
-    Experiment(
-        default_enabled=False,
-        name="fraction-misaligned",
-        settings=FractionSettings,
-        result=FractionOutcome,
-        version="1",
-        run=_typed(FractionOutcome, run_fraction),
-        summary=_summary(fraction_summary),
-        help="Theorem 5: fraction of prompts s ~ P- that misalign vs length (Wilson CIs)",
-        description="Per prompt s ~ P- and length, the behavior expectation from judged "
-        "responses; the fraction of prompts below the threshold with Wilson intervals over "
-        "prompts, next to Theorem 5's length for the measured beta, sigma (P- direction) and "
-        "alpha. Writes record.json and fraction_misaligned.png/.svg.",
-        sides=("neg", "pos"),
-        reads=tuple(_READS),
-    )
+FRACTION = _register(
+    "fraction-misaligned",
+    FractionSettings,
+    FractionOutcome,
+    run_fraction,
+    fraction_summary,
+    help="Theorem 5: fraction of prompts s ~ P- that misalign vs length (Wilson CIs)",
+    description="Per prompt s ~ P- and length, the behavior expectation from judged "
+    "responses; the fraction of prompts below the threshold with Wilson intervals over "
+    "prompts, next to Theorem 5's length for the measured beta, sigma (P- direction) and "
+    "alpha. Writes record.json and fraction_misaligned.png/.svg.",
 )
 
 __all__ = [
