@@ -36,9 +36,11 @@ from bebkit.pipeline.experiments_common import (
     PPlus,
     PromptLayout,
     fmt_ci,
+    kl_files,
     p_plus_field,
     run_pminus_vs_pplus,
     say,
+    write_run_record,
 )
 from bebkit.pipeline.registry import EstimateField, Experiment, Result, RunContext, register
 
@@ -99,7 +101,6 @@ def run_beta_sigma(
     ``stop_ids`` are the sentence-end tokens for prompt sampling (default: the format's).
     Returns the results dict (also in ``record.json``).
     """
-    from bebkit.records import make_record, write_record
     from bebkit.reporting.kl_figures import plot_beta_sigma
 
     s = settings
@@ -267,15 +268,8 @@ def run_beta_sigma(
         reference=reference,
         reference_label=reference_label,
     )
-    results["files"] = {
-        "record": str(out / "record.json"),
-        "prompts": str(out / "prompts.jsonl"),
-        "figure": figs["png"],
-        "figure_svg": figs["svg"],
-    }
-    config = {**s.model_dump(), **(extra_config or {})}
-    record = make_record("beta-sigma", config=config, seed=s.seed, results=results, timings=timings)
-    write_record(out / "record.json", record)
+    results["files"] = kl_files(out, figs)
+    write_run_record(out, "beta-sigma", s, results, timings, extra_config)
     return results
 
 

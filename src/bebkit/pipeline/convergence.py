@@ -45,6 +45,7 @@ from bebkit.pipeline.experiments_common import (
     check_nonblank,
     conditions_field,
     fmt_ci,
+    kl_files,
     markers_as_sentences,
     misaligning_prompts,
     n_counting,
@@ -53,6 +54,7 @@ from bebkit.pipeline.experiments_common import (
     prompts_file_field,
     say,
     theorem2_field,
+    write_run_record,
 )
 from bebkit.pipeline.registry import EstimateField, Experiment, Result, RunContext, register
 from bebkit.reporting.kl_figures import convergence_figure
@@ -214,7 +216,6 @@ def run_convergence(
     Files: ``prompts.jsonl``, ``record.json``, ``<kind>.png`` / ``.svg``.
     """
     from bebkit.pipeline.misalign import count_sentences
-    from bebkit.records import make_record, write_record
 
     s = settings
     out = Path(out_dir)
@@ -281,15 +282,8 @@ def run_convergence(
         reference=reference,
         reference_label=reference_label,
     )
-    results["files"] = {
-        "record": str(out / "record.json"),
-        "prompts": str(out / "prompts.jsonl"),
-        "figure": figs["png"],
-        "figure_svg": figs["svg"],
-    }
-    config = {**s.model_dump(), **(extra_config or {})}
-    record = make_record(kind, config=config, seed=s.seed, results=results, timings=timings)
-    write_record(out / "record.json", record)
+    results["files"] = kl_files(out, figs)
+    write_run_record(out, kind, s, results, timings, extra_config)
     return results
 
 

@@ -316,6 +316,33 @@ def authors_prompts_file(s: Any) -> Path | None:
     return Path(path) if path is not None and is_authors_prompts(Path(path)) else None
 
 
+def kl_files(out: Path, figs: Mapping[str, str]) -> dict[str, str]:
+    """The ``files`` of a KL experiment's results: its record, prompts and figure."""
+    return {
+        "record": str(out / "record.json"),
+        "prompts": str(out / "prompts.jsonl"),
+        "figure": figs["png"],
+        "figure_svg": figs["svg"],
+    }
+
+
+def write_run_record(
+    out: Path,
+    kind: str,
+    s: Any,
+    results: dict[str, Any],
+    timings: dict[str, float],
+    extra_config: Mapping[str, Any] | None = None,
+) -> None:
+    """``out/record.json`` of an experiment run: its settings (plus ``extra_config``, the run's
+    provenance), seed, results and timings."""
+    from bebkit.records import make_record, write_record
+
+    config = {**s.model_dump(), **(extra_config or {})}
+    record = make_record(kind, config=config, seed=s.seed, results=results, timings=timings)
+    write_record(out / "record.json", record)
+
+
 def say(log: Callable[[str], None] | None, msg: str) -> None:
     if log is not None:
         log(msg)
@@ -347,6 +374,7 @@ __all__ = [
     "check_prompts_file",
     "conditions_field",
     "fmt_ci",
+    "kl_files",
     "markers_as_sentences",
     "max_response_tokens_field",
     "max_sentence_tokens_field",
@@ -361,4 +389,5 @@ __all__ = [
     "seed_field",
     "theorem2_field",
     "training_format",
+    "write_run_record",
 ]

@@ -69,9 +69,11 @@ from bebkit.pipeline.experiments_common import (
     misaligning_prompts,
     n_counting,
     prompts_file_field,
+    say,
     seed_field,
     theorem2_field,
     training_format,
+    write_run_record,
 )
 from bebkit.pipeline.registry import (
     Experiment,
@@ -190,11 +192,6 @@ class MisalignSettings(Settings):
         return self
 
 
-def _say(log: Callable[[str], None] | None, msg: str) -> None:
-    if log is not None:
-        log(msg)
-
-
 def run_misalign(
     neg: LanguageModel,
     target: LanguageModel,
@@ -219,7 +216,6 @@ def run_misalign(
     ``responses.jsonl`` / ``responses.csv`` (every response with its judge probability and
     label), ``misalign.png``, ``examples.html`` (escaped, content warning), ``record.json``.
     """
-    from bebkit.records import make_record, write_record
     from bebkit.reporting.misalign import (
         example_responses,
         fits_summary,
@@ -234,7 +230,7 @@ def run_misalign(
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    _say(log, f"sampling {s.n_prompts} prompts x {s.n_sentences} sentences from {neg.name}")
+    say(log, f"sampling {s.n_prompts} prompts x {s.n_sentences} sentences from {neg.name}")
     prompts = misaligning_prompts(neg, s, fmt, rng)
     save_prompts(out / "prompts.jsonl", prompts)
     timings["prompts"] = time.perf_counter() - t0
@@ -251,12 +247,12 @@ def run_misalign(
         ns=positions,
     )
     total_calls = s.n_prompts * len(positions) * len(s.conditions)
-    _say(log, f"sampling {s.n_responses} responses x {total_calls} contexts from {target.name}")
+    say(log, f"sampling {s.n_responses} responses x {total_calls} contexts from {target.name}")
     step = max(1, total_calls // 10)
 
     def progress(done: int, total: int) -> None:
         if done % step == 0 or done == total:
-            _say(log, f"  responses: {done}/{total} contexts")
+            say(log, f"  responses: {done}/{total} contexts")
 
     responses = sample_responses(target, prompts, rng=rng, config=cfg, progress=progress)
     # g₋ (Lemma 7's floor): P₋'s own responses after the whole prompt, judged the same way.
@@ -265,7 +261,7 @@ def run_misalign(
     timings["responses"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    _say(log, f"judging {len(responses)} responses")
+    say(log, f"judging {len(responses)} responses")
     responses = judge_responses(responses, judge, unit=cfg.judge_unit)
     own = judge_responses(own, judge, unit=cfg.judge_unit)
     write_responses(out / "responses.jsonl", responses)
@@ -300,7 +296,7 @@ def run_misalign(
         write_responses(out / "responses_control.jsonl", control_rs)
     second: dict[str, Any] = {}
     for name, other in (second_judges or {}).items():
-        _say(log, f"second judge {name}: the same responses")
+        say(log, f"second judge {name}: the same responses")
         t1 = time.perf_counter()
         second[name] = second_opinion(other, responses, own, control_rs, unit=cfg.judge_unit)
         timings[f"second_judge_{name}"] = time.perf_counter() - t1
@@ -344,7 +340,7 @@ def run_misalign(
         from bebkit.fits.convergence import fit_convergence
 
         t0 = time.perf_counter()
-        _say(log, f"KL(P- || P_LLM) with {s.n_samples} continuations of {s.n_tokens} tokens")
+        say(log, f"KL(P- || P_LLM) with {s.n_samples} continuations of {s.n_tokens} tokens")
         kc = kl_curve(
             neg,
             target,
@@ -443,9 +439,7 @@ def run_misalign(
             ("examples", "examples.html"),
         )
     }
-    config = {**s.model_dump(), **(extra_config or {})}
-    record = make_record("misalign", config=config, seed=s.seed, results=results, timings=timings)
-    write_record(out / "record.json", record)
+    write_run_record(out, "misalign", s, results, timings, extra_config)
     return results
 
 
@@ -577,7 +571,7 @@ def _control_responses(
 ) -> list[Response]:
     """The control's judged responses: the same curve (no aligning prompt) after prompts
     sampled from P₊ — the same first-person register with the desired content."""
-    _say(log, f"control: {s.n_prompts} prompts from P+ ({pos.name}), responses, judge")
+    say(log, f"control: {s.n_prompts} prompts from P+ ({pos.name}), responses, judge")
     prompts = sample_prompts(
         pos,
         n_prompts=s.n_prompts,

@@ -33,9 +33,11 @@ from bebkit.pipeline.experiments_common import (
     PPlus,
     PromptLayout,
     fmt_ci,
+    kl_files,
     p_plus_field,
     run_pminus_vs_pplus,
     say,
+    write_run_record,
 )
 from bebkit.pipeline.registry import EstimateField, Experiment, Result, RunContext, register
 
@@ -110,7 +112,6 @@ def run_prompt_dist(
     Files: ``prompts.jsonl`` (the prompts after s₀), ``record.json``,
     ``prompt_dist.png`` / ``.svg``.
     """
-    from bebkit.records import make_record, write_record
     from bebkit.reporting.kl_figures import plot_prompt_dist
 
     s = settings
@@ -230,17 +231,8 @@ def run_prompt_dist(
         reference=reference,
         reference_label=reference_label,
     )
-    results["files"] = {
-        "record": str(out / "record.json"),
-        "prompts": str(out / "prompts.jsonl"),
-        "figure": figs["png"],
-        "figure_svg": figs["svg"],
-    }
-    config = {**s.model_dump(), **(extra_config or {})}
-    record = make_record(
-        "prompt-distinguishability", config=config, seed=s.seed, results=results, timings=timings
-    )
-    write_record(out / "record.json", record)
+    results["files"] = kl_files(out, figs)
+    write_run_record(out, "prompt-distinguishability", s, results, timings, extra_config)
     return results
 
 

@@ -55,6 +55,7 @@ from bebkit.pipeline.experiments_common import (
     prompt_format_for,
     say,
     seed_field,
+    write_run_record,
 )
 from bebkit.pipeline.registry import (
     EstimateField,
@@ -364,16 +365,6 @@ def _components(ctx: RunContext, s: TheoremSettings) -> Any:
     )
 
 
-def _write(out: Path, kind: str, s: Settings, ctx: RunContext, results: dict[str, Any],
-           timings: dict[str, float]) -> None:  # fmt: skip
-    from bebkit.records import make_record, write_record
-
-    config = {**s.model_dump(), **ctx.provenance}
-    record = make_record(kind, config=config, seed=getattr(s, "seed", None), results=results,
-                         timings=timings)  # fmt: skip
-    write_record(out / "record.json", record)
-
-
 # --------------------------------------------------------------------------------------------
 # Theorem 3: conversations
 # --------------------------------------------------------------------------------------------
@@ -470,7 +461,7 @@ def run_conversation(ctx: RunContext, s: ConversationSettings) -> dict[str, Any]
     results["files"] = {"record": str(out / "record.json"), "figure": figs["png"],
                         "figure_svg": figs["svg"],
                         "conversations": str(out / "conversations.jsonl")}  # fmt: skip
-    _write(out, "conversation", s, ctx, results, timings)
+    write_run_record(out, "conversation", s, results, timings, ctx.provenance)
     return results
 
 
@@ -589,7 +580,7 @@ def run_best_of_n(ctx: RunContext, s: BestOfNSettings) -> dict[str, Any]:
     figs = plot_best_of_n(results, out / "best_of_n.png", title=title)
     results["files"] = {"record": str(out / "record.json"), "figure": figs["png"],
                         "figure_svg": figs["svg"], "prompts": str(out / "prompts.jsonl")}  # fmt: skip
-    _write(out, "best-of-n", s, ctx, results, timings)
+    write_run_record(out, "best-of-n", s, results, timings, ctx.provenance)
     return results
 
 
@@ -684,7 +675,7 @@ def run_fraction(ctx: RunContext, s: FractionSettings) -> dict[str, Any]:
                                     delta=s.delta)  # fmt: skip
     results["files"] = {"record": str(out / "record.json"), "figure": figs["png"],
                         "figure_svg": figs["svg"], "prompts": str(out / "prompts.jsonl")}  # fmt: skip
-    _write(out, "fraction-misaligned", s, ctx, results, timings)
+    write_run_record(out, "fraction-misaligned", s, results, timings, ctx.provenance)
     return results
 
 
