@@ -50,8 +50,8 @@ from bebkit.pipeline.experiments_common import (
     misaligning_prompts,
     n_counting,
     paper_kl,
-    prompt_format_for,
     prompts_file_field,
+    run_on_components,
     say,
     theorem2_field,
     write_run_record,
@@ -413,21 +413,16 @@ def theorem2_inputs(ctx: RunContext, s: Any) -> dict[str, float | None]:
 
 
 def _run(ctx: RunContext, s: ConvergenceSettings) -> ConvergenceOutcome:
-    comps = ctx.components(s.behavior, s.fmt, ("neg",))
-    settings = s.model_copy(update=theorem2_inputs(ctx, s))
     ref = markers_as_sentences(paper_kl(ctx.paper_figures, s.behavior, "convergence"), s.fmt)
-    res = run_convergence(
-        comps.model("neg"),
-        comps.model("base"),
-        settings,
-        ctx.out,
-        fmt=prompt_format_for(s.fmt, comps),
+    out: ConvergenceOutcome = run_on_components(
+        ctx,
+        s,
+        run_convergence,
+        ConvergenceOutcome,
+        settings=s.model_copy(update=theorem2_inputs(ctx, s)),
         reference={c: v for c, v in ref.items() if c in s.conditions},
         reference_label=PAPER_LABEL,
-        log=ctx.log,
-        extra_config=ctx.provenance,
     )
-    out: ConvergenceOutcome = ConvergenceOutcome.from_json(res)
     return out
 
 

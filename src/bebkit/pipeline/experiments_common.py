@@ -209,23 +209,49 @@ def p_plus_field() -> Any:
     )
 
 
+def run_on_components(
+    ctx: Any,
+    s: Any,
+    run: Callable[..., dict[str, Any]],
+    result: Any,
+    *,
+    sides: tuple[str, ...] = ("neg",),
+    target: str = "base",
+    settings: Any = None,
+    **kwargs: Any,
+) -> Any:
+    """Run a P₋-sampling experiment on the run's components of ``s.behavior``: ``run(P₋,
+    target, settings or s, out, fmt=..., log=..., extra_config=..., **kwargs)`` with the
+    ``target`` model (``base``: the model with adapters off) in ``s.fmt``; the typed
+    ``result``."""
+    comps = ctx.components(s.behavior, s.fmt, sides)
+    res = run(
+        comps.model("neg"),
+        comps.model(target),
+        s if settings is None else settings,
+        ctx.out,
+        fmt=prompt_format_for(s.fmt, comps),
+        log=ctx.log,
+        extra_config=ctx.provenance,
+        **kwargs,
+    )
+    return result.from_json(res)
+
+
 def run_pminus_vs_pplus(ctx: Any, s: Any, run: Callable[..., dict[str, Any]], result: Any) -> Any:
     """Run a P₋-against-P₊ experiment (β/σ², prompt-distinguishability) on the run's
     components: P₊ is the ``pos`` adapter or the model itself (``p_plus``), the paper's
     curves overlaid; returns the typed ``result``."""
-    comps = ctx.components(s.behavior, s.fmt, ("neg", "pos") if s.p_plus == "pos" else ("neg",))
-    res = run(
-        comps.model("neg"),
-        comps.model(s.p_plus),
+    return run_on_components(
+        ctx,
         s,
-        ctx.out,
-        fmt=prompt_format_for(s.fmt, comps),
+        run,
+        result,
+        sides=("neg", "pos") if s.p_plus == "pos" else ("neg",),
+        target=s.p_plus,
         reference=paper_kl(ctx.paper_figures, s.behavior),
         reference_label=PAPER_LABEL,
-        log=ctx.log,
-        extra_config=ctx.provenance,
     )
-    return result.from_json(res)
 
 
 def prompts_file_field() -> Any:
@@ -384,6 +410,7 @@ __all__ = [
     "paper_kl",
     "prompt_format_for",
     "prompts_file_field",
+    "run_on_components",
     "run_pminus_vs_pplus",
     "say",
     "seed_field",

@@ -33,7 +33,7 @@ from bebkit.pipeline.convergence import (
 from bebkit.pipeline.experiments_common import (
     PromptLayout,
     paper_kl,
-    prompt_format_for,
+    run_on_components,
 )
 from bebkit.pipeline.registry import Experiment, RunContext, register
 
@@ -137,28 +137,23 @@ def run_pretrained(
 
 
 def _run(ctx: RunContext, s: PretrainedSettings) -> ConvergenceOutcome:
-    comps = ctx.components(s.behavior, s.fmt, ("neg",))
     conv = ctx.input("convergence")
     aligned, aligned_model = None, None
     if conv is not None and conv.fits.get(NO_ALIGN) is not None:
         fit = conv.fits[NO_ALIGN]
         aligned = {"lemma5": fit.lemma5.beta, "linear": fit.linear.beta}
         aligned_model = conv.target_model
-    res = run_pretrained(
-        comps.model("neg"),
-        comps.model("base"),
+    out: ConvergenceOutcome = run_on_components(
+        ctx,
         s,
-        ctx.out,
+        run_pretrained,
+        ConvergenceOutcome,
         aligned_beta=aligned,
         aligned_model=aligned_model,
-        fmt=prompt_format_for(s.fmt, comps),
         reference=paper_kl(ctx.paper_figures, s.behavior, "pretrained"),
         reference_label="paper (Llama-2-13B base)",
         same_family=s.same_family,
-        log=ctx.log,
-        extra_config=ctx.provenance,
     )
-    out: ConvergenceOutcome = ConvergenceOutcome.from_json(res)
     return out
 
 
