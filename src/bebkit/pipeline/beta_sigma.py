@@ -109,35 +109,28 @@ def run_beta_sigma(
     rng = np.random.default_rng(s.seed)
     timings: dict[str, float] = {}
 
-    t0 = time.perf_counter()
     n_all = max(s.n_prompts, s.n_var_prompts)
-    say(log, f"sampling {n_all} prompts x {s.n_sentences} sentences from {neg.name}")
-    prompts = sample_prompts(
-        neg,
-        n_prompts=n_all,
-        n_sentences=s.n_sentences,
-        rng=rng,
-        fmt=fmt,
-        stop_ids=stop_ids,
-        max_sentence_tokens=s.max_sentence_tokens,
-    )
-    save_prompts(out / "prompts.jsonl", prompts)
-    timings["prompts"] = time.perf_counter() - t0
-
-    # The P₊ direction (Lemma 4, Theorems 2–3): prompts s ~ P₊ and KL(P₊‖P₋), Var log P₊/P₋.
-    t0 = time.perf_counter()
-    say(log, f"sampling {n_all} prompts x {s.n_sentences} sentences from {pos.name}")
-    pos_prompts = sample_prompts(
-        pos,
-        n_prompts=n_all,
-        n_sentences=s.n_sentences,
-        rng=rng,
-        fmt=fmt,
-        stop_ids=stop_ids,
-        max_sentence_tokens=s.max_sentence_tokens,
-    )
-    save_prompts(out / "prompts_pos.jsonl", pos_prompts)
-    timings["prompts"] += time.perf_counter() - t0
+    timings["prompts"] = 0.0
+    sampled = []
+    # Prompts s ~ P₋, then the P₊ direction's (Lemma 4, Theorems 2–3): prompts s ~ P₊ for
+    # KL(P₊‖P₋) and Var log P₊/P₋.
+    for model, file in ((neg, "prompts.jsonl"), (pos, "prompts_pos.jsonl")):
+        t0 = time.perf_counter()
+        say(log, f"sampling {n_all} prompts x {s.n_sentences} sentences from {model.name}")
+        sampled.append(
+            sample_prompts(
+                model,
+                n_prompts=n_all,
+                n_sentences=s.n_sentences,
+                rng=rng,
+                fmt=fmt,
+                stop_ids=stop_ids,
+                max_sentence_tokens=s.max_sentence_tokens,
+            )
+        )
+        save_prompts(out / file, sampled[-1])
+        timings["prompts"] += time.perf_counter() - t0
+    prompts, pos_prompts = sampled
 
     t0 = time.perf_counter()
     say(log, f"log-ratio trajectories of {n_all} prompts per direction (one pass per model)")
