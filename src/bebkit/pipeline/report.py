@@ -23,7 +23,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -646,6 +646,31 @@ def _tokens_reason(s: Mapping[str, Any], r: Mapping[str, Any] | None = None) -> 
 _PAPER_LAYOUTS = frozenset({"chat", "alternating", "llama2-inst", "llama2-inst-raw"})
 
 
+def _per_behavior(
+    run: Run, stage: str
+) -> Iterator[tuple[str, dict[str, Any], dict[str, Any], str, list[str]]]:
+    """For every behavior with a ``stage`` result: (behavior, result, settings, the paper's
+    behavior it is compared with, why not comparable: a different behavior or nothing)."""
+    for b in run.behaviors:
+        r = run.result(stage, b)
+        if not r:
+            continue
+        pb, same = _paper_behavior(b)
+        no = [] if same else [f"different behavior (the paper's {pb})"]
+        yield b, r, _settings(run, f"{stage}-{b}"), pb, no
+
+
+def _layout_reason(r: Mapping[str, Any], fmt: str) -> list[str]:
+    if r.get("format", fmt) not in _PAPER_LAYOUTS:
+        return [f"{r.get('format')} layout vs the paper's alternating [INST] turns"]
+    return []
+
+
+def _add_group(groups: list[dict[str, Any]], title: str, ref: str, rows: list[Any]) -> None:
+    if rows:
+        groups.append({"title": title, "ref": ref, "rows": rows})
+
+
 def paper_groups(run: Run) -> list[dict[str, Any]]:
     """Measured vs the paper: ``[{title, experiment, note, rows}]`` (rows see :func:`_row`)."""
     paper = run.paper
@@ -671,9 +696,7 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                     caveat=["LLaMA 7B / 30B in the paper"],
                 )
             )
-    if rows:
-        groups.append({"title": "Table 1 — likelihood classification", "ref": "app. J",
-                       "rows": rows})  # fmt: skip
+    _add_group(groups, "Table 1 — likelihood classification", "app. J", rows)
 
     # Table 2.
     rows = []
@@ -698,18 +721,11 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                         caveat=cav,
                     )
                 )
-    if rows:
-        groups.append({"title": "Table 2 — hidden-state probes", "ref": "app. K", "rows": rows})
+    _add_group(groups, "Table 2 — hidden-state probes", "app. K", rows)
 
     # β / σ².
     rows = []
-    for b in run.behaviors:
-        r = run.result("beta-sigma", b)
-        if not r:
-            continue
-        s = _settings(run, f"beta-sigma-{b}")
-        pb, same = _paper_behavior(b)
-        no = [] if same else [f"different behavior (the paper's {pb})"]
+    for b, r, s, pb, no in _per_behavior(run, "beta-sigma"):
         unit = _kl_unit(s, r)
         tok = _tokens_reason(s, r)
         cav = [f"format: P₋ and P₊ both {r.get('format', fmt)}; the paper: newline P₋, "
@@ -725,18 +741,11 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
             t, src = _typed(f"{key}_{_bkey(pb)}")
             rows.append(_row(b, q, est, u, fmt_est(r.get(key)), t, src, no=no + extra,
                              caveat=cav))  # fmt: skip
-    if rows:
-        groups.append({"title": "β, β′ and σ² (distinguishability)", "ref": "§4.1, fig. 2 / 8",
-                       "rows": rows})  # fmt: skip
+    _add_group(groups, "β, β′ and σ² (distinguishability)", "§4.1, fig. 2 / 8", rows)
 
     # Prompt distinguishability.
     rows = []
-    for b in run.behaviors:
-        r = run.result("prompt-dist", b)
-        if not r:
-            continue
-        s = _settings(run, f"prompt-dist-{b}")
-        pb, same = _paper_behavior(b)
+    for b, r, s, pb, no in _per_behavior(run, "prompt-dist"):
         t, src = _typed(f"beta_prompt_dist_{_bkey(pb)}")
         rows.append(
             _row(
@@ -747,25 +756,15 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                 fmt_est(r.get("beta_prompt")),
                 t,
                 src,
-                no=([] if same else [f"different behavior (the paper's {pb})"])
-                + _tokens_reason(s, r),
+                no=no + _tokens_reason(s, r),
             )
         )
-    if rows:
-        groups.append({"title": "Prompt distinguishability", "ref": "app. N, fig. 15",
-                       "rows": rows})  # fmt: skip
+    _add_group(groups, "Prompt distinguishability", "app. N, fig. 15", rows)
 
     # Convergence.
     rows = []
-    for b in run.behaviors:
-        r = run.result("convergence", b)
-        if not r:
-            continue
-        s = _settings(run, f"convergence-{b}")
-        pb, same = _paper_behavior(b)
-        no = [] if same else [f"different behavior (the paper's {pb})"]
-        if r.get("format", fmt) not in _PAPER_LAYOUTS:
-            no.append(f"{r.get('format')} layout vs the paper's alternating [INST] turns")
+    for b, r, s, pb, beh in _per_behavior(run, "convergence"):
+        no = beh + _layout_reason(r, fmt)
         unit = _kl_unit(s, r)
         for cond in r.get("conditions") or list((r.get("fits") or {}).keys()):
             fits = _get(r, "fits", cond)
@@ -819,19 +818,12 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                                  f"prompt length guaranteeing misalignment at ε = {eps} "
                                  "(Lemma 5 parameters)", "sentences", fmt_est(ln[thm]))
                         )  # fmt: skip
-    if rows:
-        groups.append({"title": "KL convergence", "ref": "§4.2, fig. 3a / 11", "rows": rows})
+    _add_group(groups, "KL convergence", "§4.2, fig. 3a / 11", rows)
 
     # Behavior expectation.
     rows = []
-    for b in run.behaviors:
-        r = run.result("misalign", b)
-        if not r:
-            continue
-        pb, same = _paper_behavior(b)
-        no = [] if same else [f"different behavior (the paper's {pb})"]
-        if r.get("format", fmt) not in _PAPER_LAYOUTS:
-            no.append(f"{r.get('format')} layout vs the paper's alternating [INST] turns")
+    for b, r, _s, pb, beh in _per_behavior(run, "misalign"):
+        no = beh + _layout_reason(r, fmt)
         judge = r.get("judge", "?")
         cav = [f"automatic judge ({judge}) vs the authors' labels"]
         for cond, cv in (r.get("curves") or {}).items():
@@ -917,24 +909,16 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                     fmt_est(ar["authors"], percent=True),
                     f"the authors' hand labels of Llama-2-13b-chat on these "
                     f"{len(ar['prompt_ids'])} prompts",
-                    no=[] if same else [f"different behavior (the paper's {pb})"],
+                    no=beh,
                     caveat=[f"{r.get('target_model')} and judge {judge} vs Llama-2-13b-chat "
                             f"and hand labels; {ap.get('format')} layout"],
                 )
             )  # fmt: skip
-    if rows:
-        groups.append({"title": "Behavior expectation", "ref": "§4.2, fig. 3b / 12",
-                       "rows": rows})  # fmt: skip
+    _add_group(groups, "Behavior expectation", "§4.2, fig. 3b / 12", rows)
 
     # Pretrained.
     rows = []
-    for b in run.behaviors:
-        r = run.result("pretrained", b)
-        if not r:
-            continue
-        s = _settings(run, f"pretrained-{b}")
-        pb, same = _paper_behavior(b)
-        no = [] if same else [f"different behavior (the paper's {pb})"]
+    for b, r, s, pb, no in _per_behavior(run, "pretrained"):
         fam = [] if r.get("same_family") else [
             f"different model families ({r.get('aligned_model') or model} vs "
             f"{r.get('target_model')}); the paper compares Llama-2-13B-chat with its own base"
@@ -981,8 +965,7 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                     no=no + fam,
                 )
             )
-    if rows:
-        groups.append({"title": "Pretrained vs aligned", "ref": "§4.2, app. M", "rows": rows})
+    _add_group(groups, "Pretrained vs aligned", "§4.2, app. M", rows)
 
     return groups
 
