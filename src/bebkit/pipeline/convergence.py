@@ -32,7 +32,6 @@ from bebkit.estimators.prompts import (
     PromptFormat,
     SampledPrompt,
     condition_contexts,
-    save_prompts,
 )
 from bebkit.fits.convergence import ConvergenceResult, fit_convergence
 from bebkit.fits.derived import delta_estimate, fit_curve_data
@@ -47,11 +46,11 @@ from bebkit.pipeline.experiments_common import (
     fmt_ci,
     kl_files,
     markers_as_sentences,
-    misaligning_prompts,
     n_counting,
     paper_kl,
     prompts_file_field,
     run_on_components,
+    sample_misaligning_prompts,
     say,
     theorem2_field,
     write_run_record,
@@ -223,11 +222,7 @@ def run_convergence(
     rng = np.random.default_rng(s.seed)
     timings: dict[str, float] = {}
 
-    t0 = time.perf_counter()
-    say(log, f"sampling {s.n_prompts} prompts x {s.n_sentences} sentences from {neg.name}")
-    prompts = misaligning_prompts(neg, s, fmt, rng, stop_ids=stop_ids)
-    save_prompts(out / "prompts.jsonl", prompts)
-    timings["prompts"] = time.perf_counter() - t0
+    prompts = sample_misaligning_prompts(neg, s, fmt, rng, out, timings, log, stop_ids=stop_ids)
 
     t0 = time.perf_counter()
     say(log, f"KL(P- || {target.name}) [{', '.join(s.conditions)}], {s.n_samples} x "

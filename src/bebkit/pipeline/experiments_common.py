@@ -17,6 +17,7 @@ P-sample set); the derived quantities (delta-method lengths, ratios) live in
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -336,6 +337,29 @@ def misaligning_prompts(
     return [pr.truncate(min(pr.n_sentences, s.n_sentences)) for pr in prompts]
 
 
+def sample_misaligning_prompts(
+    neg: Any,
+    s: Any,
+    fmt: Any,
+    rng: np.random.Generator,
+    out: Path,
+    timings: dict[str, float],
+    log: Callable[[str], None] | None,
+    *,
+    stop_ids: Any = None,
+) -> list[Any]:
+    """:func:`misaligning_prompts` of a run, logged, saved to ``out/prompts.jsonl`` and timed
+    as ``timings["prompts"]``."""
+    from bebkit.estimators.prompts import save_prompts
+
+    t0 = time.perf_counter()
+    say(log, f"sampling {s.n_prompts} prompts x {s.n_sentences} sentences from {neg.name}")
+    prompts = misaligning_prompts(neg, s, fmt, rng, stop_ids=stop_ids)
+    save_prompts(out / "prompts.jsonl", prompts)
+    timings["prompts"] = time.perf_counter() - t0
+    return prompts
+
+
 def authors_prompts_file(s: Any) -> Path | None:
     """``s.prompts_file`` when it is the authors' ``authors-prompts.json``, else None."""
     path = getattr(s, "prompts_file", None)
@@ -412,6 +436,7 @@ __all__ = [
     "prompts_file_field",
     "run_on_components",
     "run_pminus_vs_pplus",
+    "sample_misaligning_prompts",
     "say",
     "seed_field",
     "theorem2_field",

@@ -45,7 +45,6 @@ from bebkit.estimators.prompts import (
     count_sentences,
     prompt_format,
     sample_prompts,
-    save_prompts,
 )
 from bebkit.fits.sigmoid import (
     SigmoidFit,
@@ -66,9 +65,9 @@ from bebkit.pipeline.experiments_common import (
     fmt_ci,
     max_response_tokens_field,
     max_sentence_tokens_field,
-    misaligning_prompts,
     n_counting,
     prompts_file_field,
+    sample_misaligning_prompts,
     say,
     seed_field,
     theorem2_field,
@@ -229,11 +228,7 @@ def run_misalign(
     rng = np.random.default_rng(s.seed)
     timings: dict[str, float] = {}
 
-    t0 = time.perf_counter()
-    say(log, f"sampling {s.n_prompts} prompts x {s.n_sentences} sentences from {neg.name}")
-    prompts = misaligning_prompts(neg, s, fmt, rng)
-    save_prompts(out / "prompts.jsonl", prompts)
-    timings["prompts"] = time.perf_counter() - t0
+    prompts = sample_misaligning_prompts(neg, s, fmt, rng, out, timings, log)
 
     t0 = time.perf_counter()
     # Responses where the layout hands the turn to the model; n = 0 measures g₊ (Lemma 7's

@@ -41,7 +41,6 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bebkit.estimators.prompts import save_prompts
 from bebkit.pipeline.experiments_common import (
     PromptLayout,
     aligning_prompt_field,
@@ -50,9 +49,9 @@ from bebkit.pipeline.experiments_common import (
     fmt_ci,
     max_response_tokens_field,
     max_sentence_tokens_field,
-    misaligning_prompts,
     n_counting,
     prompt_format_for,
+    sample_misaligning_prompts,
     say,
     seed_field,
     write_run_record,
@@ -497,6 +496,23 @@ def _bound_line(label: str, t: Mapping[str, Any] | None) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _start(
+    ctx: RunContext, s: BestOfNSettings | FractionSettings
+) -> tuple[Path, Any, Any, Any, np.random.Generator, dict[str, float], list[Any]]:
+    """The start of a prompts-then-responses experiment: its folder, P₋ and the model, the
+    judge, the seeded rng, the timings and the misaligning prompts (sampled and saved)."""
+    out = Path(ctx.out)
+    out.mkdir(parents=True, exist_ok=True)
+    comps = _components(ctx, s)
+    neg, target = comps.model("neg"), comps.model("base")
+    fmt = prompt_format_for(s.fmt, comps)
+    judge = _judge(ctx, s, comps)
+    rng = np.random.default_rng(s.seed)
+    timings: dict[str, float] = {}
+    prompts = sample_misaligning_prompts(neg, s, fmt, rng, out, timings, ctx.log)
+    return out, neg, target, judge, rng, timings, prompts
+
+
 def powers_of_two(n_max: int) -> tuple[int, ...]:
     """1, 2, 4, … ≤ ``n_max``."""
     out, n = [], 1
@@ -512,20 +528,8 @@ def run_best_of_n(ctx: RunContext, s: BestOfNSettings) -> dict[str, Any]:
     from bebkit.reporting.theorem_figures import plot_best_of_n
     from bebkit.theory import bounds
 
-    out = Path(ctx.out)
-    out.mkdir(parents=True, exist_ok=True)
-    comps = _components(ctx, s)
-    neg, target = comps.model("neg"), comps.model("base")
-    fmt = prompt_format_for(s.fmt, comps)
-    judge = _judge(ctx, s, comps)
+    out, neg, target, judge, rng, timings, prompts = _start(ctx, s)
     cached = _CachedJudge(judge)
-    rng = np.random.default_rng(s.seed)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    say(ctx.log, f"sampling {s.n_prompts} prompts x {s.n_sentences} sentences from {neg.name}")
-    prompts = misaligning_prompts(neg, s, fmt, rng)
-    save_prompts(out / "prompts.jsonl", prompts)
-    timings["prompts"] = time.perf_counter() - t0
     ns = powers_of_two(s.n_max)
     t0 = time.perf_counter()
     say(ctx.log, f"best of n = {', '.join(map(str, ns))}: {s.n_groups * ns[-1]} responses per "
@@ -618,19 +622,7 @@ def run_fraction(ctx: RunContext, s: FractionSettings) -> dict[str, Any]:
     from bebkit.reporting.theorem_figures import plot_fraction_misaligned
     from bebkit.theory import bounds
 
-    out = Path(ctx.out)
-    out.mkdir(parents=True, exist_ok=True)
-    comps = _components(ctx, s)
-    neg, target = comps.model("neg"), comps.model("base")
-    fmt = prompt_format_for(s.fmt, comps)
-    judge = _judge(ctx, s, comps)
-    rng = np.random.default_rng(s.seed)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    say(ctx.log, f"sampling {s.n_prompts} prompts x {s.n_sentences} sentences from {neg.name}")
-    prompts = misaligning_prompts(neg, s, fmt, rng)
-    save_prompts(out / "prompts.jsonl", prompts)
-    timings["prompts"] = time.perf_counter() - t0
+    out, neg, target, judge, rng, timings, prompts = _start(ctx, s)
     t0 = time.perf_counter()
     say(ctx.log, f"{s.n_responses} responses per (prompt, length) from {target.name}")
     res = fraction_misaligned(
