@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from bebkit.estimate import Estimate
 from bebkit.estimators.kl import directional_kl_curve, kl_curves
@@ -32,6 +32,7 @@ from bebkit.fits.derived import fit_curve_data, ratio_estimate
 from bebkit.fits.envelopes import fit_beta, fit_beta_prime, fit_sigma2
 from bebkit.models.protocol import LanguageModel
 from bebkit.pipeline.experiments_common import (
+    EnvelopeSummary,
     KLSettings,
     PPlus,
     PromptLayout,
@@ -60,13 +61,6 @@ class BetaSigmaSettings(KLSettings):
         30, ge=3, description="prompts for the variance (the KL uses the first n_prompts)"
     )
     p_plus: PPlus = p_plus_field()
-
-
-class EnvelopeSummary(BaseModel):
-    """An envelope fit (bebkit.fits.envelopes) as stored: its headline estimate is typed."""
-
-    model_config = ConfigDict(extra="allow")
-    estimate: EstimateField
 
 
 class BetaSigmaResult(Result):

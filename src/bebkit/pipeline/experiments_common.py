@@ -23,19 +23,27 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from bebkit.estimate import Estimate
 from bebkit.estimators.behavior import CONDITIONS
 from bebkit.estimators.kl import Estimator
 from bebkit.estimators.prompts import DEFAULT_ALIGNING_PROMPT
-from bebkit.pipeline.registry import Settings
+from bebkit.pipeline.registry import EstimateField, Settings
 
 _Z95 = 1.959963984540054
 
 
 #: Prompt layouts of the misaligning experiments (bebkit.estimators.prompts.prompt_format).
 PromptLayout = Literal["alternating", "chat", "user-turns", "llama2-inst", "newline"]
+
+
+class EnvelopeSummary(BaseModel):
+    """An envelope fit (bebkit.fits.envelopes) as stored in a result: its headline estimate is
+    typed, the rest kept as JSON."""
+
+    model_config = ConfigDict(extra="allow")
+    estimate: EstimateField
 
 
 def behavior_field() -> Any:
@@ -413,6 +421,7 @@ def fmt_ci(e: Mapping[str, Any] | Estimate | None, digits: int = 3) -> str:
 
 
 __all__ = [
+    "EnvelopeSummary",
     "Estimator",
     "KLSettings",
     "PPlus",

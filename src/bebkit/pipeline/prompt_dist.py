@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
@@ -29,6 +29,7 @@ from bebkit.estimators.prompts import NEWLINE, PromptFormat, sample_prompts, sav
 from bebkit.fits.envelopes import CurveData, fit_beta
 from bebkit.models.protocol import LanguageModel
 from bebkit.pipeline.experiments_common import (
+    EnvelopeSummary,
     KLSettings,
     PPlus,
     PromptLayout,
@@ -39,7 +40,7 @@ from bebkit.pipeline.experiments_common import (
     say,
     write_run_record,
 )
-from bebkit.pipeline.registry import EstimateField, Experiment, Result, RunContext, register
+from bebkit.pipeline.registry import Experiment, Result, RunContext, register
 
 #: The paper's first neutral prefix (fig. 15a), without its fixed undesired sentence.
 DEFAULT_NEUTRAL = ("What is the capital of Italy? The capital of Italy is Rome.",)
@@ -250,19 +251,12 @@ def summary_lines(r: Mapping[str, Any]) -> list[str]:
     ]
 
 
-class EnvelopeEstimate(BaseModel):
-    """An envelope fit as stored; its headline estimate is typed."""
-
-    model_config = ConfigDict(extra="allow")
-    estimate: EstimateField
-
-
 class PromptDistResult(Result):
     """β_prompt (lower envelope from the undesired sentence on); curves as extra fields."""
 
     behavior: str
     format: str
-    beta_prompt: EnvelopeEstimate | None
+    beta_prompt: EnvelopeSummary | None
 
 
 def _run(ctx: RunContext, s: PromptDistSettings) -> PromptDistResult:
