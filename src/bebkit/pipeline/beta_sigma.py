@@ -38,6 +38,8 @@ from bebkit.pipeline.experiments_common import (
     PromptLayout,
     fmt_ci,
     kl_files,
+    kl_options,
+    kl_progress,
     p_plus_field,
     run_pminus_vs_pplus,
     say,
@@ -139,22 +141,8 @@ def run_beta_sigma(
     ns = range(0, s.n_sentences + 1)
     total = s.n_prompts * (s.n_sentences + 1)
     say(log, f"KL with {s.n_samples} continuations x {s.n_tokens} tokens at {total} prefixes")
-    step = max(1, total // 10)
-
-    def progress(done: int, tot: int) -> None:
-        if done % step == 0 or done == tot:
-            say(log, f"  KL: {done}/{tot} prefixes")
-
-    common: dict[str, Any] = {
-        "ns": ns,
-        "estimator": s.estimator,
-        "unit": s.unit,
-        "n_samples": s.n_samples,
-        "n_tokens": s.n_tokens,
-        "max_sentence_tokens": s.max_sentence_tokens,
-        "stop_ids": stop_ids,
-        "rng": rng,
-    }
+    progress = kl_progress(log, total)
+    common: dict[str, Any] = {"ns": ns, **kl_options(s), "stop_ids": stop_ids, "rng": rng}
     kl = kl_curves(
         neg, {"P+": (pos, None)}, prompts[: s.n_prompts], progress=progress,
         direction="neg||pos", **common,

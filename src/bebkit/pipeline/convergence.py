@@ -45,6 +45,8 @@ from bebkit.pipeline.experiments_common import (
     conditions_field,
     fmt_ci,
     kl_files,
+    kl_options,
+    kl_progress,
     markers_as_sentences,
     n_counting,
     paper_kl,
@@ -103,27 +105,16 @@ def convergence_curves(
     # KL of the model's reply, read where the layout hands the turn to the model (every n for
     # newline / user turns; n = 0 and odd n in the alternating layout).
     ns = prompts[0].fmt.response_positions(min(p.n_sentences for p in prompts))
-    total = len(prompts) * len(ns)
-    step = max(1, total // 10)
-
-    def progress(done: int, tot: int) -> None:
-        if done % step == 0 or done == tot:
-            say(log, f"  KL: {done}/{tot} prefixes")
-
     return kl_curves(
         neg,
         targets,
         prompts,
         ns=ns,
-        estimator=s.estimator,
-        unit=s.unit,
-        n_samples=s.n_samples,
-        n_tokens=s.n_tokens,
-        max_sentence_tokens=s.max_sentence_tokens,
+        **kl_options(s),
         stop_ids=stop_ids,
         rng=rng,
         direction="neg||model",
-        progress=progress,
+        progress=kl_progress(log, len(prompts) * len(ns)),
     )
 
 

@@ -148,6 +148,29 @@ class KLSettings(Settings):
     seed: int = seed_field()
 
 
+def kl_options(s: KLSettings) -> dict[str, Any]:
+    """The options of :func:`~bebkit.estimators.kl.kl_curves` that a KL experiment's settings
+    fix (estimator, continuation unit and sizes)."""
+    return {
+        "estimator": s.estimator,
+        "unit": s.unit,
+        "n_samples": s.n_samples,
+        "n_tokens": s.n_tokens,
+        "max_sentence_tokens": s.max_sentence_tokens,
+    }
+
+
+def kl_progress(log: Callable[[str], None] | None, total: int) -> Callable[[int, int], None]:
+    """A ``progress`` callback of ``kl_curves`` that logs about every tenth of ``total``."""
+    step = max(1, total // 10)
+
+    def progress(done: int, tot: int) -> None:
+        if done % step == 0 or done == tot:
+            say(log, f"  KL: {done}/{tot} prefixes")
+
+    return progress
+
+
 #: Layouts in which a response is read after every other sentence (the authors' markers).
 MARKER_LAYOUTS = frozenset({"alternating", "chat", "llama2-inst"})
 
@@ -434,6 +457,8 @@ __all__ = [
     "conditions_field",
     "fmt_ci",
     "kl_files",
+    "kl_options",
+    "kl_progress",
     "markers_as_sentences",
     "max_response_tokens_field",
     "max_sentence_tokens_field",
