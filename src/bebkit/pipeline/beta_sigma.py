@@ -41,6 +41,7 @@ from bebkit.pipeline.experiments_common import (
     kl_options,
     kl_progress,
     p_plus_field,
+    results_head,
     run_pminus_vs_pplus,
     say,
     write_run_record,
@@ -166,10 +167,7 @@ def run_beta_sigma(
 
     kl_est = kl.estimates
     results: dict[str, Any] = {
-        "behavior": s.behavior,
-        "format": s.fmt,
-        "neg_model": neg.name,
-        "pos_model": pos.name,
+        **results_head(s, neg, "pos_model", pos),
         "p_plus": s.p_plus,
         "estimator": s.estimator,
         "unit": s.unit,

@@ -51,6 +51,7 @@ from bebkit.pipeline.experiments_common import (
     n_counting,
     paper_kl,
     prompts_file_field,
+    results_head,
     run_on_components,
     sample_misaligning_prompts,
     say,
@@ -239,10 +240,7 @@ def run_convergence(
 
     kl_falls = {c: _falls(cv) for c, cv in curves.items()}
     results: dict[str, Any] = {
-        "behavior": s.behavior,
-        "format": s.fmt,
-        "neg_model": neg.name,
-        "target_model": target.name,
+        **results_head(s, neg, "target_model", target),
         "estimator": s.estimator,
         "conditions": list(s.conditions),
         "curves": {c: cv.to_dict() for c, cv in curves.items()},

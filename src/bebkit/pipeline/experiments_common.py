@@ -397,6 +397,21 @@ def authors_prompts_file(s: Any) -> Path | None:
     return Path(path) if path is not None and is_authors_prompts(Path(path)) else None
 
 
+def judge_name(judge: Any) -> str:
+    """How a judge is named in results and records."""
+    name: str = getattr(judge, "name", type(judge).__name__)
+    return name
+
+
+def results_head(s: Any, neg: Any, key: str, model: Any, judge: Any = None) -> dict[str, Any]:
+    """The fields an experiment's results open with: behavior, layout, P₋, the model it is
+    set against (``key``: ``pos_model`` / ``target_model``) and, when judged, the judge."""
+    head = {"behavior": s.behavior, "format": s.fmt, "neg_model": neg.name, key: model.name}
+    if judge is not None:
+        head["judge"] = judge_name(judge)
+    return head
+
+
 def kl_files(out: Path, figs: Mapping[str, str]) -> dict[str, str]:
     """The ``files`` of a KL experiment's results: its record, prompts and figure."""
     return {
@@ -456,6 +471,7 @@ __all__ = [
     "check_prompts_file",
     "conditions_field",
     "fmt_ci",
+    "judge_name",
     "kl_files",
     "kl_options",
     "kl_progress",
@@ -468,6 +484,7 @@ __all__ = [
     "paper_kl",
     "prompt_format_for",
     "prompts_file_field",
+    "results_head",
     "run_on_components",
     "run_pminus_vs_pplus",
     "sample_misaligning_prompts",

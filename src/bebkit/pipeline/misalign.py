@@ -63,10 +63,12 @@ from bebkit.pipeline.experiments_common import (
     check_nonblank,
     conditions_field,
     fmt_ci,
+    judge_name,
     max_response_tokens_field,
     max_sentence_tokens_field,
     n_counting,
     prompts_file_field,
+    results_head,
     sample_misaligning_prompts,
     say,
     seed_field,
@@ -305,11 +307,7 @@ def run_misalign(
     timings["fit"] = time.perf_counter() - t0
 
     results: dict[str, Any] = {
-        "behavior": s.behavior,
-        "format": s.fmt,
-        "neg_model": neg.name,
-        "target_model": target.name,
-        "judge": getattr(judge, "name", type(judge).__name__),
+        **results_head(s, neg, "target_model", target, judge),
         "judge_components": s.judge_components,
         "n_responses_total": len(responses),
         "curves": {c: cv.to_dict() for c, cv in curves.items()},
@@ -623,7 +621,7 @@ def second_opinion(
     mine = judge_responses(responses, judge, unit=unit)
     curves = {c: _from_n(cv, 1) for c, cv in behavior_curves(mine).items()}
     out: dict[str, Any] = {
-        "judge": getattr(judge, "name", type(judge).__name__),
+        "judge": judge_name(judge),
         "curves": {c: cv.to_dict() for c, cv in curves.items()},
         "drops": {
             c: _drop(cv.fraction_good()[0], cv.fraction_good()[-1], int(cv.totals[0]))

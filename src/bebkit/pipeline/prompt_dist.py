@@ -36,6 +36,7 @@ from bebkit.pipeline.experiments_common import (
     fmt_ci,
     kl_files,
     p_plus_field,
+    results_head,
     run_pminus_vs_pplus,
     say,
     write_run_record,
@@ -197,10 +198,7 @@ def run_prompt_dist(
     neutral_max = max(prefix_est[:-1], key=lambda e: e.value) if k0 > 1 else None
 
     results: dict[str, Any] = {
-        "behavior": s.behavior,
-        "format": s.fmt,
-        "neg_model": neg.name,
-        "pos_model": pos.name,
+        **results_head(s, neg, "pos_model", pos),
         "estimator": s.estimator,
         "s0": {
             "neutral": list(s.neutral),

@@ -47,10 +47,12 @@ from bebkit.pipeline.experiments_common import (
     behavior_field,
     check_nonblank,
     fmt_ci,
+    judge_name,
     max_response_tokens_field,
     max_sentence_tokens_field,
     n_counting,
     prompt_format_for,
+    results_head,
     sample_misaligning_prompts,
     say,
     seed_field,
@@ -347,7 +349,7 @@ class _CachedJudge:
 
     def __init__(self, judge: Any) -> None:
         self.judge = judge
-        self.name = getattr(judge, "name", type(judge).__name__)
+        self.name = judge_name(judge)
         self.cache: dict[str, float] = {}
 
     def __call__(self, texts: list[str]) -> np.ndarray:
@@ -426,11 +428,7 @@ def run_conversation(ctx: RunContext, s: ConversationSettings) -> dict[str, Any]
         "threshold",
     )
     results: dict[str, Any] = {
-        "behavior": s.behavior,
-        "format": s.fmt,
-        "neg_model": neg.name,
-        "target_model": target.name,
-        "judge": getattr(judge, "name", type(judge).__name__),
+        **results_head(s, neg, "target_model", target, judge),
         "reward": None,
         "n_counting": "user_sentences = misaligning sentences from P- up to the end of turn t; "
         "the model replies with reply_sentences sentences between turns",
@@ -558,11 +556,7 @@ def run_best_of_n(ctx: RunContext, s: BestOfNSettings) -> dict[str, Any]:
                 consistent=consistency(crossing[n], b, float(res.lengths[-1])),
             ).model_dump()  # fmt: skip
     results: dict[str, Any] = {
-        "behavior": s.behavior,
-        "format": s.fmt,
-        "neg_model": neg.name,
-        "target_model": target.name,
-        "judge": cached.name,
+        **results_head(s, neg, "target_model", target, cached),
         "reward": "the judge's P(good) (soft); the kept response is scored by the same judge's "
         "hard label",
         "condition": "aligned" if s.with_aligning_prompt else "none",
@@ -647,11 +641,7 @@ def run_fraction(ctx: RunContext, s: FractionSettings) -> dict[str, Any]:
         "of prompts below the threshold reaches 1 - delta",
     )  # fmt: skip
     results: dict[str, Any] = {
-        "behavior": s.behavior,
-        "format": s.fmt,
-        "neg_model": neg.name,
-        "target_model": target.name,
-        "judge": getattr(judge, "name", type(judge).__name__),
+        **results_head(s, neg, "target_model", target, judge),
         "condition": "aligned" if s.with_aligning_prompt else "none",
         "n_counting": n_counting(s.fmt),
         "lengths": res.lengths.tolist(),
