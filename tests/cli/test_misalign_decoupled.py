@@ -21,7 +21,11 @@ def test_the_option_enters_the_key_only_when_set() -> None:
     shared = MisalignSettings(behavior="agreeableness")
     assert "judge_components" not in shared.key_material()
     assert "judge_eval" not in shared.key_material()  # a label of the record, not an input
-    assert set(shared.key_material()) == set(MisalignSettings.key_fields()) - {"judge_components"}
+    # fields added later enter the key only when set away from their default
+    unless_default = {"judge_components", "second_judges"}
+    assert set(shared.key_material()) == set(MisalignSettings.key_fields()) - unless_default
+    two = MisalignSettings(behavior="agreeableness", second_judges=("minilm",))
+    assert two.key_material()["second_judges"] == ["minilm"]
     dec = MisalignSettings(behavior="agreeableness", judge_components="decoupled")
     assert dec.key_material()["judge_components"] == "decoupled"
     with pytest.raises(ValueError, match="needs judge mixture or likelihood"):
