@@ -123,6 +123,7 @@ def test_end_to_end_on_a_tiny_model(
     assert len(control_rows) == 2 * 3 * 4  # 2 prompts x n in (0, 1, 3) x 4 responses
     assert op["agreement_with_main"]["n"] == d["n_responses_total"] + len(control_rows)
     assert op["g_minus"]["n"] == d["g_minus"]["n"]
+    assert (out / "judges.png").read_bytes()[:4] == b"\x89PNG"
     assert "alternate" in d["n_counting"] and set(d["condition_contexts"]) == {"none", "aligned"}
     rec = json.loads((out / "record.json").read_text())
     assert rec["kind"] == "misalign" and rec["seed"] == 4

@@ -95,3 +95,21 @@ def test_second_judges_must_differ_from_the_main_judge() -> None:
         MisalignSettings(behavior="cooperativeness", second_judges=("minilm", "minilm"))
     ok = MisalignSettings(behavior="cooperativeness", second_judges=("minilm", "hidden"))
     assert ok.second_judges == ("minilm", "hidden")
+
+
+def test_judges_figure_draws_every_judge_and_is_skipped_without_second_judges(
+    tmp_path: Any,
+) -> None:
+    from bebkit.reporting.misalign import plot_judges_compared
+
+    main = _says_bad_on("hate")
+    rs = _judged(_cells(["glad to help"] * 4, ["i hate this", "glad"] * 2), main)
+    ctl = _judged(_cells(["fine"] * 4, ["fine", "hate"] * 2), main)
+    curves = {c: cv.to_dict() for c, cv in behavior_curves(rs).items()}
+    op = second_opinion(_says_bad_on("i "), rs, [], ctl)
+    results = {"judge": "mixture[neg/base]:tiny", "curves": curves, "control": None}
+    assert plot_judges_compared(results, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+    results["second_judges"] = {"register": op}
+    png = plot_judges_compared(results, tmp_path / "judges.png", title="t")
+    assert png is not None and png.read_bytes()[:4] == b"\x89PNG"

@@ -221,6 +221,7 @@ def run_misalign(
         example_responses,
         fits_summary,
         plot_behavior_curves,
+        plot_judges_compared,
         responses_html,
     )
 
@@ -414,6 +415,9 @@ def run_misalign(
         reference_label=reference_label,
         control=None if not control_rs else _from_n(behavior_curves(control_rs)[NO_ALIGN], 1),
     )
+    judges_png = plot_judges_compared(
+        results, out / "judges.png", title=f"{title} — the same responses under every judge"
+    )
     ns = sorted({int(curves[next(iter(curves))].n[0]), int(curves[next(iter(curves))].n[-1])})
     responses_html(
         example_responses(responses, ns, per_cell=4),
@@ -432,6 +436,8 @@ def run_misalign(
             ("examples", "examples.html"),
         )
     }
+    if judges_png is not None:
+        results["files"]["judges_figure"] = str(judges_png)
     write_run_record(out, "misalign", s, results, timings, extra_config)
     return results
 

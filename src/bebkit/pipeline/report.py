@@ -73,7 +73,14 @@ FIGURE_CAPTIONS = {
     "pretrained": "KL(P₋‖P_pretrained | s₁…sₙ) vs n on the base model with Lemma 5 and "
     "straight-line fits; the paper's base-model curve where available.",
     "misalign": "% good responses vs misaligning sentences n (Wilson 95 % bands), without and "
-    "with the aligning prompt, fitted Lemma 7 reverse sigmoids and the paper's curves.",
+    "with the aligning prompt, fitted Lemma 7 reverse sigmoids, the paper's curves and the "
+    "control (prompts from P₊, grey), which should stay flat.",
+    "judges": "The same responses under the main judge and every second judge: % good after "
+    "P₋'s prompts (solid) and after the P₊ control (dotted); a decline that only one judge "
+    "sees is that judge's, not the model's.",
+    "authors_prompts": "% good after each of the authors' '[/INST]' markers on their own "
+    "prompts: this run's judge on this model next to the authors' hand labels of "
+    "Llama-2-13b-chat on the same prompts.",
 }
 
 _PROVENANCE_KEYS = {"model", "preset", "components", "threads"}

@@ -118,6 +118,42 @@ def plot_behavior_curves(
     )
 
 
+def plot_judges_compared(
+    results: Mapping[str, Any], path: str | Path, *, condition: str = "none", title: str = ""
+) -> Path | None:
+    """Write a PNG: % good vs n after P₋'s prompts (solid) and after the P₊ control (dotted)
+    under the main judge and every second judge of a misalign record's results, so a decline
+    that only one judge sees stands out. None when there is no second judge."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ops = results.get("second_judges") or {}
+    if not ops:
+        return None
+    judges = [("main: " + str(results.get("judge", "judge")).split("[")[0], results)]
+    judges += [(str(k), v) for k, v in ops.items()]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (name, r) in enumerate(judges):
+        col = f"C{i}"
+        for curve, style, what in (
+            ((r.get("curves") or {}).get(condition), "o-", "P₋ prompts"),
+            (((r.get("control") or {}).get("curve")), "s:", "P₊ control"),
+        ):
+            if not curve or not curve.get("n"):
+                continue
+            x = np.asarray(curve["n"], dtype=np.float64)
+            est = curve["fraction_good"]
+            y = np.array([e["value"] for e in est]) * 100
+            lo = np.array([e.get("ci_low", np.nan) for e in est], dtype=np.float64) * 100
+            hi = np.array([e.get("ci_high", np.nan) for e in est], dtype=np.float64) * 100
+            ax.fill_between(x, lo, hi, color=col, alpha=0.12, lw=0)
+            ax.plot(x, y, style, color=col, label=f"{name}: {what}")
+    ax.set_xlabel("sentences of the misaligning prompt")
+    return _save_percent_figure(fig, ax, path, title, f"% good responses ({condition})")
+
+
 def _percent_arrays(
     curve: BehaviorCurve, show_bad: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
