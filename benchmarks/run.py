@@ -19,7 +19,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks import baseline_kl, ceiling, end_to_end, memory, profile_kl, scaling, variance
+from benchmarks import (
+    baseline_kl,
+    blank_skip,
+    ceiling,
+    end_to_end,
+    memory,
+    profile_kl,
+    scaling,
+    variance,
+)
 from benchmarks.common import BENCH_DIR, BenchContext, BenchResult, machine_summary
 
 BENCHMARKS: dict[str, Callable[[BenchContext], BenchResult]] = {
@@ -30,6 +39,7 @@ BENCHMARKS: dict[str, Callable[[BenchContext], BenchResult]] = {
     "e2e": end_to_end.run,
     "scaling": scaling.run,
     "profile": profile_kl.run,
+    "blank": blank_skip.run,
 }
 
 

@@ -139,3 +139,13 @@ def test_goal_direction() -> None:
     assert Goal("a", 12.0, 10.0).met and not Goal("a", 9.0, 10.0).met
     assert Goal("m", 1.2, 1.5, higher_is_better=False).met
     assert not Goal("m", float("nan"), 1.5).met
+
+
+def test_blank_skip_benchmark_compares_both_samplers(ctx: BenchContext) -> None:
+    from benchmarks import blank_skip
+
+    res = blank_skip.run(ctx)
+    assert [r[0].split(" ")[0] for r in res.rows] == ["native", "resumed"]
+    _finite_rows(res.rows)
+    assert res.rows[0][-1] == res.rows[1][-1] > 0  # same number of sentences on both paths
+    assert "blank" in BENCHMARKS

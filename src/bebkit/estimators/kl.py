@@ -59,7 +59,7 @@ import numpy as np
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
 from bebkit.estimators.logratio import DIRECTIONS, direction_models, prompt_layout
-from bebkit.estimators.prompts import SampledPrompt, stop_token_ids
+from bebkit.estimators.prompts import SampledPrompt, blank_token_ids, stop_token_ids
 from bebkit.models.protocol import (
     ContinuationScores,
     LanguageModel,
@@ -313,6 +313,10 @@ def kl_samples_grid(
     """
     _check_sizes(n_samples, n_tokens)
     stop = _stop_condition(unit, n_tokens, max_sentence_tokens, stop_ids)
+    if unit == "sentence" and skip_blank:
+        # the sampler keeps going past a lone newline where it can (one batched pass);
+        # _extend_blank below continues the rows of a model that stopped there anyway
+        stop = replace(stop, blank_token_ids=blank_token_ids(p))
     pres = [[int(t) for t in pre] for pre in prefixes]
     for label, (_, qpres) in targets.items():
         if len(qpres) != len(pres):

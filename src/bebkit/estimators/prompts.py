@@ -425,6 +425,8 @@ def condition_contexts(
 
 
 _STOP_CACHE: dict[tuple[str, int, tuple[str, ...]], frozenset[int]] = {}
+_VOCAB_CACHE: dict[tuple[str, int], list[tuple[int, str]]] = {}
+_BLANK_CACHE: dict[tuple[str, int], frozenset[int]] = {}
 
 
 def stop_token_ids(model: LanguageModel, fmt: PromptFormat) -> frozenset[int]:
@@ -439,12 +441,7 @@ def stop_token_ids(model: LanguageModel, fmt: PromptFormat) -> frozenset[int]:
     cached = _STOP_CACHE.get(key)
     if cached is not None:
         return cached
-    texts: list[tuple[int, str]] = []
-    for i in range(int(model.vocab_size)):
-        try:
-            texts.append((i, model.decode([i])))
-        except (IndexError, KeyError, ValueError, TypeError, OverflowError):
-            continue  # padded embedding rows beyond the tokenizer
+    texts = _vocab_texts(model)
     ids: set[int] = set()
     for s in fmt.stop_strings:
         found = {i for i, text in texts if s in text}
@@ -677,6 +674,35 @@ def _with_bos(model: LanguageModel, ids: list[int]) -> list[int]:
     return ids if bos and ids[: len(bos)] == bos else bos + ids
 
 
+def _vocab_texts(model: LanguageModel) -> list[tuple[int, str]]:
+    """(id, decoded text) of every token of ``model`` (one scan per base model, cached)."""
+    key = (model.name.split(":", 1)[0], int(model.vocab_size))
+    cached = _VOCAB_CACHE.get(key)
+    if cached is not None:
+        return cached
+    texts: list[tuple[int, str]] = []
+    for i in range(int(model.vocab_size)):
+        try:
+            texts.append((i, model.decode([i])))
+        except (IndexError, KeyError, ValueError, TypeError, OverflowError):
+            continue  # padded embedding rows beyond the tokenizer
+    _VOCAB_CACHE[key] = texts
+    return texts
+
+
+def blank_token_ids(model: LanguageModel) -> frozenset[int]:
+    """Ids of the tokens whose text is whitespace only (or empty): a continuation made of them
+    alone is blank. Passed as :attr:`StopCondition.blank_token_ids` so a model that supports
+    it keeps sampling past a lone newline instead of stopping and being resumed row by row
+    (same stopping rule as :func:`_is_blank`, at the cost of one batched pass)."""
+    key = (model.name.split(":", 1)[0], int(model.vocab_size))
+    cached = _BLANK_CACHE.get(key)
+    if cached is None:
+        cached = frozenset(i for i, text in _vocab_texts(model) if not text.strip())
+        _BLANK_CACHE[key] = cached
+    return cached
+
+
 def _is_blank(model: LanguageModel, ids: Sequence[int]) -> bool:
     return not model.decode(list(ids)).strip()
 
@@ -733,7 +759,8 @@ def sample_prompts(
         stops = stop_token_ids(model, fmt)
     if not stops:
         raise InputError("stop_ids must contain at least one sentence-end token")
-    stop = StopCondition(cfg.max_sentence_tokens, stops)
+    blanks = blank_token_ids(model) if skip_blank else frozenset()
+    stop = StopCondition(cfg.max_sentence_tokens, stops, blanks)
 
     lay = _Layout(model, fmt, prefix_text)
     start = lay.start

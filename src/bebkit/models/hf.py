@@ -688,6 +688,10 @@ class HFLanguageModel:
         pad, start = pf.pad[src], pf.lens[src]  # left padding; position of the next token
         out: list[list[int]] = [[] for _ in range(b)]
         live = torch.arange(b)  # output row of each live batch row
+        # StopCondition.blank_token_ids: a stop token ends a row only after non-blank text
+        blank_ids = torch.tensor(sorted(stop.blank_token_ids), dtype=torch.long)
+        blank_ids = blank_ids.to(stop_ids.device)
+        content = torch.zeros(b, dtype=torch.bool, device=stop_ids.device)
         for step in range(stop.max_new_tokens):
             probs = _sampling_probs(logp, temperature, top_k, top_p)
             tok = _draw(probs, gen)
@@ -703,12 +707,15 @@ class HFLanguageModel:
                 if stop_ids.numel()
                 else torch.zeros_like(tok, dtype=torch.bool)
             )
+            if blank_ids.numel():
+                content = content | ~torch.isin(tok, blank_ids)
+                done = done & content
             if bool(done.all()):
                 break
             if bool(done.any()):
                 keep = (~done).nonzero()[:, 0]
                 cache.batch_select_indices(keep)
-                tok = tok[keep]
+                tok, content = tok[keep], content[keep]
                 keep_cpu = keep.cpu()
                 live, pad, start = live[keep_cpu], pad[keep_cpu], start[keep_cpu]
             extra = self._mask_kwargs(pad, start + step, pf.width + step, 1) if pf.masked else {}

@@ -36,11 +36,17 @@ class StopCondition:
     """When to stop a sampled continuation.
 
     Generation stops after a token in ``stop_token_ids`` (the token is kept, so a sampled
-    sentence includes its boundary) or after ``max_new_tokens`` tokens.
+    sentence includes its boundary) or after ``max_new_tokens`` tokens. With
+    ``blank_token_ids`` (tokens whose text is whitespace only), a stop token ends a row only
+    once the row holds a token outside that set: a lone newline is not a sentence. This is a
+    stopping time on the sampled path, so the draws stay exact. A model that ignores it
+    stops early on blank rows; callers then continue those rows themselves
+    (:func:`bebkit.estimators.kl` and the prompt sampler do), so either way the same rule holds.
     """
 
     max_new_tokens: int
     stop_token_ids: frozenset[int] = field(default_factory=frozenset)
+    blank_token_ids: frozenset[int] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
