@@ -42,7 +42,7 @@ def test_unknown_behavior_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
-def _tiny_model_dir(root: Path) -> Path:
+def _tiny_model_dir(root: Path, extra: tuple[str, ...] = ()) -> Path:
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
@@ -53,7 +53,7 @@ def _tiny_model_dir(root: Path) -> Path:
     words = ["i", "you", "we", "help", "hurt", "others", "people", "like", "never", "always",
              "work", "together", "alone", "share", "not", "to", "with", "the", "a"]  # fmt: skip
     vocab = {t: i for i, t in enumerate(["<unk>", "<pad>", "<bos>", "<eos>", *words,
-                                         ".", ",", ":", "'", "\n"])}  # fmt: skip
+                                         ".", ",", ":", "'", "\n", *extra])}  # fmt: skip
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -178,3 +178,22 @@ def test_end_to_end_on_a_tiny_model(
     assert rows[("aligned", 2)]["authors"]["value"] == pytest.approx(24 / 64)
     assert rows[("none", 2)]["sentences"] == [3, 3] and rows[("none", 2)]["measured"]["n"] == 8
     assert Path(ap["figure"]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_llama2_inst_layout_with_the_mixture_judge_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The authors' literal layout runs through (adapters trained on it, prompts, responses,
+    the mixture judge on llama2-inst contexts); it used to stop after training with
+    "fmt must be 'chat' or 'newline'"."""
+    # the literal markers need their pieces in the vocabulary ("[", "/", "INST", "]")
+    model = _tiny_model_dir(tmp_path, extra=("[", "]", "/", "INST", "SYS", "<", ">"))
+    monkeypatch.setenv("BEBKIT_CACHE", str(tmp_path / "cache"))
+    args = ["misalign", "--model", str(model), "--behavior", "cooperativeness", "--quick",
+            "--format", "llama2-inst", "--n-prompts", "2", "--n-sentences", "3",
+            "--n-responses", "2", "--max-response-tokens", "4", "--max-sentence-tokens", "4",
+            "--n-boot", "0", "--threads", "1", "--out", str(tmp_path / "run"), "--json"]  # fmt: skip
+    assert main(args) == 0
+    d: dict[str, Any] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert d["format"] == "llama2-inst" and d["judge"].startswith("mixture")
+    assert d["curves"]["none"]["n"] == [1, 3]

@@ -119,3 +119,23 @@ def test_adapters_map_the_hypotheses_to_named_adapters(trained: Any) -> None:
     assert (predict(swapped, [s + "." for s in BAD]) == 1).mean() >= 0.8
     with pytest.raises(InputError, match="judge_neg"):
         build_mixture_judge(trained, "newline", adapters={"neg": "judge_neg"})
+
+
+def test_llama2_inst_context_is_the_authors_literal_string(trained: Any) -> None:
+    """A llama2-inst run's mixture judge scores a reply after "[INST]Hi.[/INST]" (and, for the
+    aligned hypothesis, after the system prompt inserted as in the authors' script); the
+    format used to be refused after the run had trained its adapters."""
+    from bebkit.components.training import encode_text
+    from bebkit.judge import build_mixture_judge
+    from bebkit.judge.judge import mixture_context
+
+    tok, bos = trained.tokenizer, trained.bos_token_ids
+    ids = mixture_context(tok, bos, "llama2-inst", "you smile")
+    assert ids == encode_text(tok, "[INST]you smile.[/INST]", bos)
+    sys_ids = mixture_context(tok, bos, "llama2-inst", "you smile", system_prompt="be kind")
+    assert sys_ids == encode_text(tok, "[INST]<<SYS>>\nbe kind\n<</SYS>>\n\nyou smile.[/INST]", bos)
+    judge = build_mixture_judge(trained, "llama2-inst", aligning_prompt="be kind")
+    p = judge.prob_good(["i hate people.", "we help the user."])
+    assert p.shape == (2,) and np.all((p >= 0) & (p <= 1))
+    with pytest.raises(InputError, match="llama2-inst"):
+        mixture_context(tok, bos, "user-turns")

@@ -88,7 +88,7 @@ JudgeFactory = Callable[[BehaviorStatements, Sequence[str]], Judge]
 def render(text: str, fmt: str) -> str:
     """A checked text as a response in ``fmt``: a chat reply as is, or a base-model
     continuation (leading space, line break, one more neutral line)."""
-    if fmt == "chat":
+    if fmt in ("chat", "llama2-inst"):  # a reply after the user turn's closing marker
         return text
     if fmt == "newline":
         return (
@@ -98,7 +98,7 @@ def render(text: str, fmt: str) -> str:
             + "\n"
             + (NEWLINE_TAIL + "\n")
         )
-    raise InputError(f"fmt must be 'chat' or 'newline', got {fmt!r}")
+    raise InputError(f"fmt must be 'chat', 'newline' or 'llama2-inst', got {fmt!r}")
 
 
 def _rate(hits: np.ndarray) -> Any:

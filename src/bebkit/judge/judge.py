@@ -411,7 +411,14 @@ def mixture_context(
             raise InputError("a newline-format mixture judge needs a model with BOS tokens")
         head = "" if system_prompt is None else system_prompt.strip() + "\n"
         return encode_text(tokenizer, head, bos) if head else [int(t) for t in bos]
-    raise InputError(f"fmt must be 'chat' or 'newline', got {fmt!r}")
+    if fmt == "llama2-inst":
+        # the authors' literal strings: "[INST]Hi.[/INST]", the system prompt inserted as in
+        # their script ("[INST]<<SYS>>\n…\n<</SYS>>\n\n" + the user turn)
+        from bebkit.data.formats import terminate
+
+        sys_part = "" if system_prompt is None else f"<<SYS>>\n{system_prompt}\n<</SYS>>\n\n"
+        return encode_text(tokenizer, f"[INST]{sys_part}{terminate(user_turn)}[/INST]", bos)
+    raise InputError(f"fmt must be 'chat', 'newline' or 'llama2-inst', got {fmt!r}")
 
 
 #: Hypotheses a mixture judge can weigh: P₋, P₊, the untouched model, and the untouched model
