@@ -251,3 +251,26 @@ def test_load_fixed_prompts(tmp_path: Path) -> None:
             load_fixed_prompts(tmp_path / "bad.json")
     with pytest.raises(InputError, match="not found"):
         load_fixed_prompts(tmp_path / "missing.json")
+
+
+def test_vocabulary_scans_are_not_shared_between_models_of_one_name() -> None:
+    """Two different models with the same display name and vocabulary size (two tiny test
+    models, a tokenizer edited and reloaded under its old name) must each get their own stop
+    and blank tokens; a cache keyed by name once handed one model's stop tokens to the other
+    and failed a llama2-inst run with "no token contains '[/INST]'"."""
+    from bebkit.estimators.prompts import blank_token_ids
+
+    class Shifted(TinyLM):
+        """Same name and size as a TinyLM, but its newline is token 3 and token 1 is blank."""
+
+        def decode(self, ids):  # type: ignore[no-untyped-def]
+            chars = {0: "a", 1: " ", 2: "b", 3: "\n", 4: "c", 5: "^"}
+            return "".join(chars[int(i)] for i in ids)
+
+    plain, shifted = TinyLM(6, seed=2, name="same"), Shifted(6, seed=2, name="same")
+    assert stop_token_ids(plain, NEWLINE) == frozenset({0})
+    assert stop_token_ids(shifted, NEWLINE) == frozenset({3})
+    assert blank_token_ids(plain) == frozenset({0})
+    assert blank_token_ids(shifted) == frozenset({1, 3})
+    # the cache still serves the same object: a second call answers identically
+    assert stop_token_ids(shifted, NEWLINE) == frozenset({3})

@@ -358,6 +358,11 @@ class ComponentView:
         return f"{self._set.name}:{self.adapter}"
 
     @property
+    def tokenizer(self) -> Any:
+        """The base model's tokenizer (shared by every view, so vocabulary scans are too)."""
+        return getattr(self._inner, "tokenizer", None)
+
+    @property
     def vocab_size(self) -> int:
         return int(self._inner.vocab_size)
 

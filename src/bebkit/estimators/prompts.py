@@ -21,9 +21,11 @@ sentence_suffix`` of the format.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -424,9 +426,35 @@ def condition_contexts(
     }
 
 
-_STOP_CACHE: dict[tuple[str, int, tuple[str, ...]], frozenset[int]] = {}
-_VOCAB_CACHE: dict[tuple[str, int], list[tuple[int, str]]] = {}
-_BLANK_CACHE: dict[tuple[str, int], frozenset[int]] = {}
+# Vocabulary scans are cached per *tokenizer object* (weakly, so a freed tokenizer frees its
+# entry): adapter views of one base model share its tokenizer and so one scan, while two
+# different models that happen to share a display name and vocabulary size (two tiny test
+# models, or a user reloading an edited tokenizer under the same name) never share one —
+# a name-keyed cache once returned one model's stop tokens for the other.
+_STOP_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], frozenset[int]]] = (
+    weakref.WeakKeyDictionary()
+)
+_VOCAB_CACHE: weakref.WeakKeyDictionary[Any, list[tuple[int, str]]] = weakref.WeakKeyDictionary()
+_BLANK_CACHE: weakref.WeakKeyDictionary[Any, frozenset[int]] = weakref.WeakKeyDictionary()
+
+
+def _vocab_owner(model: LanguageModel) -> Any:
+    """The object a vocabulary scan belongs to: the model's tokenizer when it exposes one
+    (shared by all adapter views of a base model), else the model itself."""
+    tokenizer = getattr(model, "tokenizer", None)
+    return model if tokenizer is None else tokenizer
+
+
+def _cache_get(cache: weakref.WeakKeyDictionary[Any, Any], owner: Any) -> Any:
+    try:
+        return cache.get(owner)
+    except TypeError:  # not weak-referenceable or unhashable: no caching, still correct
+        return None
+
+
+def _cache_put(cache: weakref.WeakKeyDictionary[Any, Any], owner: Any, value: Any) -> None:
+    with contextlib.suppress(TypeError):  # not weak-referenceable: just not cached
+        cache[owner] = value
 
 
 def stop_token_ids(model: LanguageModel, fmt: PromptFormat) -> frozenset[int]:
@@ -437,8 +465,9 @@ def stop_token_ids(model: LanguageModel, fmt: PromptFormat) -> frozenset[int]:
     stops at every token whose stripped text is a non-empty prefix of it (``"["``), so the
     model's own attempt to write the marker ends the sentence and the format re-adds it.
     """
-    key = (model.name.split(":", 1)[0], int(model.vocab_size), fmt.stop_strings)
-    cached = _STOP_CACHE.get(key)
+    owner = _vocab_owner(model)
+    per_owner: dict[tuple[str, ...], frozenset[int]] = _cache_get(_STOP_CACHE, owner) or {}
+    cached = per_owner.get(fmt.stop_strings)
     if cached is not None:
         return cached
     texts = _vocab_texts(model)
@@ -451,7 +480,8 @@ def stop_token_ids(model: LanguageModel, fmt: PromptFormat) -> frozenset[int]:
     if not ids:
         raise InputError(f"no token of {model.name} contains any of {list(fmt.stop_strings)!r}")
     out = frozenset(ids)
-    _STOP_CACHE[key] = out
+    per_owner[fmt.stop_strings] = out
+    _cache_put(_STOP_CACHE, owner, per_owner)
     return out
 
 
@@ -676,8 +706,8 @@ def _with_bos(model: LanguageModel, ids: list[int]) -> list[int]:
 
 def _vocab_texts(model: LanguageModel) -> list[tuple[int, str]]:
     """(id, decoded text) of every token of ``model`` (one scan per base model, cached)."""
-    key = (model.name.split(":", 1)[0], int(model.vocab_size))
-    cached = _VOCAB_CACHE.get(key)
+    owner = _vocab_owner(model)
+    cached = _cache_get(_VOCAB_CACHE, owner)
     if cached is not None:
         return cached
     texts: list[tuple[int, str]] = []
@@ -686,7 +716,7 @@ def _vocab_texts(model: LanguageModel) -> list[tuple[int, str]]:
             texts.append((i, model.decode([i])))
         except (IndexError, KeyError, ValueError, TypeError, OverflowError):
             continue  # padded embedding rows beyond the tokenizer
-    _VOCAB_CACHE[key] = texts
+    _cache_put(_VOCAB_CACHE, owner, texts)
     return texts
 
 
@@ -695,11 +725,11 @@ def blank_token_ids(model: LanguageModel) -> frozenset[int]:
     alone is blank. Passed as :attr:`StopCondition.blank_token_ids` so a model that supports
     it keeps sampling past a lone newline instead of stopping and being resumed row by row
     (same stopping rule as :func:`_is_blank`, at the cost of one batched pass)."""
-    key = (model.name.split(":", 1)[0], int(model.vocab_size))
-    cached = _BLANK_CACHE.get(key)
+    owner = _vocab_owner(model)
+    cached = _cache_get(_BLANK_CACHE, owner)
     if cached is None:
         cached = frozenset(i for i, text in _vocab_texts(model) if not text.strip())
-        _BLANK_CACHE[key] = cached
+        _cache_put(_BLANK_CACHE, owner, cached)
     return cached
 
 
