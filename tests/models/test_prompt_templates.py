@@ -378,3 +378,34 @@ def test_paper_llama2_config_renders_its_prompts() -> None:
             assert pr.target_context(lm, n, system)  # type: ignore[arg-type]
     train = training_texts(TRIPLE, cfg.format, lm.tokenizer, seed=None)
     assert train[0].startswith("<s>[INST] ")
+
+
+def test_raw_authors_layout_on_a_tokenizer_that_merges_sentence_ends_with_markers(
+    tmp_path: Path, smollm2_tok: Any
+) -> None:
+    """SmolLM2's BPE has one token for ".[" so a sentence's last character merges with the
+    marker after it. The raw layout must still load (it raised "merges tokens across
+    position 48" on the authors' prompt 2), keep every context equal to the whole string's
+    encoding up to its reading point (the authors' ``tokenizer(prefix)``), and end each
+    sentence's span before the mixed token (it is partly forced marker text)."""
+    import json
+
+    lm = TokLM(smollm2_tok, [smollm2_tok.bos_token_id])
+    raw = "[INST]I like rests.[/INST]People annoy me.[INST]Others bore me.[/INST]I win"
+    assert "[" not in lm.decode(lm.encode("rests.")[-1:])  # the sentence alone ends in "."
+    full = lm.encode(raw)
+    pre = lm.encode(raw[: raw.index("[/INST]")])
+    assert full[: len(pre)] != pre  # the merge this test is about
+    path = tmp_path / "authors-prompts.json"
+    path.write_text(json.dumps({"behaviors": {"agreeableness": {"prompts": {"0": raw}}}}))
+    (pr,) = load_authors_prompts(path, "agreeableness", "llama2-inst", lm)  # type: ignore[arg-type]
+    assert list(pr.tokens) == [smollm2_tok.bos_token_id, *full]
+    marks = split_marked_text(raw).marker_sentences
+    assert marks == (1, 3)
+    for n, idx in zip(marks, _stop_at_inst(raw), strict=True):
+        assert pr.context(lm, n) == [smollm2_tok.bos_token_id, *lm.encode(raw[:idx])]  # type: ignore[arg-type]
+    decoded = [lm.decode(pr.tokens[a:b]) for a, b in pr.spans]
+    assert decoded[0] == "I like rests"  # "." went with the marker into ".["
+    for k, d in enumerate(decoded):
+        assert pr.sentences[k].startswith(d) and len(pr.sentences[k]) - len(d) <= 1
+    assert decoded[-1] == "I win"  # the cut last sentence has no marker to merge with

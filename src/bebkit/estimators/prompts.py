@@ -1164,7 +1164,15 @@ LLAMA2_INST_RAW = replace(LLAMA2_INST, name="llama2-inst-raw", response_period=1
 
 def _raw_marked_prompt(model: LanguageModel, marked: MarkedText, source: str) -> SampledPrompt:
     """The authors' exact string, encoded whole (as their ``tokenizer(prefix)`` did), with
-    boundaries after each sentence's closing marker and spans over the sentence text."""
+    boundaries after each sentence's closing marker and spans over the sentence text.
+
+    Every context is a prefix of the whole encoding at a reading point (after a marker), so
+    ``prefix(n)`` equals ``tokenizer(text[:pos])`` token for token — checked, and an error if
+    the tokenizer merges across a marker's end. A sentence's *end* may merge with the marker
+    that follows it (SmolLM2's BPE has a single token ``".["``); such a mixed token is partly
+    forced marker text, so the sentence's span stops before it (its sampled tokens are the
+    ones wholly inside the sentence).
+    """
     text = marked.text
     full = _with_bos(model, _encode(model, text))
     bos_len = len(full) - len(_encode(model, text))
@@ -1173,16 +1181,26 @@ def _raw_marked_prompt(model: LanguageModel, marked: MarkedText, source: str) ->
         ids = _encode(model, text[:pos])
         if full[bos_len : bos_len + len(ids)] != ids:
             raise InputError(
-                f"{source}: the tokenizer merges tokens across position {pos}, so prefixes "
-                "of this prompt are not prefixes of its tokens"
+                f"{source}: the tokenizer merges tokens across position {pos} (after a "
+                "marker), so this prompt's contexts are not prefixes of its tokens"
             )
         return bos_len + len(ids)
+
+    def inside(pos: int, lo: int) -> int:
+        """Tokens of ``full`` wholly inside ``text[:pos]`` (the common prefix), ≥ lo."""
+        ids = _encode(model, text[:pos])
+        common = next(
+            (i for i, (a, b) in enumerate(zip(ids, full[bos_len:], strict=False)) if a != b),
+            min(len(ids), len(full) - bos_len),
+        )
+        return max(lo, bos_len + common)
 
     pos = len(marked.head)
     header_len = at(pos)
     bounds, spans = [header_len], []
     for sentence, closer in zip(marked.sentences, marked.closers, strict=True):
-        spans.append((at(pos), at(pos + len(sentence))))
+        start = bounds[-1]  # a sentence starts where the previous marker ended
+        spans.append((start, inside(pos + len(sentence), start)))
         pos += len(sentence) + len(closer)
         bounds.append(at(pos))
     return SampledPrompt(
