@@ -384,7 +384,11 @@ def sample_misaligning_prompts(
     from bebkit.estimators.prompts import save_prompts
 
     t0 = time.perf_counter()
-    say(log, f"sampling {s.n_prompts} prompts x {s.n_sentences} sentences from {neg.name}")
+    if getattr(s, "prompts_file", None):
+        say(log, f"reading {s.n_prompts} fixed prompts (up to {s.n_sentences} sentences) from "
+            f"{s.prompts_file}")  # fmt: skip
+    else:
+        say(log, f"sampling {s.n_prompts} prompts x {s.n_sentences} sentences from {neg.name}")
     prompts = misaligning_prompts(neg, s, fmt, rng, stop_ids=stop_ids)
     save_prompts(out / "prompts.jsonl", prompts)
     timings["prompts"] = time.perf_counter() - t0
