@@ -161,6 +161,48 @@ def test_views_hold_several_components_at_once(comps: ComponentSet) -> None:
     assert comps.active == "base"
 
 
+def test_every_model_call_of_a_view_runs_under_its_adapter(
+    comps: ComponentSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The view is a generic pass-through: each protocol method (batched and single-prefix)
+    must reach the base model with the view's adapter active and return its answer
+    unchanged, while the tokenizer side needs no switch."""
+    _two_adapters(comps)
+    view = comps.model("neg")
+    seen: list[tuple[str, str]] = []
+
+    class Spy:
+        tokenizer = comps.tokenizer
+        vocab_size, bos_token_ids = 7, [2]
+
+        def encode(self, text: str) -> list[int]:
+            return [len(text)]
+
+        def decode(self, ids: Any) -> str:
+            return "x" * len(ids)
+
+        def __getattr__(self, method: str) -> Any:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                seen.append((method, comps.active))
+                return (method, args, kwargs)
+
+            return call
+
+    monkeypatch.setattr(comps, "_lm", lambda name: Spy())
+    methods = ["sequence_logprobs", "next_token_logprobs", "continuation_logprobs",
+               "continuation_logprobs_many", "sample", "sample_many", "sample_scored",
+               "sample_scored_many"]  # fmt: skip
+    for m in methods:
+        assert getattr(view, m)([1], k=2) == (m, ([1],), {"k": 2})
+    assert seen == [(m, "neg") for m in methods]
+    assert comps.active == "base"  # restored after every call
+    seen.clear()
+    assert (view.vocab_size, view.bos_token_ids, view.encode("ab"), view.decode([1])) == (
+        7, [2], [2], "x"
+    )  # fmt: skip
+    assert view.tokenizer is comps.tokenizer and seen == []
+
+
 def test_unknown_and_reserved_names(comps: ComponentSet) -> None:
     with pytest.raises(InputError, match="unknown component 'neg'"), comps.use("neg"):
         pass

@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bebkit.errors import InputError, RunError
-from bebkit.models.protocol import ContinuationScores, StopCondition, TokenIds
+from bebkit.models.protocol import TokenIds
 
 if TYPE_CHECKING:
     from bebkit.components.presets import TrainConfig
@@ -338,11 +338,26 @@ class ComponentSet:
         return ComponentView(self, name)
 
 
+def _switched(method: str) -> Any:
+    """A method of :class:`ComponentView` that calls the base model's ``method`` with the
+    view's adapter active (switch, compute, restore)."""
+
+    def call(self: ComponentView, *args: Any, **kwargs: Any) -> Any:
+        with self._set._for_call(self.adapter):
+            return getattr(self._inner, method)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = method
+    call.__doc__ = f"The base model's ``{method}`` with this view's adapter active."
+    return call
+
+
 class ComponentView:
     """Implements the ``LanguageModel`` protocol by wrapping every call in ``use(adapter)``.
 
     Safe to hold several views (``neg``, ``pos``, ``base``) of one :class:`ComponentSet` at
-    once: each call switches, computes and restores.
+    once: each call switches, computes and restores. A generic pass-through: the tokenizer
+    side needs no adapter and is read directly, every model call goes through
+    :func:`_switched` (so a method added to the protocol is one line here).
     """
 
     def __init__(self, components: ComponentSet, adapter: str) -> None:
@@ -376,102 +391,12 @@ class ComponentView:
     def decode(self, ids: TokenIds) -> str:
         return str(self._inner.decode(ids))
 
-    def sequence_logprobs(self, sequences: Sequence[TokenIds]) -> list[np.ndarray]:
-        with self._set._for_call(self.adapter):
-            return list(self._inner.sequence_logprobs(sequences))
-
-    def next_token_logprobs(self, prefixes: Sequence[TokenIds]) -> np.ndarray:
-        with self._set._for_call(self.adapter):
-            return np.asarray(self._inner.next_token_logprobs(prefixes))
-
-    def continuation_logprobs(
-        self,
-        prefix: TokenIds,
-        continuations: Sequence[TokenIds],
-        *,
-        with_dists: bool = False,
-        reference: np.ndarray | None = None,
-    ) -> ContinuationScores:
-        with self._set._for_call(self.adapter):
-            out: ContinuationScores = self._inner.continuation_logprobs(
-                prefix, continuations, with_dists=with_dists, reference=reference
-            )
-            return out
-
-    def continuation_logprobs_many(
-        self,
-        prefixes: Sequence[TokenIds],
-        continuations: Sequence[Sequence[TokenIds]],
-        *,
-        with_dists: bool = False,
-        references: Sequence[np.ndarray | None] | None = None,
-    ) -> list[ContinuationScores]:
-        with self._set._for_call(self.adapter):
-            out: list[ContinuationScores] = self._inner.continuation_logprobs_many(
-                prefixes, continuations, with_dists=with_dists, references=references
-            )
-            return out
-
-    def sample_many(
-        self,
-        prefixes: Sequence[TokenIds],
-        n: int,
-        stop: StopCondition,
-        *,
-        rng: np.random.Generator,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-    ) -> list[list[list[int]]]:
-        with self._set._for_call(self.adapter):
-            out: list[list[list[int]]] = self._inner.sample_many(
-                prefixes, n, stop, rng=rng, temperature=temperature, top_k=top_k, top_p=top_p
-            )
-            return out
-
-    def sample_scored_many(
-        self,
-        prefixes: Sequence[TokenIds],
-        n: int,
-        stop: StopCondition,
-        *,
-        rng: np.random.Generator,
-        with_dists: bool = False,
-    ) -> list[tuple[list[list[int]], ContinuationScores]]:
-        with self._set._for_call(self.adapter):
-            out: list[tuple[list[list[int]], ContinuationScores]] = self._inner.sample_scored_many(
-                prefixes, n, stop, rng=rng, with_dists=with_dists
-            )
-            return out
-
-    def sample_scored(
-        self,
-        prefix: TokenIds,
-        n: int,
-        stop: StopCondition,
-        *,
-        rng: np.random.Generator,
-        with_dists: bool = False,
-    ) -> tuple[list[list[int]], ContinuationScores]:
-        with self._set._for_call(self.adapter):
-            out: tuple[list[list[int]], ContinuationScores] = self._inner.sample_scored(
-                prefix, n, stop, rng=rng, with_dists=with_dists
-            )
-            return out
-
-    def sample(
-        self,
-        prefix: TokenIds,
-        n: int,
-        stop: StopCondition,
-        *,
-        rng: np.random.Generator,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-    ) -> list[list[int]]:
-        with self._set._for_call(self.adapter):
-            out: list[list[int]] = self._inner.sample(
-                prefix, n, stop, rng=rng, temperature=temperature, top_k=top_k, top_p=top_p
-            )
-            return out
+    # the batch-first protocol and its single-prefix conveniences, all under the adapter
+    sequence_logprobs = _switched("sequence_logprobs")
+    next_token_logprobs = _switched("next_token_logprobs")
+    continuation_logprobs = _switched("continuation_logprobs")
+    continuation_logprobs_many = _switched("continuation_logprobs_many")
+    sample = _switched("sample")
+    sample_many = _switched("sample_many")
+    sample_scored = _switched("sample_scored")
+    sample_scored_many = _switched("sample_scored_many")
