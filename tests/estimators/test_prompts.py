@@ -272,5 +272,33 @@ def test_vocabulary_scans_are_not_shared_between_models_of_one_name() -> None:
     assert stop_token_ids(shifted, NEWLINE) == frozenset({3})
     assert blank_token_ids(plain) == frozenset({0})
     assert blank_token_ids(shifted) == frozenset({1, 3})
-    # the cache still serves the same object: a second call answers identically
-    assert stop_token_ids(shifted, NEWLINE) == frozenset({3})
+    # and each is still scanned once: repeated calls decode nothing
+    calls: list[int] = []
+    decode = shifted.decode
+    shifted.decode = lambda ids: calls.append(1) or decode(ids)  # type: ignore[method-assign]
+    for _ in range(3):
+        assert stop_token_ids(shifted, NEWLINE) == frozenset({3})
+        assert blank_token_ids(shifted) == frozenset({1, 3})
+    assert calls == []
+
+
+def test_views_of_one_tokenizer_share_one_vocabulary_scan() -> None:
+    """Adapter views expose their base model's tokenizer; the scan is done once for all."""
+    from bebkit.estimators.prompts import blank_token_ids
+
+    class Tok:
+        decodes = 0
+
+    tok = Tok()
+
+    class View(TinyLM):
+        tokenizer = tok
+
+        def decode(self, ids):  # type: ignore[no-untyped-def]
+            Tok.decodes += 1
+            return super().decode(ids)
+
+    a, b = View(6, seed=2, name="m:neg"), View(6, seed=2, name="m:pos")
+    assert stop_token_ids(a, NEWLINE) == stop_token_ids(b, NEWLINE) == frozenset({0})
+    assert blank_token_ids(a) == blank_token_ids(b)
+    assert Tok.decodes == 6  # one scan of the 6-token vocabulary, not one per view

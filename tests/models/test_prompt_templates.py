@@ -391,7 +391,7 @@ def test_raw_authors_layout_on_a_tokenizer_that_merges_sentence_ends_with_marker
     import json
 
     lm = TokLM(smollm2_tok, [smollm2_tok.bos_token_id])
-    raw = "[INST]I like rests.[/INST]People annoy me.[INST]Others bore me.[/INST]I win"
+    raw = "[INST]I like rests.[/INST]People annoy me.[INST]Who cares?.[/INST]I win"
     assert "[" not in lm.decode(lm.encode("rests.")[-1:])  # the sentence alone ends in "."
     full = lm.encode(raw)
     pre = lm.encode(raw[: raw.index("[/INST]")])
@@ -406,6 +406,9 @@ def test_raw_authors_layout_on_a_tokenizer_that_merges_sentence_ends_with_marker
         assert pr.context(lm, n) == [smollm2_tok.bos_token_id, *lm.encode(raw[:idx])]  # type: ignore[arg-type]
     decoded = [lm.decode(pr.tokens[a:b]) for a, b in pr.spans]
     assert decoded[0] == "I like rests"  # "." went with the marker into ".["
+    # "?" is a token wholly inside the sentence although encoding the sentence alone
+    # parts from the whole string's tokens before it: the span keeps it
+    assert decoded[2] == "Who cares?"
     for k, d in enumerate(decoded):
         assert pr.sentences[k].startswith(d) and len(pr.sentences[k]) - len(d) <= 1
     assert decoded[-1] == "I win"  # the cut last sentence has no marker to merge with

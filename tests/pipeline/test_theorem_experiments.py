@@ -157,7 +157,9 @@ def test_bad_input_exits_2_with_one_line(
     assert len(err) == 1 and msg in err[0]
 
 
-@pytest.mark.parametrize("name", ["theorems-quick.yaml", "theorems-paper.yaml"])
+@pytest.mark.parametrize(
+    "name", ["theorems-quick.yaml", "theorems-mid.yaml", "theorems-paper.yaml"]
+)
 def test_reproduce_configs_load(name: str) -> None:
     from bebkit.pipeline.config import load_config
     from bebkit.pipeline.registry import experiments

@@ -346,7 +346,7 @@ def _switched(method: str) -> Any:
         with self._set._for_call(self.adapter):
             return getattr(self._inner, method)(*args, **kwargs)
 
-    call.__name__ = call.__qualname__ = method
+    call.__name__, call.__qualname__ = method, f"ComponentView.{method}"
     call.__doc__ = f"The base model's ``{method}`` with this view's adapter active."
     return call
 

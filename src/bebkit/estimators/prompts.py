@@ -431,11 +431,17 @@ def condition_contexts(
 # different models that happen to share a display name and vocabulary size (two tiny test
 # models, or a user reloading an edited tokenizer under the same name) never share one —
 # a name-keyed cache once returned one model's stop tokens for the other.
-_STOP_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], frozenset[int]]] = (
+# Under each tokenizer, entries are keyed by the output vocabulary size too (two wrappers of
+# one tokenizer could pad their output layer differently).
+_STOP_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[int, tuple[str, ...]], frozenset[int]]] = (
     weakref.WeakKeyDictionary()
 )
-_VOCAB_CACHE: weakref.WeakKeyDictionary[Any, list[tuple[int, str]]] = weakref.WeakKeyDictionary()
-_BLANK_CACHE: weakref.WeakKeyDictionary[Any, frozenset[int]] = weakref.WeakKeyDictionary()
+_VOCAB_CACHE: weakref.WeakKeyDictionary[Any, dict[int, list[tuple[int, str]]]] = (
+    weakref.WeakKeyDictionary()
+)
+_BLANK_CACHE: weakref.WeakKeyDictionary[Any, dict[int, frozenset[int]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _vocab_owner(model: LanguageModel) -> Any:
@@ -466,8 +472,11 @@ def stop_token_ids(model: LanguageModel, fmt: PromptFormat) -> frozenset[int]:
     model's own attempt to write the marker ends the sentence and the format re-adds it.
     """
     owner = _vocab_owner(model)
-    per_owner: dict[tuple[str, ...], frozenset[int]] = _cache_get(_STOP_CACHE, owner) or {}
-    cached = per_owner.get(fmt.stop_strings)
+    per_owner: dict[tuple[int, tuple[str, ...]], frozenset[int]] = (
+        _cache_get(_STOP_CACHE, owner) or {}
+    )
+    key = (int(model.vocab_size), fmt.stop_strings)
+    cached = per_owner.get(key)
     if cached is not None:
         return cached
     texts = _vocab_texts(model)
@@ -480,7 +489,7 @@ def stop_token_ids(model: LanguageModel, fmt: PromptFormat) -> frozenset[int]:
     if not ids:
         raise InputError(f"no token of {model.name} contains any of {list(fmt.stop_strings)!r}")
     out = frozenset(ids)
-    per_owner[fmt.stop_strings] = out
+    per_owner[key] = out
     _cache_put(_STOP_CACHE, owner, per_owner)
     return out
 
@@ -706,17 +715,19 @@ def _with_bos(model: LanguageModel, ids: list[int]) -> list[int]:
 
 def _vocab_texts(model: LanguageModel) -> list[tuple[int, str]]:
     """(id, decoded text) of every token of ``model`` (one scan per base model, cached)."""
-    owner = _vocab_owner(model)
-    cached = _cache_get(_VOCAB_CACHE, owner)
+    owner, size = _vocab_owner(model), int(model.vocab_size)
+    per_owner: dict[int, list[tuple[int, str]]] = _cache_get(_VOCAB_CACHE, owner) or {}
+    cached = per_owner.get(size)
     if cached is not None:
         return cached
     texts: list[tuple[int, str]] = []
-    for i in range(int(model.vocab_size)):
+    for i in range(size):
         try:
             texts.append((i, model.decode([i])))
         except (IndexError, KeyError, ValueError, TypeError, OverflowError):
             continue  # padded embedding rows beyond the tokenizer
-    _cache_put(_VOCAB_CACHE, owner, texts)
+    per_owner[size] = texts
+    _cache_put(_VOCAB_CACHE, owner, per_owner)
     return texts
 
 
@@ -725,11 +736,13 @@ def blank_token_ids(model: LanguageModel) -> frozenset[int]:
     alone is blank. Passed as :attr:`StopCondition.blank_token_ids` so a model that supports
     it keeps sampling past a lone newline instead of stopping and being resumed row by row
     (same stopping rule as :func:`_is_blank`, at the cost of one batched pass)."""
-    owner = _vocab_owner(model)
-    cached = _cache_get(_BLANK_CACHE, owner)
+    owner, size = _vocab_owner(model), int(model.vocab_size)
+    per_owner: dict[int, frozenset[int]] = _cache_get(_BLANK_CACHE, owner) or {}
+    cached = per_owner.get(size)
     if cached is None:
         cached = frozenset(i for i, text in _vocab_texts(model) if not text.strip())
-        _cache_put(_BLANK_CACHE, owner, cached)
+        per_owner[size] = cached
+        _cache_put(_BLANK_CACHE, owner, per_owner)
     return cached
 
 
@@ -1187,13 +1200,19 @@ def _raw_marked_prompt(model: LanguageModel, marked: MarkedText, source: str) ->
         return bos_len + len(ids)
 
     def inside(pos: int, lo: int) -> int:
-        """Tokens of ``full`` wholly inside ``text[:pos]`` (the common prefix), ≥ lo."""
+        """End offset (≥ lo) of the tokens of ``full`` whose text lies wholly inside
+        ``text[:pos]``: the common prefix with ``tokenizer(text[:pos])``, then as long as
+        the whole string's own next tokens still decode to a prefix of ``text[:pos]`` (the
+        encodings may part a token or two before the merged one, e.g. ``"?"`` + ``".["``)."""
         ids = _encode(model, text[:pos])
-        common = next(
-            (i for i, (a, b) in enumerate(zip(ids, full[bos_len:], strict=False)) if a != b),
-            min(len(ids), len(full) - bos_len),
+        body = full[bos_len:]
+        k = next(
+            (i for i, (a, b) in enumerate(zip(ids, body, strict=False)) if a != b),
+            min(len(ids), len(body)),
         )
-        return max(lo, bos_len + common)
+        while k < len(body) and text[:pos].startswith(model.decode(body[: k + 1])):
+            k += 1
+        return max(lo, bos_len + k)
 
     pos = len(marked.head)
     header_len = at(pos)

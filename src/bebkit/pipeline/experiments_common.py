@@ -384,7 +384,7 @@ def sample_misaligning_prompts(
     from bebkit.estimators.prompts import save_prompts
 
     t0 = time.perf_counter()
-    if getattr(s, "prompts_file", None):
+    if getattr(s, "prompts_file", None) is not None:
         say(log, f"reading {s.n_prompts} fixed prompts (up to {s.n_sentences} sentences) from "
             f"{s.prompts_file}")  # fmt: skip
     else:
