@@ -287,17 +287,21 @@ def run_misalign(
             except InputError as exc:
                 fits[cond] = None
                 fit_errors[cond] = str(exc)
+    fit_time = time.perf_counter() - t0
     control, control_rs = None, []
     if s.control and pos is not None:
+        t1 = time.perf_counter()
         control_rs = _control_responses(pos, target, judge, s, fmt, cfg, rng, log)
         control = {"prompt_source": pos.name, **_control_summary(control_rs)}
         write_responses(out / "responses_control.jsonl", control_rs)
+        timings["control"] = time.perf_counter() - t1
     second: dict[str, Any] = {}
     for name, other in (second_judges or {}).items():
         say(log, f"second judge {name}: the same responses")
         t1 = time.perf_counter()
         second[name] = second_opinion(other, responses, own, control_rs, unit=cfg.judge_unit)
         timings[f"second_judge_{name}"] = time.perf_counter() - t1
+    t0 = time.perf_counter()
     g_minus = _rate(sum(r.label == 1 for r in own), len(own), "judge good rate of P-'s responses")
     g_plus = {
         c: _rate(int(cv.good_counts[0]), int(cv.totals[0]), "good rate at n = 0")
@@ -305,7 +309,8 @@ def run_misalign(
         if int(cv.n[0]) == 0
     }
     bounded = {c: _bounded(curves[c], g_minus, g_plus[c], rng) for c in curves if c in g_plus}
-    timings["fit"] = time.perf_counter() - t0
+    # the fits alone (the control's sampling and the second judges have their own timings)
+    timings["fit"] = fit_time + time.perf_counter() - t0
 
     results: dict[str, Any] = {
         **results_head(s, neg, "target_model", target, judge),
