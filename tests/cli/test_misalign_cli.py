@@ -197,3 +197,22 @@ def test_llama2_inst_layout_with_the_mixture_judge_end_to_end(
     d: dict[str, Any] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert d["format"] == "llama2-inst" and d["judge"].startswith("mixture")
     assert d["curves"]["none"]["n"] == [1, 3]
+    # The authors' raw prompts are read where they read: after every '[/INST]' marker that
+    # all prompts share — here sentences 1, 2 and 3 (after the second marker every sentence
+    # ends with '[/INST]', as in their agreeableness prompts), not only after odd sentences.
+    # The P+ control's sampled prompts keep the layout's own reading points.
+    authors = tmp_path / "authors-prompts.json"
+    texts = {"0": "[INST]i help.[/INST]we share.[/INST]you help.[/INST]i like",
+             "1": "[INST]i hurt.[/INST]we never share.[/INST]you hurt.[/INST]i"}  # fmt: skip
+    good = {"0": {"with_aligning_prompt": [32, 16, 9], "without_aligning_prompt": [30, 2, 1]},
+            "1": {"with_aligning_prompt": [31, 8, 4], "without_aligning_prompt": [20, 0, 0]}}  # fmt: skip
+    authors.write_text(json.dumps({"behaviors": {"cooperativeness": {
+        "prompts": texts, "curve_prompt_ids": [0, 1], "good_of_32_per_marker": good}}}))  # fmt: skip
+    raw_args = [*args[:-3], "--prompts-file", str(authors),
+                "--out", str(tmp_path / "raw"), "--json"]  # fmt: skip
+    assert main(raw_args) == 0
+    d2 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert d2["curves"]["none"]["n"] == [1, 2, 3]
+    rows = {(r["condition"], r["marker"]) for r in d2["authors_prompts"]["rows"]}
+    assert rows == {(c, k) for c in ("none", "aligned") for k in (1, 2, 3)}
+    assert d2["control"]["curve"]["n"] == [1, 3]

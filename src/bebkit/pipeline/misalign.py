@@ -237,6 +237,13 @@ def run_misalign(
     # Responses where the layout hands the turn to the model; n = 0 measures g₊ (Lemma 7's
     # ceiling: the model's good rate with no misaligning prompt).
     positions = fmt.response_positions(min(p.n_sentences for p in prompts))
+    marked = _authors_reading_points(prompts, neg)
+    if marked:
+        # the authors' raw prompts: also read where they read, after every '[/INST]' marker
+        # that all prompts share (in their agreeableness prompts the markers close sentences
+        # 1, 3, 4, 5, …, so markers 3, 5, 7, 9 close even sentences the layout skips)
+        positions = tuple(sorted({*positions, *marked}))
+        say(log, f"also reading after the authors' shared [/INST] markers: n = {list(marked)}")
     cfg = ResponseConfig(
         n_responses=s.n_responses,
         max_response_tokens=s.max_response_tokens,
@@ -563,6 +570,17 @@ def _authors_parity(
     }
 
 
+def _authors_reading_points(prompts: list[Any], model: LanguageModel) -> tuple[int, ...]:
+    """The sentence counts that close an ``[/INST]`` marker in *every* prompt (raw authors'
+    prompts only; empty otherwise), so each reading point pools the same prompts."""
+    from bebkit.estimators.prompts import authors_reading_points
+
+    sets = [set(authors_reading_points(p, model)) for p in prompts]
+    if not sets or not all(sets):
+        return ()
+    return tuple(sorted(set.intersection(*sets)))
+
+
 def _control_responses(
     pos: LanguageModel,
     target: LanguageModel,
@@ -584,7 +602,11 @@ def _control_responses(
         fmt=fmt,
         max_sentence_tokens=s.max_sentence_tokens,
     )
-    rs = sample_responses(target, prompts, rng=rng, config=replace(cfg, conditions=(NO_ALIGN,)))
+    # the control's prompts are sampled in the layout, so they are read where it reads
+    ns = None if cfg.ns is None else tuple(n for n in cfg.ns if fmt.is_response_position(n))
+    rs = sample_responses(
+        target, prompts, rng=rng, config=replace(cfg, conditions=(NO_ALIGN,), ns=ns)
+    )
     return judge_responses(rs, judge, unit=cfg.judge_unit)
 
 
@@ -839,7 +861,7 @@ EXPERIMENT = register(
         name="misalign",
         settings=MisalignSettings,
         result=MisalignResult,
-        version="4",  # 4: sentences sampled past a lone newline in one pass; second judges
+        version="5",  # 5: raw authors' prompts read after every shared [/INST] marker
         run=_run,
         summary=lambda r: summary_lines(r.to_json()),
         help="misalign a model with prompts sampled from P-: % good responses vs prompt length",
