@@ -21,7 +21,6 @@ sentence_suffix`` of the format.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import re
@@ -29,7 +28,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -427,40 +426,30 @@ def condition_contexts(
 
 
 # Vocabulary scans are cached per *tokenizer object* (weakly, so a freed tokenizer frees its
-# entry): adapter views of one base model share its tokenizer and so one scan, while two
+# entries): adapter views of one base model share its tokenizer and so one scan, while two
 # different models that happen to share a display name and vocabulary size (two tiny test
 # models, or a user reloading an edited tokenizer under the same name) never share one —
-# a name-keyed cache once returned one model's stop tokens for the other.
-# Under each tokenizer, entries are keyed by the output vocabulary size too (two wrappers of
-# one tokenizer could pad their output layer differently).
-_STOP_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[int, tuple[str, ...]], frozenset[int]]] = (
-    weakref.WeakKeyDictionary()
-)
-_VOCAB_CACHE: weakref.WeakKeyDictionary[Any, dict[int, list[tuple[int, str]]]] = (
-    weakref.WeakKeyDictionary()
-)
-_BLANK_CACHE: weakref.WeakKeyDictionary[Any, dict[int, frozenset[int]]] = (
-    weakref.WeakKeyDictionary()
-)
+# a name-keyed cache once returned one model's stop tokens for the other. Under each
+# tokenizer, entries are keyed by the output vocabulary size too (two wrappers of one
+# tokenizer could pad their output layer differently) and by what was scanned.
+_T = TypeVar("_T")
+_SCANS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
 
 
-def _vocab_owner(model: LanguageModel) -> Any:
-    """The object a vocabulary scan belongs to: the model's tokenizer when it exposes one
-    (shared by all adapter views of a base model), else the model itself."""
+def _scan(model: LanguageModel, what: tuple[Any, ...], compute: Callable[[], _T]) -> _T:
+    """``compute()`` once per (tokenizer of ``model`` — or the model when it exposes none,
+    output vocabulary size, ``what``)."""
     tokenizer = getattr(model, "tokenizer", None)
-    return model if tokenizer is None else tokenizer
-
-
-def _cache_get(cache: weakref.WeakKeyDictionary[Any, Any], owner: Any) -> Any:
+    owner = model if tokenizer is None else tokenizer
     try:
-        return cache.get(owner)
+        per_owner = _SCANS.setdefault(owner, {})
     except TypeError:  # not weak-referenceable or unhashable: no caching, still correct
-        return None
-
-
-def _cache_put(cache: weakref.WeakKeyDictionary[Any, Any], owner: Any, value: Any) -> None:
-    with contextlib.suppress(TypeError):  # not weak-referenceable: just not cached
-        cache[owner] = value
+        return compute()
+    key = (int(model.vocab_size), *what)
+    if key not in per_owner:
+        per_owner[key] = compute()
+    out: _T = per_owner[key]
+    return out
 
 
 def stop_token_ids(model: LanguageModel, fmt: PromptFormat) -> frozenset[int]:
@@ -471,14 +460,10 @@ def stop_token_ids(model: LanguageModel, fmt: PromptFormat) -> frozenset[int]:
     stops at every token whose stripped text is a non-empty prefix of it (``"["``), so the
     model's own attempt to write the marker ends the sentence and the format re-adds it.
     """
-    owner = _vocab_owner(model)
-    per_owner: dict[tuple[int, tuple[str, ...]], frozenset[int]] = (
-        _cache_get(_STOP_CACHE, owner) or {}
-    )
-    key = (int(model.vocab_size), fmt.stop_strings)
-    cached = per_owner.get(key)
-    if cached is not None:
-        return cached
+    return _scan(model, ("stop", fmt.stop_strings), lambda: _stop_ids(model, fmt))
+
+
+def _stop_ids(model: LanguageModel, fmt: PromptFormat) -> frozenset[int]:
     texts = _vocab_texts(model)
     ids: set[int] = set()
     for s in fmt.stop_strings:
@@ -488,10 +473,7 @@ def stop_token_ids(model: LanguageModel, fmt: PromptFormat) -> frozenset[int]:
         ids |= found
     if not ids:
         raise InputError(f"no token of {model.name} contains any of {list(fmt.stop_strings)!r}")
-    out = frozenset(ids)
-    per_owner[key] = out
-    _cache_put(_STOP_CACHE, owner, per_owner)
-    return out
+    return frozenset(ids)
 
 
 @dataclass(frozen=True)
@@ -714,21 +696,18 @@ def _with_bos(model: LanguageModel, ids: list[int]) -> list[int]:
 
 
 def _vocab_texts(model: LanguageModel) -> list[tuple[int, str]]:
-    """(id, decoded text) of every token of ``model`` (one scan per base model, cached)."""
-    owner, size = _vocab_owner(model), int(model.vocab_size)
-    per_owner: dict[int, list[tuple[int, str]]] = _cache_get(_VOCAB_CACHE, owner) or {}
-    cached = per_owner.get(size)
-    if cached is not None:
-        return cached
-    texts: list[tuple[int, str]] = []
-    for i in range(size):
-        try:
-            texts.append((i, model.decode([i])))
-        except (IndexError, KeyError, ValueError, TypeError, OverflowError):
-            continue  # padded embedding rows beyond the tokenizer
-    per_owner[size] = texts
-    _cache_put(_VOCAB_CACHE, owner, per_owner)
-    return texts
+    """(id, decoded text) of every token of ``model`` (one scan per tokenizer, cached)."""
+
+    def scan() -> list[tuple[int, str]]:
+        texts: list[tuple[int, str]] = []
+        for i in range(int(model.vocab_size)):
+            try:
+                texts.append((i, model.decode([i])))
+            except (IndexError, KeyError, ValueError, TypeError, OverflowError):
+                continue  # padded embedding rows beyond the tokenizer
+        return texts
+
+    return _scan(model, ("texts",), scan)
 
 
 def blank_token_ids(model: LanguageModel) -> frozenset[int]:
@@ -736,14 +715,11 @@ def blank_token_ids(model: LanguageModel) -> frozenset[int]:
     alone is blank. Passed as :attr:`StopCondition.blank_token_ids` so a model that supports
     it keeps sampling past a lone newline instead of stopping and being resumed row by row
     (same stopping rule as :func:`_is_blank`, at the cost of one batched pass)."""
-    owner, size = _vocab_owner(model), int(model.vocab_size)
-    per_owner: dict[int, frozenset[int]] = _cache_get(_BLANK_CACHE, owner) or {}
-    cached = per_owner.get(size)
-    if cached is None:
-        cached = frozenset(i for i, text in _vocab_texts(model) if not text.strip())
-        per_owner[size] = cached
-        _cache_put(_BLANK_CACHE, owner, per_owner)
-    return cached
+    return _scan(
+        model,
+        ("blank",),
+        lambda: frozenset(i for i, text in _vocab_texts(model) if not text.strip()),
+    )
 
 
 def _is_blank(model: LanguageModel, ids: Sequence[int]) -> bool:
