@@ -1210,22 +1210,6 @@ def _raw_marked_prompt(model: LanguageModel, marked: MarkedText, source: str) ->
     )
 
 
-def authors_reading_points(prompt: SampledPrompt, model: LanguageModel) -> tuple[int, ...]:
-    """Sentence counts n after which the authors read a response from a raw prompt: those
-    whose closing text (between the sentence's span and the next boundary) ends with
-    ``[/INST]`` — :attr:`MarkedText.marker_sentences` read back off the tokens. Empty for
-    prompts in any other layout."""
-    if prompt.fmt.name != LLAMA2_INST_RAW.name:
-        return ()
-    out = []
-    for k, (_, end) in enumerate(prompt.spans):
-        closer = model.decode(list(prompt.tokens[end : prompt.boundaries[k + 1]]))
-        # whitespace-insensitive: some tokenizers decode "[", "/", "INST", "]" with spaces
-        if "".join(closer.split()).endswith(AUTHORS_READ_MARKER):
-            out.append(k + 1)
-    return tuple(out)
-
-
 def load_authors_prompts(
     path: str | Path, behavior: str, fmt: PromptFormat | str, model: LanguageModel
 ) -> list[SampledPrompt]:

@@ -237,7 +237,7 @@ def run_misalign(
     # Responses where the layout hands the turn to the model; n = 0 measures g₊ (Lemma 7's
     # ceiling: the model's good rate with no misaligning prompt).
     positions = fmt.response_positions(min(p.n_sentences for p in prompts))
-    marked = _authors_reading_points(prompts, neg)
+    marked = _authors_reading_points(s, prompts)
     if marked:
         # the authors' raw prompts: also read where they read, after every '[/INST]' marker
         # that all prompts share (in their agreeableness prompts the markers close sentences
@@ -570,14 +570,21 @@ def _authors_parity(
     }
 
 
-def _authors_reading_points(prompts: list[Any], model: LanguageModel) -> tuple[int, ...]:
-    """The sentence counts that close an ``[/INST]`` marker in *every* prompt (raw authors'
-    prompts only; empty otherwise), so each reading point pools the same prompts."""
-    from bebkit.estimators.prompts import authors_reading_points
+def _authors_reading_points(s: MisalignSettings, prompts: list[Any]) -> tuple[int, ...]:
+    """The sentence counts that close an ``[/INST]`` marker in *every* prompt, when the
+    prompts are the authors' own in their raw layout (empty otherwise): each prompt's
+    :attr:`~bebkit.estimators.prompts.MarkedText.marker_sentences` within its (possibly cut)
+    length, so each reading point pools the same prompts."""
+    from bebkit.estimators.prompts import LLAMA2_INST_RAW, authors_prompt_texts, split_marked_text
 
-    sets = [set(authors_reading_points(p, model)) for p in prompts]
-    if not sets or not all(sets):
+    path = authors_prompts_file(s)
+    if path is None or not prompts or any(p.fmt.name != LLAMA2_INST_RAW.name for p in prompts):
         return ()
+    texts = authors_prompt_texts(path, s.behavior)
+    sets = []
+    for p in prompts:  # sources read authors:<behavior>:<prompt id>
+        marks = split_marked_text(texts[int(p.source.rsplit(":", 1)[1])]).marker_sentences
+        sets.append({n for n in marks if n <= p.n_sentences})
     return tuple(sorted(set.intersection(*sets)))
 
 
