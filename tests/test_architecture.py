@@ -13,7 +13,18 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "bebkit"
 
 # Lower index = lower layer. A module may import only its own layer or lower ones.
 LAYERS: list[set[str]] = [
-    {"errors", "estimate", "integrity", "io", "locks", "paths", "records", "paper", "__init__"},
+    {
+        "errors",
+        "estimate",
+        "integrity",
+        "io",
+        "locks",
+        "paths",
+        "records",
+        "paper",
+        "checkpoint",
+        "__init__",
+    },
     {"theory"},
     {"synthetic"},
     {"data"},

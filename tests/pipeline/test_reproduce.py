@@ -192,6 +192,75 @@ def _kill_before_publishing(cfg: Path, out: Path, env: dict[str, str], target: s
         proc.wait()
 
 
+# `bebkit ...` that hangs right AFTER it stored a file matching $HANG_AFTER_GLOB: a kill there
+# lands between two checkpointed units inside a stage (deterministically, unlike a timed kill).
+_HANG_AFTER_UNIT = textwrap.dedent(
+    """
+    import fnmatch, os, runpy, sys, time
+
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        real_replace(src, dst, *args, **kwargs)
+        if fnmatch.fnmatch(os.fspath(dst), os.environ["HANG_AFTER_GLOB"]):
+            open(os.environ["HANG_FLAG"], "w").close()
+            time.sleep(600)
+
+    os.replace = replace
+    sys.argv = ["bebkit", *sys.argv[1:]]
+    runpy.run_module("bebkit.cli", run_name="__main__", alter_sys=True)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("stage_name", "hang_after", "not_yet"),
+    [
+        ("beta-sigma-tinyb", "kl-neg-0.json", "kl-neg-1.json"),
+        ("misalign-tinyb", "own-0.json", "control-responses-0.json"),
+    ],
+)
+def test_a_run_killed_inside_a_long_stage_resumes_inside_it(
+    clean_run: tuple[Path, dict[str, str], Path, Any],
+    tmp_path: Path,
+    stage_name: str,
+    hang_after: str,
+    not_yet: str,
+) -> None:
+    """SIGKILL inside a stage (after β/σ²'s first KL row; after misalign's responses of the
+    model and of P₋): the rerun reuses the finished units of that stage, ends with the
+    uninterrupted run's numbers, and leaves no partial folder behind."""
+    cfg, env, clean_dir, _ = clean_run
+    run = tmp_path / "killed"
+    script, flag = tmp_path / "hang.py", tmp_path / "hang.flag"
+    script.write_text(_HANG_AFTER_UNIT)
+    pattern = str(run / "stages" / stage_name / ".partial-*" / "units" / hang_after)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "reproduce", str(cfg), "--out", str(run)],
+        env={**env, "HANG_AFTER_GLOB": pattern, "HANG_FLAG": str(flag)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while not flag.exists():
+        assert proc.poll() is None and time.time() < deadline, "never reached the unit"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stage = run / "stages" / stage_name
+    assert not list(stage.glob("*/result.json"))  # killed inside the stage
+    (partial,) = stage.glob(".partial-*")
+    stored = sorted(p.name for p in (partial / "units").glob("*.json"))
+    assert hang_after in stored and not_yet not in stored
+    proc2 = subprocess.run(
+        [sys.executable, "-m", "bebkit.cli", "reproduce", str(cfg), "--out", str(run), "--json"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert proc2.returncode == 0, proc2.stderr[-3000:]
+    assert f"resumed: reused {len(stored)} finished units" in proc2.stderr
+    assert _numbers(run) == _numbers(clean_dir)
+    assert not list(stage.glob(".partial-*"))
+
+
 def _report_md(run: Path) -> str:
     """report.md with what legitimately differs between two runs of one config masked: the
     run folder, timestamps, timings, whether adapters were trained or found cached, and the

@@ -302,3 +302,40 @@ def test_record_states_what_reproducibility_rests_on(
     assert (
         again["results"]["stages"]["draw"]["result"] == rec["results"]["stages"]["draw"]["result"]
     )
+
+
+def _units(ctx: StageContext) -> dict[str, object]:
+    """A stage of three checkpointed units that fails after the second on its first attempt."""
+    from bebkit.checkpoint import Checkpoint
+
+    assert ctx.checkpoint_dir is not None
+    rng = np.random.default_rng(ctx.seed)
+    ck = Checkpoint(ctx.checkpoint_dir)
+    values = []
+    for i in range(3):
+        values.append(ck.unit(f"u{i}", rng, lambda: float(rng.normal()), dump=float, load=float))
+        if i == 1 and ctx.config.get("fail") and ck.computed == 2:
+            raise RuntimeError("killed between units")
+    return {"values": values, "reused": ck.reused}
+
+
+def test_a_failed_stage_keeps_its_units_for_the_next_attempt_of_the_same_key(
+    tmp_path: Path,
+) -> None:
+    clean = StageRunner(tmp_path / "clean", seed=4).run(Stage("s", _units, {"n": 1}))
+    stage = Stage("s", _units, {"n": 1, "fail": True})
+    runner = StageRunner(tmp_path / "run", seed=4)
+    with pytest.raises(RuntimeError, match="killed between units"):
+        runner.run(stage)
+    partial = list((tmp_path / "run" / "stages" / "s").glob(".partial-*"))
+    assert len(partial) == 1 and len(list(partial[0].glob("*.json"))) == 2
+    assert not list((tmp_path / "run" / "stages" / "s").glob(".tmp-*"))
+    # Another key (other settings) gets its own, empty folder: nothing of this attempt leaks.
+    other = StageRunner(tmp_path / "run", seed=5).run(Stage("s", _units, {"n": 1}))
+    assert other.result["reused"] == 0
+    # The next attempt of the same key reuses both units, ends with the uninterrupted values
+    # (same seed, config aside) and removes the folder once the stage is published.
+    done = StageRunner(tmp_path / "run", seed=4).run(stage)
+    assert done.result["reused"] == 2
+    assert done.result["values"] == clean.result["values"]
+    assert not list((tmp_path / "run" / "stages" / "s").glob(".partial-*"))

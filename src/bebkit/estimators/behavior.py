@@ -23,6 +23,7 @@ single encoding of the context (the prefix's KV cache is shared by all R samples
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -32,6 +33,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from bebkit.checkpoint import Checkpoint
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate, wilson_interval
 from bebkit.estimators.prompts import (
@@ -192,6 +194,8 @@ def sample_responses(
     config: ResponseConfig | None = None,
     stop_ids: Iterable[int] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    checkpoint: Checkpoint | None = None,
+    checkpoint_name: str = "responses",
 ) -> list[Response]:
     """Sample R responses after every sentence boundary of every prompt, in every condition.
 
@@ -206,6 +210,8 @@ def sample_responses(
         stop_ids: response-end tokens; default: tokens containing the stop strings of
             :func:`response_format` (the synthetic world passes its sentence-end token).
         progress: called as ``progress(done, total)`` after each sample call.
+        checkpoint: each prompt's responses are a unit ``<checkpoint_name>-<i>``, so a killed
+            run resumes at the first unfinished prompt (:mod:`bebkit.checkpoint`).
     """
     cfg = config or ResponseConfig()
     if not prompts:
@@ -224,11 +230,18 @@ def sample_responses(
     )
     stop = StopCondition(cfg.max_response_tokens, stops)
     total = len(prompts) * len(ns) * len(cfg.conditions)
-    out: list[Response] = []
     done = 0
     cells = [(n, cond) for n in ns for cond in cfg.conditions]
     per_call = max(1, _RESPONSE_ROWS // cfg.n_responses)
-    for pid, pr in enumerate(prompts):
+    ckpt = checkpoint or Checkpoint(None)
+    sizes = {
+        "model": model.name, "config": asdict(cfg), "stops": sorted(stops), "cells": cells,
+    }  # fmt: skip
+
+    def one_prompt(pid: int, pr: SampledPrompt) -> list[Response]:
+        """Every cell's responses after prompt ``pid`` (the unit a checkpoint stores)."""
+        nonlocal done
+        out: list[Response] = []
         for start in range(0, len(cells), per_call):
             # Several contexts of one prompt per call: a model with `sample_many` decodes
             # their rows together (bigger decode batches); others loop over `sample`.
@@ -265,7 +278,25 @@ def sample_responses(
                 done += 1
                 if progress is not None:
                     progress(done, total)
-    return out
+        return out
+
+    everything: list[Response] = []
+    for pid, pr in enumerate(prompts):
+        before = done
+        rows = ckpt.unit(
+            f"{checkpoint_name}-{pid}",
+            gen,
+            functools.partial(one_prompt, pid, pr),
+            dump=lambda rs: [r.to_dict() for r in rs],
+            load=lambda ds: [Response.from_dict(d) for d in ds],
+            reads={"prompt": list(pr.tokens), "boundaries": list(pr.boundaries), **sizes},
+        )
+        if done == before:  # stored: the progress skips its calls
+            done += len(cells)
+            if progress is not None:
+                progress(done, total)
+        everything.extend(rows)
+    return everything
 
 
 def judge_responses(

@@ -49,6 +49,7 @@ chunks.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -56,6 +57,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from bebkit.checkpoint import Checkpoint
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
 from bebkit.estimators.logratio import DIRECTIONS, direction_models, prompt_layout
@@ -692,6 +694,8 @@ def kl_curves(
     rng: np.random.Generator | int | None = None,
     direction: str = "",
     progress: Callable[[int, int], None] | None = None,
+    checkpoint: Checkpoint | None = None,
+    checkpoint_name: str = "kl",
 ) -> dict[str, KLCurve]:
     """``KL(P(·|sₙ) ‖ Q_j(·|s′ₙ))`` for every target j, prompt and prefix length n in ``ns``.
 
@@ -706,6 +710,10 @@ def kl_curves(
     the cap ``max_sentence_tokens`` and ``n_truncated`` counted. ``unit="tokens"``: the
     reply after the format's response header, ``n_tokens`` tokens (``until_sentence_end``:
     stopped at ``stop_ids``).
+
+    ``checkpoint``: each prompt's row is a unit ``<checkpoint_name>-<i>`` (keyed by the
+    prompt's tokens, the prefix lengths, the targets and the sizes), so a killed run resumes
+    at the first unfinished prompt with the generator where it stood (:mod:`bebkit.checkpoint`).
     """
     if not prompts:
         raise InputError("kl_curve needs at least one prompt")
@@ -724,9 +732,19 @@ def kl_curves(
     vals = {k: np.empty(shape) for k in targets}
     ses = {k: np.empty(shape) for k in targets}
     n_trunc = np.zeros(shape, dtype=np.int64)
-    cap = n_tokens
+    cap = max_sentence_tokens if unit == "sentence" else n_tokens
     total, done = len(prompts) * len(n_list), 0
-    for i, pr in enumerate(prompts):
+    ckpt = checkpoint or Checkpoint(None)
+    sizes = {
+        "estimator": estimator, "unit": unit, "n_samples": n_samples, "n_tokens": n_tokens,
+        "max_sentence_tokens": max_sentence_tokens, "until_sentence_end": until_sentence_end,
+        "stop_ids": None if stop_ids is None else sorted(int(t) for t in stop_ids),
+        "skip_blank": skip_blank, "ns": n_list, "p": p.name,
+        "targets": {k: [q.name, system] for k, (q, system) in targets.items()},
+    }  # fmt: skip
+
+    def row(pr: SampledPrompt) -> dict[str, Any]:
+        """One prompt's KL at every n, for every target (the unit a checkpoint stores)."""
         if unit == "sentence":
             stops = (
                 frozenset(int(t) for t in stop_ids)
@@ -740,7 +758,6 @@ def kl_curves(
             p_ctx = next(iter(ctx.values()))
             pres = [c[0] for c in p_ctx]
             grid = {k: (targets[k][0], [c[1] for c in cs]) for k, cs in ctx.items()}
-            cap = max_sentence_tokens
         else:
             stops = _unit_stops(unit, until_sentence_end, stop_ids)
             pres = [pr.context(p, n) for n in n_list]
@@ -762,11 +779,32 @@ def kl_curves(
             max_sentence_tokens=max_sentence_tokens,
             skip_blank=skip_blank,
         )
+        out: dict[str, Any] = {
+            "values": {k: [0.0] * len(cells) for k in targets},
+            "stderrs": {k: [0.0] * len(cells) for k in targets},
+            "n_truncated": [0] * len(cells),
+        }
         for j, cell in enumerate(cells):
             for k, ks in cell.items():
                 est = ks.estimate(estimator)
-                vals[k][i, j], ses[k][i, j] = est.value, est.stderr
-                n_trunc[i, j] = ks.n_truncated
+                out["values"][k][j], out["stderrs"][k][j] = est.value, est.stderr
+                out["n_truncated"][j] = int(ks.n_truncated)
+        return out
+
+    for i, pr in enumerate(prompts):
+        got = ckpt.unit(
+            f"{checkpoint_name}-{i}",
+            gen,
+            functools.partial(row, pr),
+            dump=lambda r: r,
+            load=lambda r: r,
+            reads={"prompt": list(pr.tokens), "boundaries": list(pr.boundaries), **sizes},
+        )
+        for k in targets:
+            # None is a NaN stored as JSON (to_jsonable); float() of a fresh value is exact
+            vals[k][i] = [np.nan if v is None else float(v) for v in got["values"][k]]
+            ses[k][i] = [np.nan if v is None else float(v) for v in got["stderrs"][k]]
+        n_trunc[i] = got["n_truncated"]
         done += len(n_list)
         if progress is not None:
             progress(done, total)
@@ -805,6 +843,7 @@ def kl_curve(
     max_sentence_tokens: int = DEFAULT_MAX_SENTENCE_TOKENS,
     skip_blank: bool = True,
     direction: str = "",
+    checkpoint: Checkpoint | None = None,
 ) -> KLCurve:
     """``KL(P(·|sₙ) ‖ Q(·|s′ₙ))`` for every prompt and every prefix length ``n`` in ``ns``.
 
@@ -830,6 +869,7 @@ def kl_curve(
         skip_blank=skip_blank,
         rng=rng,
         direction=direction,
+        checkpoint=checkpoint,
     )["q"]
     return replace(curve, label=label)
 
@@ -850,6 +890,8 @@ def directional_kl_curve(
     system_prompt: str | None = None,
     require_source: bool = True,
     rng: np.random.Generator | int | None = None,
+    checkpoint: Checkpoint | None = None,
+    checkpoint_name: str = "kl",
 ) -> KLCurve:
     """Per-sentence ``KL(P_a ‖ P_b | sₙ)`` over prompts ``s ~ P_a`` for ``direction = "a||b"``.
 
@@ -882,4 +924,6 @@ def directional_kl_curve(
         skip_blank=skip_blank,
         rng=rng,
         direction=direction,
+        checkpoint=checkpoint,
+        checkpoint_name=checkpoint_name,
     )[direction]

@@ -21,6 +21,7 @@ sentence_suffix`` of the format.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import re
@@ -32,6 +33,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from bebkit.checkpoint import Checkpoint, fingerprint
 from bebkit.data.formats import DEFAULT_ALIGNING_PROMPT as DEFAULT_ALIGNING_PROMPT
 from bebkit.errors import InputError
 from bebkit.io import atomic_open
@@ -755,6 +757,8 @@ def sample_prompts(
     stop_ids: Iterable[int] | None = None,
     max_sentence_tokens: int = 48,
     skip_blank: bool = True,
+    checkpoint: Checkpoint | None = None,
+    checkpoint_name: str = "prompts",
 ) -> list[SampledPrompt]:
     """Sample ``n_prompts`` prompts of ``n_sentences`` sentences each from ``model`` (= P₋).
 
@@ -770,6 +774,9 @@ def sample_prompts(
         skip_blank: a sentence ends at the first stop token *after some non-blank text*
             (a lone ``"\n"`` is not a sentence): sampling simply continues. This is still a
             stopping rule on the sampled path, so the prompt is exact ancestral sampling.
+        checkpoint: each sentence round (sentence k of every prompt) is a unit
+            ``<checkpoint_name>-<k>`` holding the prompts so far, so a killed run resumes at
+            the first unfinished round with the generator where it stood.
     """
     cfg = PromptSamplerConfig(n_prompts, n_sentences, max_sentence_tokens, prefix_text)
     gen = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
@@ -793,7 +800,24 @@ def sample_prompts(
     spans: list[list[tuple[int, int]]] = [[] for _ in range(cfg.n_prompts)]
     texts: list[list[str]] = [[] for _ in range(cfg.n_prompts)]
     trunc: list[list[bool]] = [[] for _ in range(cfg.n_prompts)]
-    for k in range(cfg.n_sentences):
+    ckpt = checkpoint or Checkpoint(None)
+    reads = {
+        "model": model.name, "config": asdict(cfg), "fmt": fmt.to_dict(), "stops": sorted(stops),
+        "blanks": sorted(blanks), "skip_blank": skip_blank,
+    }  # fmt: skip
+
+    def state() -> dict[str, Any]:
+        return {"toks": toks, "bounds": bounds, "spans": spans, "texts": texts, "trunc": trunc}
+
+    def restore(d: Mapping[str, Any]) -> None:
+        toks[:] = [[int(t) for t in row] for row in d["toks"]]
+        bounds[:] = [[int(b) for b in row] for row in d["bounds"]]
+        spans[:] = [[(int(a), int(b)) for a, b in row] for row in d["spans"]]
+        texts[:] = [[str(x) for x in row] for row in d["texts"]]
+        trunc[:] = [[bool(x) for x in row] for row in d["trunc"]]
+
+    def _sample_round(k: int) -> dict[str, Any]:
+        """Sentence k+1 of every prompt, appended in place; the state after it."""
         open_ids, close_ids = lay.open_ids(k + 1), lay.close_ids(k + 1)
         if k == 0:
             # All prompts share the first context: one encoding, n samples (KV-cache reuse).
@@ -819,6 +843,21 @@ def sample_prompts(
             bounds[i].append(len(toks[i]))
             texts[i].append(model.decode(y))
             trunc[i].append(not ended)
+        return state()
+
+    for k in range(cfg.n_sentences):
+        before = {"round": k, "toks": fingerprint(toks), **reads}
+        # the value is the prompts after round k: fresh (this process) or stored (resumed)
+        restore(
+            ckpt.unit(
+                f"{checkpoint_name}-{k}",
+                gen,
+                functools.partial(_sample_round, k),
+                dump=lambda st: st,
+                load=lambda d: d,
+                reads=before,
+            )
+        )
     return [
         SampledPrompt(
             tokens=tuple(toks[i]),

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
+from bebkit.checkpoint import Checkpoint
 from bebkit.estimate import Estimate
 from bebkit.estimators.kl import directional_kl_curve, kl_curves
 from bebkit.estimators.logratio import directional_log_ratio
@@ -92,11 +93,13 @@ def run_beta_sigma(
     reference_label: str = "paper",
     log: Callable[[str], None] | None = None,
     extra_config: dict[str, Any] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, Any]:
     """Estimate β, β′, σ² of (P₋ = ``neg``, P₊ = ``pos``); write outputs into ``out_dir``.
 
     ``stop_ids`` are the sentence-end tokens for prompt sampling (default: the format's).
-    Returns the results dict (also in ``record.json``).
+    Returns the results dict (also in ``record.json``). ``checkpoint`` keeps the prompt
+    sets' sentence rounds and each prompt's KL row, so a killed run resumes where it stopped.
     """
     from bebkit.reporting.kl_figures import plot_beta_sigma
 
@@ -111,7 +114,7 @@ def run_beta_sigma(
     sampled = []
     # Prompts s ~ P₋, then the P₊ direction's (Lemma 4, Theorems 2–3): prompts s ~ P₊ for
     # KL(P₊‖P₋) and Var log P₊/P₋.
-    for model, file in ((neg, "prompts.jsonl"), (pos, "prompts_pos.jsonl")):
+    for model, file, side in ((neg, "prompts.jsonl", "neg"), (pos, "prompts_pos.jsonl", "pos")):
         t0 = time.perf_counter()
         say(log, f"sampling {n_all} prompts x {s.n_sentences} sentences from {model.name}")
         sampled.append(
@@ -123,6 +126,8 @@ def run_beta_sigma(
                 fmt=fmt,
                 stop_ids=stop_ids,
                 max_sentence_tokens=s.max_sentence_tokens,
+                checkpoint=checkpoint,
+                checkpoint_name=f"prompts-{side}",
             )
         )
         save_prompts(out / file, sampled[-1])
@@ -146,10 +151,13 @@ def run_beta_sigma(
     common: dict[str, Any] = {"ns": ns, **kl_options(s), "stop_ids": stop_ids, "rng": rng}
     kl = kl_curves(
         neg, {"P+": (pos, None)}, prompts[: s.n_prompts], progress=progress,
-        direction="neg||pos", **common,
+        direction="neg||pos", checkpoint=checkpoint, checkpoint_name="kl-neg", **common,
     )["P+"]  # fmt: skip
     say(log, "KL(P+ || P-) on prompts from P+ (Lemma 4)")
-    kl_pos = directional_kl_curve(roles, pos_prompts[: s.n_prompts], direction="pos||neg", **common)
+    kl_pos = directional_kl_curve(
+        roles, pos_prompts[: s.n_prompts], direction="pos||neg", checkpoint=checkpoint,
+        checkpoint_name="kl-pos", **common,
+    )  # fmt: skip
     timings["kl"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

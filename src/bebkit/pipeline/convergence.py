@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bebkit.checkpoint import Checkpoint
 from bebkit.errors import InputError
 from bebkit.estimators.behavior import ALIGN
 from bebkit.estimators.kl import KLCurve, kl_curves
@@ -99,6 +100,7 @@ def convergence_curves(
     rng: np.random.Generator,
     log: Callable[[str], None] | None = None,
     stop_ids: Any = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, KLCurve]:
     """``KL(P₋‖P_LLM)(n)`` per condition, one P₋ continuation set per (prompt, n)."""
     s = settings
@@ -116,6 +118,7 @@ def convergence_curves(
         rng=rng,
         direction="neg||model",
         progress=kl_progress(log, len(prompts) * len(ns)),
+        checkpoint=checkpoint,
     )
 
 
@@ -199,6 +202,7 @@ def run_convergence(
     extra_config: dict[str, Any] | None = None,
     extra_results: Callable[[dict[str, Any], dict[str, ConvergenceResult | None]], None]
     | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, Any]:
     """Run fig. 3a / 11 with P₋ = ``neg`` and P_LLM = ``target``; write outputs to ``out_dir``.
 
@@ -214,12 +218,16 @@ def run_convergence(
     rng = np.random.default_rng(s.seed)
     timings: dict[str, float] = {}
 
-    prompts = sample_misaligning_prompts(neg, s, fmt, rng, out, timings, log, stop_ids=stop_ids)
+    prompts = sample_misaligning_prompts(
+        neg, s, fmt, rng, out, timings, log, stop_ids=stop_ids, checkpoint=checkpoint
+    )
 
     t0 = time.perf_counter()
     say(log, f"KL(P- || {target.name}) [{', '.join(s.conditions)}], {s.n_samples} x "
              f"{s.n_tokens} tokens ({s.estimator})")  # fmt: skip
-    curves = convergence_curves(neg, target, prompts, s, rng=rng, log=log, stop_ids=stop_ids)
+    curves = convergence_curves(
+        neg, target, prompts, s, rng=rng, log=log, stop_ids=stop_ids, checkpoint=checkpoint
+    )
     timings["kl"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

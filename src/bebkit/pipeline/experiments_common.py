@@ -255,8 +255,9 @@ def run_on_components(
     """Run a P₋-sampling experiment on the run's components of ``s.behavior``: ``run(P₋,
     target, settings or s, out, fmt=..., log=..., extra_config=..., **kwargs)`` with the
     ``target`` model (``base``: the model with adapters off) in ``s.fmt``; the typed
-    ``result``."""
+    ``result``. ``run`` gets ``checkpoint``: its long parts resume after a killed attempt."""
     comps = ctx.components(s.behavior, s.fmt, sides)
+    checkpoint = ctx.checkpoint("units")
     res = run(
         comps.model("neg"),
         comps.model(target),
@@ -265,9 +266,18 @@ def run_on_components(
         fmt=prompt_format_for(s.fmt, comps),
         log=ctx.log,
         extra_config=ctx.provenance,
+        checkpoint=checkpoint,
         **kwargs,
     )
+    report_resume(ctx.log, checkpoint)
     return result.from_json(res)
+
+
+def report_resume(log: Callable[[str], None] | None, checkpoint: Any) -> None:
+    """One line on what a resumed stage skipped (its numbers equal a fresh run's)."""
+    if checkpoint.reused:
+        say(log, f"resumed: reused {checkpoint.reused} finished units of an earlier attempt, "
+            f"computed {checkpoint.computed}")  # fmt: skip
 
 
 def run_pminus_vs_pplus(ctx: Any, s: Any, run: Callable[..., dict[str, Any]], result: Any) -> Any:
@@ -328,6 +338,7 @@ def misaligning_prompts(
     *,
     stop_ids: Any = None,
     n_prompts: int | None = None,
+    checkpoint: Any = None,
 ) -> list[Any]:
     """``n_prompts`` prompts of ``s.n_sentences`` sentences: sampled from P₋ (``neg``), or the
     fixed prompts of ``s.prompts_file`` laid out in ``fmt`` exactly as sampled ones (the
@@ -351,6 +362,7 @@ def misaligning_prompts(
             fmt=fmt,
             stop_ids=stop_ids,
             max_sentence_tokens=s.max_sentence_tokens,
+            checkpoint=checkpoint,
         )
     p = Path(path)
     if not p.is_file():
@@ -378,9 +390,10 @@ def sample_misaligning_prompts(
     log: Callable[[str], None] | None,
     *,
     stop_ids: Any = None,
+    checkpoint: Any = None,
 ) -> list[Any]:
     """:func:`misaligning_prompts` of a run, logged, saved to ``out/prompts.jsonl`` and timed
-    as ``timings["prompts"]``."""
+    as ``timings["prompts"]`` (sampling rounds kept in ``checkpoint``, if given)."""
     from bebkit.estimators.prompts import save_prompts
 
     t0 = time.perf_counter()
@@ -389,7 +402,7 @@ def sample_misaligning_prompts(
             f"{s.prompts_file}")  # fmt: skip
     else:
         say(log, f"sampling {s.n_prompts} prompts x {s.n_sentences} sentences from {neg.name}")
-    prompts = misaligning_prompts(neg, s, fmt, rng, stop_ids=stop_ids)
+    prompts = misaligning_prompts(neg, s, fmt, rng, stop_ids=stop_ids, checkpoint=checkpoint)
     save_prompts(out / "prompts.jsonl", prompts)
     timings["prompts"] = time.perf_counter() - t0
     return prompts
@@ -488,6 +501,7 @@ __all__ = [
     "paper_kl",
     "prompt_format_for",
     "prompts_file_field",
+    "report_resume",
     "results_head",
     "run_on_components",
     "run_pminus_vs_pplus",

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from bebkit.checkpoint import Checkpoint
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
 from bebkit.estimators.behavior import (
@@ -68,6 +69,7 @@ from bebkit.pipeline.experiments_common import (
     max_sentence_tokens_field,
     n_counting,
     prompts_file_field,
+    report_resume,
     results_head,
     sample_misaligning_prompts,
     say,
@@ -207,11 +209,14 @@ def run_misalign(
     log: Callable[[str], None] | None = None,
     extra_config: dict[str, Any] | None = None,
     second_judges: Mapping[str, JudgeLike] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, Any]:
     """Run the experiment with P₋ = ``neg`` and P_LLM = ``target``; write outputs to ``out_dir``.
 
     ``second_judges`` (name → judge) score the very same responses (conditions, control and
     P₋'s own); the record gets their curves, control drop and agreement with ``judge``.
+    ``checkpoint`` keeps the prompt rounds, each prompt's responses (model, P₋'s own, control)
+    and KL rows, so a killed run resumes where it stopped with the same numbers.
 
     Returns the results dict (also stored in ``record.json``). Files: ``prompts.jsonl``,
     ``responses.jsonl`` / ``responses.csv`` (every response with its judge probability and
@@ -231,7 +236,7 @@ def run_misalign(
     rng = np.random.default_rng(s.seed)
     timings: dict[str, float] = {}
 
-    prompts = sample_misaligning_prompts(neg, s, fmt, rng, out, timings, log)
+    prompts = sample_misaligning_prompts(neg, s, fmt, rng, out, timings, log, checkpoint=checkpoint)
 
     t0 = time.perf_counter()
     # Responses where the layout hands the turn to the model; n = 0 measures g₊ (Lemma 7's
@@ -259,10 +264,14 @@ def run_misalign(
         if done % step == 0 or done == total:
             say(log, f"  responses: {done}/{total} contexts")
 
-    responses = sample_responses(target, prompts, rng=rng, config=cfg, progress=progress)
+    responses = sample_responses(
+        target, prompts, rng=rng, config=cfg, progress=progress, checkpoint=checkpoint
+    )
     # g₋ (Lemma 7's floor): P₋'s own responses after the whole prompt, judged the same way.
     own_cfg = replace(cfg, ns=(positions[-1],), conditions=(NO_ALIGN,))
-    own = sample_responses(neg, prompts, rng=rng, config=own_cfg)
+    own = sample_responses(
+        neg, prompts, rng=rng, config=own_cfg, checkpoint=checkpoint, checkpoint_name="own"
+    )
     timings["responses"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -298,7 +307,7 @@ def run_misalign(
     control, control_rs = None, []
     if s.control and pos is not None:
         t1 = time.perf_counter()
-        control_rs = _control_responses(pos, target, judge, s, fmt, cfg, rng, log)
+        control_rs = _control_responses(pos, target, judge, s, fmt, cfg, rng, log, checkpoint)
         control = {"prompt_source": pos.name, **_control_summary(control_rs)}
         write_responses(out / "responses_control.jsonl", control_rs)
         timings["control"] = time.perf_counter() - t1
@@ -358,6 +367,7 @@ def run_misalign(
             max_sentence_tokens=s.max_sentence_tokens,
             rng=rng,
             label="KL(P- || P_LLM)",
+            checkpoint=checkpoint,
         )
         try:
             # the convergence experiment's n range (n >= 1) and default (floored) fit
@@ -597,6 +607,7 @@ def _control_responses(
     cfg: ResponseConfig,
     rng: np.random.Generator,
     log: Callable[[str], None] | None,
+    checkpoint: Checkpoint | None = None,
 ) -> list[Response]:
     """The control's judged responses: the same curve (no aligning prompt) after prompts
     sampled from P₊ — the same first-person register with the desired content."""
@@ -608,12 +619,15 @@ def _control_responses(
         rng=rng,
         fmt=fmt,
         max_sentence_tokens=s.max_sentence_tokens,
+        checkpoint=checkpoint,
+        checkpoint_name="control-prompts",
     )
     # the control's prompts are sampled in the layout, so they are read where it reads
     ns = None if cfg.ns is None else tuple(n for n in cfg.ns if fmt.is_response_position(n))
     rs = sample_responses(
-        target, prompts, rng=rng, config=replace(cfg, conditions=(NO_ALIGN,), ns=ns)
-    )
+        target, prompts, rng=rng, config=replace(cfg, conditions=(NO_ALIGN,), ns=ns),
+        checkpoint=checkpoint, checkpoint_name="control-responses",
+    )  # fmt: skip
     return judge_responses(rs, judge, unit=cfg.judge_unit)
 
 
@@ -841,6 +855,7 @@ def _run(ctx: RunContext, s: MisalignSettings) -> MisalignResult:
     if ctx.paper_figures is not None and ref_behavior in PAPER_BEHAVIORS:
         curves = load_reference_curves(ctx.paper_figures, ref_behavior, s.fmt)
         reference = markers_as_sentences(curves, s.fmt) or None
+    checkpoint = ctx.checkpoint("units")
     res = run_misalign(
         comps.model(adapter_name("neg", gen)),
         comps.model("base"),
@@ -858,7 +873,9 @@ def _run(ctx: RunContext, s: MisalignSettings) -> MisalignResult:
             k: build_judge_for(k, settings, comps, ctx.persona_dir, judge_role)
             for k in s.second_judges
         },
+        checkpoint=checkpoint,
     )
+    report_resume(ctx.log, checkpoint)
     out: MisalignResult = MisalignResult.from_json(res)
     return out
 

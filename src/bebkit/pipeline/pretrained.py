@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
+from bebkit.checkpoint import Checkpoint
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
 from bebkit.estimators.behavior import NO_ALIGN
@@ -93,6 +94,7 @@ def run_pretrained(
     same_family: bool = False,
     log: Callable[[str], None] | None = None,
     extra_config: dict[str, Any] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, Any]:
     """Fig. 13b with P₋ = ``neg`` (adapter of ``pretrained``); β ratio vs ``aligned_beta``.
 
@@ -133,6 +135,7 @@ def run_pretrained(
         log=log,
         extra_config=extra_config,
         extra_results=add_ratio,
+        checkpoint=checkpoint,
     )
 
 

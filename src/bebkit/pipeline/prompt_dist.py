@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field, field_validator
 
+from bebkit.checkpoint import Checkpoint
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
 from bebkit.estimators.kl import kl_curves, kl_samples_multi
@@ -108,6 +109,7 @@ def run_prompt_dist(
     reference_label: str = "paper",
     log: Callable[[str], None] | None = None,
     extra_config: dict[str, Any] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, Any]:
     """Fig. 15 with P₋ = ``neg``, P₊ = ``pos``; write outputs into ``out_dir``.
 
@@ -149,6 +151,7 @@ def run_prompt_dist(
         prefix_text=s0_text,
         stop_ids=stops,
         max_sentence_tokens=s.max_sentence_tokens,
+        checkpoint=checkpoint,
     )
     save_prompts(out / "prompts.jsonl", prompts)
     timings["prompts"] = time.perf_counter() - t0
@@ -180,6 +183,7 @@ def run_prompt_dist(
         n_samples=s.n_samples,
         n_tokens=s.n_tokens,
         rng=rng,
+        checkpoint=checkpoint,
     )["P+"]
     timings["kl"] = time.perf_counter() - t0
 

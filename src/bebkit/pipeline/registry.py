@@ -33,6 +33,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError
 
+from bebkit.checkpoint import Checkpoint
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
 from bebkit.io import to_jsonable
@@ -181,6 +182,13 @@ class RunContext:
     persona_dir: str | None = None
     paper_figures: Path | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: where long experiments keep finished units between attempts (None: not kept)
+    checkpoint_dir: Path | None = None
+
+    def checkpoint(self, part: str) -> Checkpoint:
+        """The checkpoint of one part of this run (units of a stage killed before it was
+        published are reused by the next attempt; :mod:`bebkit.checkpoint`)."""
+        return Checkpoint(None if self.checkpoint_dir is None else self.checkpoint_dir / part)
 
     def components(
         self, behavior: str, fmt: str, sides: Sequence[str], role: str = "shared"

@@ -155,6 +155,7 @@ def _stage(
             inputs=inputs,
             persona_dir=cfg.persona_dir,
             paper_figures=figures,
+            checkpoint_dir=ctx.checkpoint_dir,
         )
         return _relativize(exp.run(run_ctx, settings).to_json(), ctx.workdir)
 

@@ -8,7 +8,11 @@ is complete iff its ``result.json`` exists: the stage writes into a private temp
 which is renamed into place only after ``result.json`` and the integrity record (size and
 SHA-256 of every file, :mod:`bebkit.integrity`) are written, so a run killed at any point
 (SIGKILL included) never leaves a partial stage that a rerun would read as complete, and a
-stage folder edited or damaged afterwards is detected when it is reused. A disk that fills up
+stage folder edited or damaged afterwards is detected when it is reused. Long stages also
+checkpoint their finished units (one prompt's KL row, a prompt set) in
+``stages/<name>/.partial-<key>/``, which outlives a killed attempt (the key pins settings, data,
+seed and version) and is removed once the stage is published, so a stage killed at 90 % resumes
+at 90 % with the same numbers (:mod:`bebkit.checkpoint`). A disk that fills up
 while a stage writes is one line (:class:`~bebkit.errors.DiskFullError`) and publishes
 nothing.
 Each stage gets its own seed derived from the run seed and the stage name, so a resumed run
@@ -32,6 +36,8 @@ from bebkit.integrity import IntegrityError, disk_error, verify, write_manifest
 from bebkit.io import to_jsonable, write_json
 
 RESULT_FILE = "result.json"
+#: ``stages/<name>/.partial-<key>/``: a stage's checkpointed units between attempts
+PARTIAL_PREFIX = ".partial-"
 
 
 def stable_hash(obj: Any) -> str:
@@ -56,6 +62,9 @@ class StageContext:
     config: Mapping[str, Any]
     inputs: Mapping[str, dict[str, Any]]
     run_dir: Path
+    #: survives a failed or killed attempt of this stage (same key) and is removed when the
+    #: stage is published: long stages store finished units there (:mod:`bebkit.checkpoint`)
+    checkpoint_dir: Path | None = None
 
     def path(self, relative: str) -> Path:
         """A path inside the stage's (temporary, then final) folder."""
@@ -154,6 +163,7 @@ class StageRunner:
             return outcome
 
         tmp = folder.parent / f".tmp-{key}-{os.getpid()}"
+        partial = folder.parent / f"{PARTIAL_PREFIX}{key}"
         self.on_event(stage.name, "start")
         t0 = time.perf_counter()
         try:
@@ -167,6 +177,7 @@ class StageRunner:
                 config=stage.config,
                 inputs={d: self.outcomes[d].result for d in stage.deps},
                 run_dir=self.run_dir,
+                checkpoint_dir=partial,
             )
             result = stage.fn(ctx)
             seconds = time.perf_counter() - t0
@@ -192,6 +203,8 @@ class StageRunner:
         if folder.exists():  # a stale folder without result.json (cannot normally happen)
             shutil.rmtree(folder)
         os.replace(tmp, folder)
+        # the units are in the published result now; a later attempt of this key is cached
+        shutil.rmtree(partial, ignore_errors=True)
         # Results are re-read through JSON so a fresh and a cached run see identical objects.
         outcome = StageOutcome(stage.name, key, folder, payload["result"], False, seconds)
         self.outcomes[stage.name] = outcome
