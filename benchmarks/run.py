@@ -27,6 +27,7 @@ from benchmarks import (
     memory,
     profile_kl,
     scaling,
+    sweep_workers,
     variance,
 )
 from benchmarks.common import BENCH_DIR, BenchContext, BenchResult, machine_summary
@@ -40,7 +41,10 @@ BENCHMARKS: dict[str, Callable[[BenchContext], BenchResult]] = {
     "scaling": scaling.run,
     "profile": profile_kl.run,
     "blank": blank_skip.run,
+    "sweep": sweep_workers.run,
 }
+#: run only when named with --only (two whole sweeps from an empty cache: minutes each)
+OPT_IN = {"sweep"}
 
 
 def run_all(
@@ -133,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     ctx = real_context(quick=args.quick, num_threads=threads, seed=args.seed, run_dir=args.run_dir)
     setup_s = time.perf_counter() - t0
-    names = args.only or list(BENCHMARKS)
+    names = args.only or [n for n in BENCHMARKS if n not in OPT_IN]
     results = run_all(ctx, names)
     total = time.perf_counter() - t0
     text = render(results, quick=args.quick, ctx=ctx, total_s=total)

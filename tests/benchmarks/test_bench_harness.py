@@ -149,3 +149,40 @@ def test_blank_skip_benchmark_compares_both_samplers(ctx: BenchContext) -> None:
     _finite_rows(res.rows)
     assert res.rows[0][-1] == res.rows[1][-1] > 0  # same number of sentences on both paths
     assert "blank" in BENCHMARKS
+
+
+def test_sweep_workers_benchmark_writes_a_valid_grid_and_compares_worker_counts(
+    ctx: BenchContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The sweep config it writes is a valid sweep config of the embedded behavior (no persona
+    folder), and the table's speed-up and units/min are computed from each run's own wall time
+    and record (two real sweeps are too slow for the unit tests: ``--only sweep`` runs them)."""
+    from bebkit.pipeline.sweep import load_sweep_config, plan_sweep
+    from benchmarks import sweep_workers
+
+    monkeypatch.delenv("BEBKIT_PERSONA_DIR", raising=False)
+    cfg = tmp_path / "sweep.yaml"
+    sweep_workers._config(cfg, sweep_workers._behaviors(4), "smollm2-135m-instruct")
+    loaded = load_sweep_config(cfg)
+    assert list(loaded.grid.behaviors) == ["cooperativeness"]
+    assert {u.experiment for u in plan_sweep(loaded)} == {"classify", "probe"}
+
+    walls = {1: 120.0, 2: 80.0}
+    seen: list[int] = []
+
+    def fake(cfg_path: Path, out: Path, cache: Path, workers: int) -> tuple[float, dict]:
+        seen.append(workers)
+        assert cfg_path.read_text() == cfg.read_text() and out.name.endswith(str(workers))
+        units = [{"status": "done", "seconds": 50.0}, {"status": "done", "seconds": 40.0}]
+        return walls[workers], {"units": [*units, {"status": "failed", "seconds": None}],
+                                "failed": 1}  # fmt: skip
+
+    monkeypatch.setattr(sweep_workers, "_sweep", fake)
+    res = sweep_workers.run(ctx)
+    assert seen == [1, 2]
+    one, two = res.rows
+    assert one[:3] == [1, 2, 1] and two[:3] == [2, 2, 1]
+    assert one[4] == pytest.approx(60 * 2 / 120.0) and two[4] == pytest.approx(60 * 2 / 80.0)
+    assert one[5] == pytest.approx(1.0) and two[5] == pytest.approx(1.5)
+    assert one[6] == two[6] == pytest.approx(90.0)
+    assert "sweep" in BENCHMARKS
