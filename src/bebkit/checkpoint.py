@@ -59,7 +59,7 @@ class Checkpoint:
     def unit(
         self,
         name: str,
-        rng: np.random.Generator,
+        rng: np.random.Generator | None,
         compute: Callable[[], T],
         *,
         dump: Callable[[T], Any],
@@ -70,18 +70,21 @@ class Checkpoint:
         ``name`` was finished before with the same ``reads``; else compute, store, return.
 
         ``dump``/``load`` convert the value to and from JSON types (``load(dump(v))`` must
-        equal ``v`` for the resumed result to equal the uninterrupted one).
+        equal ``v`` for the resumed result to equal the uninterrupted one). ``rng=None``: a
+        unit that draws nothing (judging), so no generator state is stored or restored.
         """
         if self.folder is None:
             return compute()
         path = self._path(name)
         # the generator state before the unit is part of what it read: a unit of another seed
         # (or after other draws) is never taken for this one
-        key = fingerprint({"reads": reads, "rng": rng.bit_generator.state})
+        state = None if rng is None else rng.bit_generator.state
+        key = fingerprint({"reads": reads, "rng": state})
         stored = self._read(path)
         if stored is not None and stored.get("fingerprint") == key:
             value = load(stored["value"])
-            rng.bit_generator.state = stored["rng_state"]
+            if rng is not None:
+                rng.bit_generator.state = stored["rng_state"]
             self.reused += 1
             return value
         value = compute()
@@ -91,7 +94,7 @@ class Checkpoint:
                 "format": FORMAT,
                 "unit": name,
                 "fingerprint": key,
-                "rng_state": to_jsonable(rng.bit_generator.state),
+                "rng_state": None if rng is None else to_jsonable(rng.bit_generator.state),
                 "value": to_jsonable(dump(value)),
             },
         )

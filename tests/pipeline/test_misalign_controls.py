@@ -113,3 +113,26 @@ def test_judges_figure_draws_every_judge_and_is_skipped_without_second_judges(
     results["second_judges"] = {"register": op}
     png = plot_judges_compared(results, tmp_path / "judges.png", title="t")
     assert png is not None and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_finished_judging_pass_is_reused_and_other_responses_are_rejudged(
+    tmp_path: Any,
+) -> None:
+    from bebkit.checkpoint import Checkpoint
+    from bebkit.pipeline.misalign import judged
+
+    calls: list[int] = []
+    word = _says_bad_on("hate")
+
+    def judge(texts: list[str]) -> Any:
+        calls.append(len(texts))
+        return word(texts)
+
+    rs = [Response(0, n, "none", t, t, 3, True) for n, t in enumerate(["i hate it", "glad"])]
+    first = judged(Checkpoint(tmp_path), "judge", rs, judge, "first_sentence")
+    assert [r.label for r in first] == [-1, 1] and calls == [2]
+    again = judged(Checkpoint(tmp_path), "judge", rs, judge, "first_sentence")
+    assert again == first and calls == [2]  # not judged again
+    other = [*rs, Response(1, 1, "none", "hate", "hate", 1, True)]
+    third = judged(Checkpoint(tmp_path), "judge", other, judge, "first_sentence")
+    assert calls == [2, 3] and [r.label for r in third] == [-1, 1, -1]

@@ -200,6 +200,33 @@ def test_sweep_equals_one_by_one_and_records_failures(
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["cached"] == 4 and res["failed"] == 4 and res["done"] == 0
 
+    # --report-only on a larger grid (probes added): nothing runs, the finished units' numbers
+    # are reported, the probe units are "not finished", sweep.json is untouched.
+    state_before = (out / "sweep.json").read_bytes()
+    bigger = world["config"]("grid-more", ["tiny*"], ["classify", "beta-sigma", "probe"])
+    proc = _cli([str(bigger), "--out", str(out), "--report-only", "--json"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    part = json.loads(proc.stdout.strip().splitlines()[-1])
+    # probes of tinya, tinyb, tinyfew not run; tinybad fails at planning (3 units), tinyfew's
+    # two units failed in the last sweep (read from its sweep.json, same keys)
+    assert part["status"] == "partial" and part["pending"] == 3, part
+    assert part["cached"] == 4 and part["failed"] == 5 and part["done"] == 0, part
+    assert "starting a local Ray" not in proc.stderr
+    assert (out / "sweep.json").read_bytes() == state_before
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    acc2 = [r for r in rows if r["quantity"] == "classify:table1.accuracy"]
+    assert sorted((r["behavior"], r["value"]) for r in acc2) == sorted(
+        (r["behavior"], r["value"]) for r in acc
+    )
+    pending = [r for r in rows if r["status"] == "pending"]
+    assert {(r["behavior"], r["experiment"]) for r in pending} == {
+        ("tinya", "probe"), ("tinyb", "probe"), ("tinyfew", "probe"),
+    }  # fmt: skip
+    page = (out / "report.html").read_text()
+    assert "partial: 9 of 12 units finished" in page and "3 not finished yet" in page
+    bad_args = _cli([str(bigger), "--out", str(out), "--report-only", "--num-cpus", "2"], env)
+    assert bad_args.returncode == 2 and len(bad_args.stderr.strip().splitlines()) == 1
+
 
 def _published(out: Path) -> set[Path]:
     """Stage folders published by a sweep; a stage being written sits in a hidden

@@ -276,8 +276,9 @@ def run_misalign(
 
     t0 = time.perf_counter()
     say(log, f"judging {len(responses)} responses")
-    responses = judge_responses(responses, judge, unit=cfg.judge_unit)
-    own = judge_responses(own, judge, unit=cfg.judge_unit)
+    ckpt = checkpoint or Checkpoint(None)
+    responses = judged(ckpt, "judge", responses, judge, cfg.judge_unit)
+    own = judged(ckpt, "judge-own", own, judge, cfg.judge_unit)
     write_responses(out / "responses.jsonl", responses)
     write_responses(out / "responses_neg.jsonl", own)
     write_responses(out / "responses.csv", responses)
@@ -315,7 +316,10 @@ def run_misalign(
     for name, other in (second_judges or {}).items():
         say(log, f"second judge {name}: the same responses")
         t1 = time.perf_counter()
-        second[name] = second_opinion(other, responses, own, control_rs, unit=cfg.judge_unit)
+        second[name] = second_opinion(
+            other, responses, own, control_rs, unit=cfg.judge_unit, checkpoint=ckpt,
+            checkpoint_name=f"judge-second-{name}",
+        )  # fmt: skip
         timings[f"second_judge_{name}"] = time.perf_counter() - t1
     t0 = time.perf_counter()
     g_minus = _rate(sum(r.label == 1 for r in own), len(own), "judge good rate of P-'s responses")
@@ -628,7 +632,26 @@ def _control_responses(
         target, prompts, rng=rng, config=replace(cfg, conditions=(NO_ALIGN,), ns=ns),
         checkpoint=checkpoint, checkpoint_name="control-responses",
     )  # fmt: skip
-    return judge_responses(rs, judge, unit=cfg.judge_unit)
+    return judged(checkpoint or Checkpoint(None), "judge-control", rs, judge, cfg.judge_unit)
+
+
+def judged(
+    checkpoint: Checkpoint, name: str, responses: list[Response], judge: JudgeLike, unit: Any
+) -> list[Response]:
+    """:func:`judge_responses` as one checkpointed unit (judging draws nothing: a resumed run
+    skips a finished judging pass; the judge sees the same batch as without a checkpoint)."""
+    return checkpoint.unit(
+        name,
+        None,
+        lambda: judge_responses(responses, judge, unit=unit),
+        dump=lambda rs: [r.to_dict() for r in rs],
+        load=lambda ds: [Response.from_dict(d) for d in ds],
+        reads={
+            "judge": judge_name(judge),
+            "unit": unit,
+            "responses": [r.to_dict() for r in responses],
+        },
+    )
 
 
 def _control_summary(rs: list[Response]) -> dict[str, Any]:
@@ -664,6 +687,8 @@ def second_opinion(
     control: list[Response],
     *,
     unit: Any = "first_sentence",
+    checkpoint: Checkpoint | None = None,
+    checkpoint_name: str = "judge-second",
 ) -> dict[str, Any]:
     """Re-judge the same responses with another judge: its curves per condition (n ≥ 1) with
     each curve's first-to-last drop, its control curve and drop, its good rate on P₋'s own
@@ -672,7 +697,8 @@ def second_opinion(
     independent judge does not is the main judge's, not the model's."""
     from bebkit.judge.evaluation import agreement
 
-    mine = judge_responses(responses, judge, unit=unit)
+    ckpt = checkpoint or Checkpoint(None)
+    mine = judged(ckpt, checkpoint_name, responses, judge, unit)
     curves = {c: _from_n(cv, 1) for c, cv in behavior_curves(mine).items()}
     out: dict[str, Any] = {
         "judge": judge_name(judge),
@@ -685,13 +711,13 @@ def second_opinion(
         "g_minus": None,
     }
     if own:
-        own2 = judge_responses(own, judge, unit=unit)
+        own2 = judged(ckpt, f"{checkpoint_name}-own", own, judge, unit)
         k = sum(r.label == 1 for r in own2)
         out["g_minus"] = _rate(k, len(own2), "second judge's good rate of P-'s responses").to_dict()
     both = list(responses)
     again = list(mine)
     if control:
-        ctl = judge_responses(control, judge, unit=unit)
+        ctl = judged(ckpt, f"{checkpoint_name}-control", control, judge, unit)
         out["control"] = _control_summary(ctl)
         both += control
         again += ctl

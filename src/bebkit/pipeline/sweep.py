@@ -776,14 +776,22 @@ def run_sweep(
     log: Log | None = None,
     progress_every: float = 10.0,
     report: bool = True,
+    execute: bool = True,
 ) -> dict[str, Any]:
     """Run (or resume) every unit of ``cfg`` into ``out`` on Ray; write ``sweep.json`` and the
-    sweep report. Returns the summary (``status`` is ``failed`` when any unit failed)."""
+    sweep report. Returns the summary (``status`` is ``failed`` when any unit failed).
+
+    ``execute=False``: run nothing, only write the report of the units finished so far
+    (``status`` ``partial`` while some are not): safe beside a sweep running into the same
+    folder, since finished units are published atomically and ``sweep.json`` is not touched.
+    """
     from bebkit.locks import RunLock
 
     say = log or (lambda _m: None)
     root = Path(out).resolve()
     units = plan_sweep(cfg)  # bad input fails before the sweep folder is created
+    if not execute:
+        return _report_only(cfg, root, units, say)
     with RunLock(root):
         _sweep_temp(units, root)
         states = {u.id: UnitState(u) for u in units}
@@ -821,6 +829,44 @@ def run_sweep(
             summary["report"] = write_sweep_report(root, cfg, states)
         say(progress.line(states.values(), 0))
         return summary
+
+
+def _report_only(cfg: SweepConfig, root: Path, units: Sequence[Unit], say: Log) -> dict[str, Any]:
+    """The report of the finished units of ``cfg`` in ``root``; no unit runs, no lock."""
+    from bebkit.errors import InputError
+
+    if not root.is_dir():
+        raise InputError(f"no sweep folder {root}: nothing to report")
+    t0 = time.perf_counter()
+    # failures are not published as units: the last sweep's state has them (same key only)
+    try:
+        last = json.loads((root / SWEEP_FILE).read_text(encoding="utf-8")).get("units", [])
+    except (OSError, ValueError, AttributeError):
+        last = []
+    failed_before = {
+        (u.get("id"), u.get("key")): u.get("error")
+        for u in last
+        if isinstance(u, dict) and u.get("status") == "failed"
+    }
+    states = {u.id: UnitState(u) for u in units}
+    for s in states.values():
+        if s.unit.error:
+            s.status, s.error = "failed", s.unit.error
+        elif (cached := _read_cached(s.unit, root, say)) is not None:
+            s.status, s.outcome, s.seconds = "cached", cached, cached["seconds"]
+        elif (s.unit.id, s.unit.key) in failed_before:
+            s.status, s.error = "failed", failed_before[(s.unit.id, s.unit.key)]
+    pending = sum(s.status == "pending" for s in states.values())
+    failed = any(s.status == "failed" for s in states.values())
+    status = "partial" if pending else ("failed" if failed else "complete")
+    summary = sweep_state(cfg, states, status, time.perf_counter() - t0)
+    summary["pending"] = pending
+    title = f"bebkit sweep — {cfg.name}"
+    if pending:
+        title += f" (partial: {len(units) - pending} of {len(units)} units finished)"
+    summary["report"] = write_sweep_report(root, cfg, states, title=title)
+    say(f"[sweep] report of {len(units) - pending} finished units; {pending} not finished")
+    return summary
 
 
 def sweep_state(
@@ -920,12 +966,18 @@ def result_rows(states: Mapping[str, UnitState]) -> list[dict[str, Any]]:
 
 
 def write_sweep_report(
-    root: str | Path, cfg: SweepConfig, states: Mapping[str, UnitState]
+    root: str | Path,
+    cfg: SweepConfig,
+    states: Mapping[str, UnitState],
+    *,
+    title: str | None = None,
 ) -> dict[str, str]:
     """``results.csv`` / ``results.parquet``, ``report.html`` and ``figures/`` in ``root``."""
     from bebkit.reporting.sweep import write_report
 
-    return write_report(Path(root), result_rows(states), title=f"bebkit sweep — {cfg.name}")
+    return write_report(
+        Path(root), result_rows(states), title=title or f"bebkit sweep — {cfg.name}"
+    )
 
 
 __all__ = [

@@ -287,6 +287,8 @@ def render_html(rows: Sequence[Mapping[str, Any]], figures: Mapping[str, str], t
             failed[k] = failed.get(k, 0) + 1
     units = {(r["model"], r["behavior"], r["experiment"]): r for r in rows}
     n_fail = sum(1 for r in units.values() if r.get("status") == "failed")
+    n_pending = sum(1 for r in units.values() if r.get("status") == "pending")
+    pending = f"; {n_pending} not finished yet (empty cells)" if n_pending else ""
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>{esc(title)}</title><style>body{{font-family:sans-serif;margin:1.5em}}"
@@ -295,7 +297,7 @@ def render_html(rows: Sequence[Mapping[str, Any]], figures: Mapping[str, str], t
         "th{background:#eee}small{color:#666}img{max-width:100%}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
         f"<p>{len(units)} units over {len(keyed)} (model, behavior) rows; "
-        f"{n_fail} failed. Cells: value [95% CI]. Click a column header to sort.</p>",
+        f"{n_fail} failed{pending}. Cells: value [95% CI]. Click a column header to sort.</p>",
     ]
     for label, rel in figures.items():
         parts.append(f"<h2>{esc(label)}</h2><img src='{esc(rel)}' alt='{esc(label)}'>")

@@ -35,6 +35,12 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--progress-every", type=float, default=10.0, help="seconds between progress lines"
     )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: write the report of the units finished so far (safe while the "
+        "sweep is still running into the same folder)",
+    )
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -47,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--num-cpus must be >= 1, got {args.num_cpus}")
     if args.address and args.num_cpus:
         raise InputError("--num-cpus sizes a local Ray; it cannot be used with --address")
+    if args.report_only and (args.address or args.num_cpus):
+        raise InputError("--report-only runs nothing: it takes no --address or --num-cpus")
     overrides = {"persona_dir": args.persona_dir} if args.persona_dir else None
     cfg = load_sweep_config(args.config, quick=args.quick, overrides=overrides)
     out = Path(args.out) if args.out else Path("sweeps") / cfg.name
@@ -57,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         num_cpus=args.num_cpus,
         log=logger(args.json, clock=True),
         progress_every=args.progress_every,
+        execute=not args.report_only,
     )
     code = 1 if summary["status"] == "failed" else 0
     brief = {k: v for k, v in summary.items() if k != "units"}
@@ -66,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
         return code
     lines = [
         f"sweep {cfg.name}: {summary['n_units']} units — {summary['done']} run, "
-        f"{summary['cached']} cached, {summary['failed']} failed "
-        f"({summary['wall_this_invocation']:.0f}s)",
+        f"{summary['cached']} cached, {summary['failed']} failed"
+        + (f", {summary['pending']} not finished" if summary.get("pending") else "")
+        + f" ({summary['wall_this_invocation']:.0f}s)",
     ]
     for uid, err in summary["failures"].items():
         lines.append(f"  FAILED {uid}: {err}")
