@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -63,13 +64,13 @@ def test_a_unit_that_read_something_else_is_recomputed(tmp_path: Path) -> None:
     assert again.unit("u", rng, lambda: [2.0], dump=list, load=list, reads={"prompt": [1, 3]}) == [
         2.0
     ]
-    assert again.summary() == {"reused": 0, "computed": 1}
+    assert again.summary() == {"reused": 0, "computed": 1, "discarded": 1}
     # and the recomputed value replaced the stored one
     third = Checkpoint(tmp_path)
     assert third.unit("u", rng, lambda: [3.0], dump=list, load=list, reads={"prompt": [1, 3]}) == [
         2.0
     ]
-    assert third.summary() == {"reused": 1, "computed": 0}
+    assert third.summary() == {"reused": 1, "computed": 0, "discarded": 0}
 
 
 @pytest.mark.parametrize("damage", ["torn", "not-json-object", "other-format", "no-state"])
@@ -99,9 +100,54 @@ def test_without_a_folder_nothing_is_stored_or_reused(tmp_path: Path) -> None:
     assert calls == ["a", "a"] and not any(tmp_path.iterdir())
 
 
-def test_nan_values_survive_a_resume(tmp_path: Path) -> None:
-    """KL stderrs can be NaN (one continuation); JSON has no NaN, the store maps it to null."""
+def test_non_finite_values_survive_a_resume_exactly(tmp_path: Path) -> None:
+    """A KL stderr can be NaN (one continuation) and a KL estimate +inf (Q = 0 where P > 0):
+    both must come back as themselves, not as null / NaN."""
     rng = np.random.default_rng(0)
-    Checkpoint(tmp_path).unit("u", rng, lambda: [float("nan"), 1.5], dump=list, load=list)
-    got = Checkpoint(tmp_path).unit("u", rng, lambda: [0.0, 0.0], dump=list, load=list)
-    assert got[0] is None and got[1] == 1.5
+    vals = [float("nan"), float("inf"), float("-inf"), 1.5, 0.1 + 0.2]
+    Checkpoint(tmp_path).unit("u", rng, lambda: list(vals), dump=list, load=list)
+    ck = Checkpoint(tmp_path)
+    got = ck.unit("u", rng, lambda: [0.0] * 5, dump=list, load=list)
+    assert ck.reused == 1 and math.isnan(got[0]) and got[1:] == vals[1:]
+
+
+def test_a_unit_of_other_code_or_thread_count_is_recomputed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A unit computed before a code change (or with another torch thread count, which
+    changes float rounding) is never mixed with units of the current code."""
+    import bebkit.checkpoint as mod
+
+    rng = np.random.default_rng(0)
+    ident = mod.code_identity()
+    Checkpoint(tmp_path).unit("u", rng, lambda: [1.0], dump=list, load=list)
+    for changed in ({**ident, "bebkit_source": "0" * 64}, {**ident, "torch_threads": 97}):
+        monkeypatch.setattr(mod, "code_identity", lambda changed=changed: changed)
+        ck = Checkpoint(tmp_path)
+        assert ck.unit("u", rng, lambda: [2.0], dump=list, load=list) == [2.0]
+        assert ck.summary() == {"reused": 0, "computed": 1, "discarded": 1}
+        monkeypatch.setattr(mod, "code_identity", lambda: ident)
+        Checkpoint(tmp_path).unit("u", rng, lambda: [1.0], dump=list, load=list)
+
+
+def test_the_code_identity_follows_the_source_and_torch_threads() -> None:
+    import torch
+
+    import bebkit.checkpoint as mod
+
+    ident = mod.code_identity()
+    assert len(ident["bebkit_source"]) == 64 and ident["numpy"] == np.__version__
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(before + 1)
+        assert mod.code_identity()["torch_threads"] == before + 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_stored_value_this_code_cannot_read_is_recomputed(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    Checkpoint(tmp_path).unit("u", rng, lambda: {"a": 1}, dump=dict, load=dict)
+    ck = Checkpoint(tmp_path)
+    got = ck.unit("u", rng, lambda: {"b": 2}, dump=dict, load=lambda d: {"b": d["b"]})
+    assert got == {"b": 2} and ck.summary() == {"reused": 0, "computed": 1, "discarded": 1}

@@ -3,35 +3,48 @@
 A paper-sized stage (β/σ²: 30 prompts × 15 sentences sampled, then 64 continuations at every
 one of 2 × 10 × 16 prefixes) runs for hours on a CPU; the stage cache
 (:mod:`bebkit.pipeline.stages`) publishes only whole stages, so a stage killed at 90 % would
-restart from zero. A :class:`Checkpoint` stores each finished *unit* (one prompt set, one
-prompt's KL row) as a JSON file together with the state of the numpy generator that drives
-every draw after it. On a rerun a stored unit is not recomputed: its payload is decoded and the
-generator is set to the stored state, so everything after it draws exactly what an
-uninterrupted run would have drawn — the resumed result equals the uninterrupted one (all of
+restart from zero. A :class:`Checkpoint` stores each finished *unit* (one sentence round of
+prompt sampling, one prompt's KL row, one prompt's responses, one judging pass) as a JSON file
+together with the state of the numpy generator that drives every draw after it. On a rerun a
+stored unit is not recomputed: its value is decoded and the generator is set to the stored
+state, so everything after it draws exactly what an uninterrupted run would have drawn (all of
 bebkit's sampling is driven by that one generator; torch generators are seeded from it).
 
-A unit is reused only when its ``fingerprint`` — a hash of what it read (the prompt's tokens,
-the prefix lengths, the targets) and of the generator state it starts from — equals the stored
-one; otherwise it is recomputed and overwritten. Whoever owns the folder makes it specific to one computation (the stage runner
-names it by the stage's cache key, which covers settings, data, seed and code version).
+A unit is reused only when its fingerprint equals the stored one. The fingerprint hashes
+
+* what the unit read (the prompt's tokens and format, the prefix lengths, the targets, …),
+* the generator state it starts from (a unit of another seed, or after other draws, is never
+  taken for this one),
+* the code and numerics that computed it (:func:`code_identity`: a hash of bebkit's source,
+  the numpy / torch versions and torch's thread count, since the thread count changes float
+  rounding) — a unit computed before a bug fix or on another machine is recomputed, never mixed
+  with units of the fixed code.
+
+Anything else is recomputed and overwritten (and counted as ``discarded``). Values keep
+non-finite floats (``NaN``, ``±inf``: a KL estimate can be +inf) exactly. Whoever owns the
+folder makes it specific to one computation; the stage runner names it by the stage's cache
+key (settings, data fingerprints, seed and the experiment's version).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from bebkit.io import to_jsonable, write_json
+from bebkit.io import atomic_open, to_jsonable
 
 T = TypeVar("T")
 
 #: bump when the stored layout changes: older files are then recomputed, never misread
-FORMAT = 1
+FORMAT = 2
 
 
 def fingerprint(obj: Any) -> str:
@@ -40,16 +53,56 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def _source_hash() -> str:
+    """SHA-256 of every ``.py`` file of the installed bebkit package (path and content)."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode("utf-8") + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def code_identity() -> dict[str, Any]:
+    """What, besides its inputs, decides a unit's numbers: bebkit's source, numpy's version
+    and, when torch is loaded, its version and intra-op thread count."""
+    ident: dict[str, Any] = {"bebkit_source": _source_hash(), "numpy": np.__version__}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        ident["torch"] = str(getattr(torch, "__version__", ""))
+        ident["torch_threads"] = int(torch.get_num_threads())
+    return ident
+
+
+def _plain(obj: Any) -> Any:
+    """JSON types like :func:`~bebkit.io.to_jsonable`, but non-finite floats stay floats
+    (written as ``NaN`` / ``Infinity``, which :mod:`json` reads back exactly)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _plain(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _plain(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return float(obj)
+    return to_jsonable(obj)
+
+
 class Checkpoint:
     """Units of one computation stored in ``folder`` (``None``: nothing is stored).
 
-    ``reused`` and ``computed`` count this process's units (what a resumed run skipped).
+    ``reused``, ``computed`` and ``discarded`` (stored, but by other inputs, code or
+    numerics) count this process's units.
     """
 
     def __init__(self, folder: str | Path | None) -> None:
         self.folder = None if folder is None else Path(folder)
         self.reused = 0
         self.computed = 0
+        self.discarded = 0
 
     def _path(self, name: str) -> Path:
         assert self.folder is not None
@@ -67,7 +120,7 @@ class Checkpoint:
         reads: Any = None,
     ) -> T:
         """``compute()`` once: the stored value (and the generator state after it) when unit
-        ``name`` was finished before with the same ``reads``; else compute, store, return.
+        ``name`` was finished before with the same fingerprint; else compute, store, return.
 
         ``dump``/``load`` convert the value to and from JSON types (``load(dump(v))`` must
         equal ``v`` for the resumed result to equal the uninterrupted one). ``rng=None``: a
@@ -76,28 +129,31 @@ class Checkpoint:
         if self.folder is None:
             return compute()
         path = self._path(name)
-        # the generator state before the unit is part of what it read: a unit of another seed
-        # (or after other draws) is never taken for this one
         state = None if rng is None else rng.bit_generator.state
-        key = fingerprint({"reads": reads, "rng": state})
+        key = fingerprint({"reads": reads, "rng": state, "code": code_identity()})
         stored = self._read(path)
-        if stored is not None and stored.get("fingerprint") == key:
-            value = load(stored["value"])
-            if rng is not None:
-                rng.bit_generator.state = stored["rng_state"]
-            self.reused += 1
-            return value
+        if stored is not None:
+            if stored.get("fingerprint") == key:
+                try:
+                    loaded = load(stored["value"])
+                    if rng is not None:
+                        rng.bit_generator.state = stored["rng_state"]
+                except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+                    pass  # a stored value this code cannot read: recompute it below
+                else:
+                    self.reused += 1
+                    return loaded
+            self.discarded += 1
         value = compute()
-        write_json(
-            path,
-            {
-                "format": FORMAT,
-                "unit": name,
-                "fingerprint": key,
-                "rng_state": None if rng is None else to_jsonable(rng.bit_generator.state),
-                "value": to_jsonable(dump(value)),
-            },
-        )
+        record = {
+            "format": FORMAT,
+            "unit": name,
+            "fingerprint": key,
+            "rng_state": None if rng is None else to_jsonable(rng.bit_generator.state),
+            "value": _plain(dump(value)),
+        }
+        with atomic_open(path) as fh:
+            json.dump(record, fh, allow_nan=True)
         self.computed += 1
         return value
 
@@ -118,7 +174,7 @@ class Checkpoint:
         return stored
 
     def summary(self) -> dict[str, int]:
-        return {"reused": self.reused, "computed": self.computed}
+        return {"reused": self.reused, "computed": self.computed, "discarded": self.discarded}
 
 
-__all__ = ["Checkpoint", "fingerprint"]
+__all__ = ["Checkpoint", "code_identity", "fingerprint"]

@@ -56,7 +56,7 @@ def test_prompt_sampling_resumes_at_the_first_unfinished_round(tmp_path: Path, a
     ck = Checkpoint(tmp_path)
     got = _prompts(w, ck)
     assert got == want  # tokens, boundaries, spans, texts, truncation flags: all equal
-    assert ck.summary() == {"reused": after, "computed": 5 - after}
+    assert ck.summary() == {"reused": after, "computed": 5 - after, "discarded": 0}
 
 
 def test_a_stored_round_of_another_sampler_is_not_reused(tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_kl_curves_resume_at_the_first_unfinished_prompt(tmp_path: Path) -> None
         _kl(w, prompts, Dying(tmp_path, 2))
     ck = Checkpoint(tmp_path)
     got = _kl(w, prompts, ck)
-    assert ck.summary() == {"reused": 2, "computed": 2}
+    assert ck.summary() == {"reused": 2, "computed": 2, "discarded": 0}
     np.testing.assert_array_equal(got.per_prompt, want.per_prompt)
     np.testing.assert_array_equal(got.per_prompt_stderr, want.per_prompt_stderr)
     np.testing.assert_array_equal(got.n_truncated, want.n_truncated)
@@ -143,6 +143,6 @@ def test_responses_resume_at_the_first_unfinished_prompt(tmp_path: Path) -> None
         run(Dying(tmp_path, 3))
     ck = Checkpoint(tmp_path)
     got, progress = run(ck)
-    assert got == want and ck.summary() == {"reused": 3, "computed": 1}
+    assert got == want and ck.summary() == {"reused": 3, "computed": 1, "discarded": 0}
     # the progress still ends at the total (stored prompts count as done)
     assert progress[-1] == want_progress[-1]

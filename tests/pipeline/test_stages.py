@@ -330,12 +330,37 @@ def test_a_failed_stage_keeps_its_units_for_the_next_attempt_of_the_same_key(
     partial = list((tmp_path / "run" / "stages" / "s").glob(".partial-*"))
     assert len(partial) == 1 and len(list(partial[0].glob("*.json"))) == 2
     assert not list((tmp_path / "run" / "stages" / "s").glob(".tmp-*"))
-    # Another key (other settings) gets its own, empty folder: nothing of this attempt leaks.
-    other = StageRunner(tmp_path / "run", seed=5).run(Stage("s", _units, {"n": 1}))
-    assert other.result["reused"] == 0
+    # Another key (other settings, same seed: the same draws) gets its own, empty folder:
+    # nothing of this attempt leaks into it.
+    other = StageRunner(tmp_path / "run", seed=4).run(Stage("s", _units, {"n": 2}))
+    assert other.result["reused"] == 0 and other.result["values"] == clean.result["values"]
     # The next attempt of the same key reuses both units, ends with the uninterrupted values
     # (same seed, config aside) and removes the folder once the stage is published.
     done = StageRunner(tmp_path / "run", seed=4).run(stage)
     assert done.result["reused"] == 2
     assert done.result["values"] == clean.result["values"]
     assert not list((tmp_path / "run" / "stages" / "s").glob(".partial-*"))
+
+
+def test_units_of_stages_no_longer_planned_or_already_published_are_removed(
+    tmp_path: Path,
+) -> None:
+    from bebkit.pipeline.stages import plan_keys
+
+    stage = Stage("s", _units, {"n": 1, "fail": True})
+    with pytest.raises(RuntimeError):
+        StageRunner(tmp_path, seed=4).run(stage)
+    with pytest.raises(RuntimeError):
+        StageRunner(tmp_path, seed=4).run(Stage("s", _units, {"n": 3, "fail": True}))
+    parts = sorted(p.name for p in (tmp_path / "stages" / "s").glob(".partial-*"))
+    assert len(parts) == 2
+    keep = plan_keys([stage], 4)
+    assert StageRunner(tmp_path, seed=4).sweep_temp(keep_partial=keep.values()) == 1
+    left = [p.name for p in (tmp_path / "stages" / "s").glob(".partial-*")]
+    assert left == [f".partial-{keep['s']}"]
+    # A stage published by an attempt killed before it removed its units: the next run
+    # reads it from the cache and removes the leftover units.
+    done = StageRunner(tmp_path, seed=4).run(stage)
+    (tmp_path / "stages" / "s" / f".partial-{done.key}").mkdir()
+    again = StageRunner(tmp_path, seed=4).run(stage)
+    assert again.cached and not list((tmp_path / "stages" / "s").glob(".partial-*"))

@@ -203,9 +203,10 @@ def test_sweep_equals_one_by_one_and_records_failures(
     # --report-only on a larger grid (probes added): nothing runs, the finished units' numbers
     # are reported, the probe units are "not finished", sweep.json is untouched.
     state_before = (out / "sweep.json").read_bytes()
+    own_report = (out / "report.html").read_bytes()
     bigger = world["config"]("grid-more", ["tiny*"], ["classify", "beta-sigma", "probe"])
     proc = _cli([str(bigger), "--out", str(out), "--report-only", "--json"], env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # some units failed
     part = json.loads(proc.stdout.strip().splitlines()[-1])
     # probes of tinya, tinyb, tinyfew not run; tinybad fails at planning (3 units), tinyfew's
     # two units failed in the last sweep (read from its sweep.json, same keys)
@@ -213,7 +214,9 @@ def test_sweep_equals_one_by_one_and_records_failures(
     assert part["cached"] == 4 and part["failed"] == 5 and part["done"] == 0, part
     assert "starting a local Ray" not in proc.stderr
     assert (out / "sweep.json").read_bytes() == state_before
-    rows = list(csv.DictReader((out / "results.csv").open()))
+    # the sweep's own report is untouched; the partial one sits beside it
+    assert (out / "report.html").read_bytes() == own_report
+    rows = list(csv.DictReader((out / "results-partial.csv").open()))
     acc2 = [r for r in rows if r["quantity"] == "classify:table1.accuracy"]
     assert sorted((r["behavior"], r["value"]) for r in acc2) == sorted(
         (r["behavior"], r["value"]) for r in acc
@@ -222,8 +225,9 @@ def test_sweep_equals_one_by_one_and_records_failures(
     assert {(r["behavior"], r["experiment"]) for r in pending} == {
         ("tinya", "probe"), ("tinyb", "probe"), ("tinyfew", "probe"),
     }  # fmt: skip
-    page = (out / "report.html").read_text()
-    assert "partial: 9 of 12 units finished" in page and "3 not finished yet" in page
+    partial = (out / "report-partial.html").read_text()
+    assert "partial: 9 of 12 units finished" in partial and "3 not finished yet" in partial
+    assert "figures-partial/table1_accuracy.png" in partial and "results-partial.csv" in partial
     bad_args = _cli([str(bigger), "--out", str(out), "--report-only", "--num-cpus", "2"], env)
     assert bad_args.returncode == 2 and len(bad_args.stderr.strip().splitlines()) == 1
 

@@ -40,6 +40,7 @@ from bebkit.estimators.prompts import (
     DEFAULT_ALIGNING_PROMPT,
     PromptFormat,
     SampledPrompt,
+    prompt_reads,
     stop_token_ids,
 )
 from bebkit.io import atomic_open
@@ -289,7 +290,7 @@ def sample_responses(
             functools.partial(one_prompt, pid, pr),
             dump=lambda rs: [r.to_dict() for r in rs],
             load=lambda ds: [Response.from_dict(d) for d in ds],
-            reads={"prompt": list(pr.tokens), "boundaries": list(pr.boundaries), **sizes},
+            reads={**prompt_reads(pr), **sizes},
         )
         if done == before:  # stored: the progress skips its calls
             done += len(cells)

@@ -61,7 +61,12 @@ from bebkit.checkpoint import Checkpoint
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
 from bebkit.estimators.logratio import DIRECTIONS, direction_models, prompt_layout
-from bebkit.estimators.prompts import SampledPrompt, blank_token_ids, stop_token_ids
+from bebkit.estimators.prompts import (
+    SampledPrompt,
+    blank_token_ids,
+    prompt_reads,
+    stop_token_ids,
+)
 from bebkit.models.protocol import (
     ContinuationScores,
     LanguageModel,
@@ -798,7 +803,7 @@ def kl_curves(
             functools.partial(row, pr),
             dump=lambda r: r,
             load=lambda r: r,
-            reads={"prompt": list(pr.tokens), "boundaries": list(pr.boundaries), **sizes},
+            reads={**prompt_reads(pr), **sizes},
         )
         for k in targets:
             # None is a NaN stored as JSON (to_jsonable); float() of a fresh value is exact

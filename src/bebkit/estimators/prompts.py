@@ -666,6 +666,19 @@ class SampledPrompt:
         return pr
 
 
+def prompt_reads(pr: SampledPrompt) -> dict[str, Any]:
+    """Everything of a prompt that a computation on it reads (a checkpoint's fingerprint):
+    tokens, boundaries, spans, header, s₀ and format."""
+    return {
+        "prompt": list(pr.tokens),
+        "boundaries": list(pr.boundaries),
+        "spans": [list(s) for s in pr.spans],
+        "header_len": pr.header_len,
+        "prefix_text": pr.prefix_text,
+        "fmt": pr.fmt.to_dict(),
+    }
+
+
 def _spans_from_format(model: LanguageModel, pr: SampledPrompt) -> tuple[tuple[int, int], ...]:
     """Sentence spans of an old record: each unit minus its forced prefix / suffix tokens."""
     out = []

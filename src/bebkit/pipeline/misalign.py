@@ -260,8 +260,12 @@ def run_misalign(
     say(log, f"sampling {s.n_responses} responses x {total_calls} contexts from {target.name}")
     step = max(1, total_calls // 10)
 
+    shown = [0]
+
     def progress(done: int, total: int) -> None:
-        if done % step == 0 or done == total:
+        # a resumed prompt advances `done` by many contexts at once: print per tenth crossed
+        if done // step > shown[0] or done == total:
+            shown[0] = done // step
             say(log, f"  responses: {done}/{total} contexts")
 
     responses = sample_responses(

@@ -18,6 +18,7 @@ name is held in memory with named LoRA adapters; a stage found on disk never loa
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -36,7 +37,7 @@ from bebkit.pipeline.registry import (
     model_identity,
 )
 from bebkit.pipeline.session import ComponentProvider, component_inputs
-from bebkit.pipeline.stages import Stage, StageContext, StageOutcome, StageRunner
+from bebkit.pipeline.stages import Stage, StageContext, StageOutcome, StageRunner, plan_keys
 from bebkit.records import make_record, write_record
 
 Log = Callable[[str], None]
@@ -207,7 +208,9 @@ def reproduce(
             on_event=lambda stage, ev: say(f"[{stage}] {events.get(ev, ev)}"),
             recompute=recompute,
         )
-        runner.sweep_temp()
+        stale = runner.sweep_temp(keep_partial=plan_keys(stages, cfg.seed).values())
+        if stale:
+            say(f"removed the checkpointed units of {stale} stage attempt(s) no longer planned")
         for tmp in run_dir.glob(".*.tmp"):  # atomic writes cut short by a kill: never read
             tmp.unlink(missing_ok=True)
         oom_before = _oom_tally()
@@ -215,8 +218,9 @@ def reproduce(
         status = "complete"
         error: str | None = None
         try:
-            for stage in stages:
-                runner.run(stage)
+            with _stage_threads():
+                for stage in stages:
+                    runner.run(stage)
         except (InputError, IntegrityError):
             raise
         except Exception as exc:  # a failed stage: keep what finished, record the failure
@@ -304,6 +308,20 @@ def _oom_tally() -> dict[str, int]:
     return dict(hf.oom_retries()) if hf is not None else {}
 
 
+def _stage_threads() -> Any:
+    """``$BEBKIT_NUM_THREADS`` torch threads for every stage when set (else torch's default,
+    one per core): a fixed count keeps a run's numbers, and its checkpointed units'
+    fingerprints, the same across attempts."""
+    import contextlib
+
+    env = os.environ.get("BEBKIT_NUM_THREADS")
+    if not env:
+        return contextlib.nullcontext()
+    from bebkit.components.training import torch_threads
+
+    return torch_threads(int(env))
+
+
 def _determinism_note() -> dict[str, Any]:
     """What the numbers' reproducibility rests on (measured in tests/components/
     test_determinism.py): same seed and thread count → bit-identical; log-prob passes are
@@ -312,7 +330,8 @@ def _determinism_note() -> dict[str, Any]:
     try:
         import torch
 
-        threads: int | None = int(torch.get_num_threads())
+        env = os.environ.get("BEBKIT_NUM_THREADS")  # what the stages ran with (_stage_threads)
+        threads: int | None = max(1, int(env)) if env else int(torch.get_num_threads())
     except ImportError:  # pragma: no cover - the lm extra is installed wherever stages run
         threads = None
     return {

@@ -9,10 +9,12 @@ which is renamed into place only after ``result.json`` and the integrity record 
 SHA-256 of every file, :mod:`bebkit.integrity`) are written, so a run killed at any point
 (SIGKILL included) never leaves a partial stage that a rerun would read as complete, and a
 stage folder edited or damaged afterwards is detected when it is reused. Long stages also
-checkpoint their finished units (one prompt's KL row, a prompt set) in
-``stages/<name>/.partial-<key>/``, which outlives a killed attempt (the key pins settings, data,
-seed and version) and is removed once the stage is published, so a stage killed at 90 % resumes
-at 90 % with the same numbers (:mod:`bebkit.checkpoint`). A disk that fills up
+checkpoint their finished units (a sentence round of prompt sampling, one prompt's KL row or
+responses, a judging pass) in ``stages/<name>/.partial-<key>/``, which outlives a killed
+attempt (the key pins settings, data, seed and the experiment's version; each unit's own
+fingerprint pins the code and torch's thread count) and is removed once the stage is published
+or no longer planned, so a stage killed at 90 % resumes at 90 % with the same numbers
+(:mod:`bebkit.checkpoint`). A disk that fills up
 while a stage writes is one line (:class:`~bebkit.errors.DiskFullError`) and publishes
 nothing.
 Each stage gets its own seed derived from the run seed and the stage name, so a resumed run
@@ -153,6 +155,8 @@ class StageRunner:
         if result_path.is_file() and not self._intact(stage.name, folder):
             shutil.rmtree(folder)
         if result_path.is_file():
+            # a kill between publishing and removing the units leaves them: not needed now
+            shutil.rmtree(folder.parent / f"{PARTIAL_PREFIX}{key}", ignore_errors=True)
             with result_path.open(encoding="utf-8") as fh:
                 payload = json.load(fh)
             outcome = StageOutcome(
@@ -229,9 +233,20 @@ class StageRunner:
             self.run(stage)
         return dict(self.outcomes)
 
-    def sweep_temp(self) -> None:
-        """Remove temp folders left by killed runs (never read as results)."""
+    def sweep_temp(self, keep_partial: Iterable[str] | None = None) -> int:
+        """Remove temp folders left by killed runs (never read as results) and, given the keys
+        of the stages still planned, the checkpointed units of any other key (an abandoned
+        attempt of other settings, seed or version: no later attempt can use them). Returns
+        the number of unit folders removed."""
         root = self.run_dir / "stages"
+        removed = 0
         if root.is_dir():
             for tmp in root.glob("*/.tmp-*"):
                 shutil.rmtree(tmp, ignore_errors=True)
+            if keep_partial is not None:
+                keep = set(keep_partial)
+                for partial in root.glob(f"*/{PARTIAL_PREFIX}*"):
+                    if partial.name.removeprefix(PARTIAL_PREFIX) not in keep:
+                        shutil.rmtree(partial, ignore_errors=True)
+                        removed += 1
+        return removed

@@ -764,7 +764,8 @@ def _read_cached(
 
 def _sweep_temp(units: Sequence[Unit], root: Path) -> None:
     for folder in dict.fromkeys(u.folder for u in units):
-        StageRunner(root / folder, 0).sweep_temp()
+        keys = [u.key for u in units if u.folder == folder and u.key is not None]
+        StageRunner(root / folder, 0).sweep_temp(keep_partial=keys)
 
 
 def run_sweep(
@@ -782,8 +783,9 @@ def run_sweep(
     sweep report. Returns the summary (``status`` is ``failed`` when any unit failed).
 
     ``execute=False``: run nothing, only write the report of the units finished so far
-    (``status`` ``partial`` while some are not): safe beside a sweep running into the same
-    folder, since finished units are published atomically and ``sweep.json`` is not touched.
+    (``status`` ``partial`` while some are not) as ``report-partial.html``,
+    ``results-partial.csv``/``.parquet`` and ``figures-partial/``: safe beside a sweep running
+    into the same folder, whose own report files and ``sweep.json`` it never touches.
     """
     from bebkit.locks import RunLock
 
@@ -864,7 +866,7 @@ def _report_only(cfg: SweepConfig, root: Path, units: Sequence[Unit], say: Log) 
     title = f"bebkit sweep — {cfg.name}"
     if pending:
         title += f" (partial: {len(units) - pending} of {len(units)} units finished)"
-    summary["report"] = write_sweep_report(root, cfg, states, title=title)
+    summary["report"] = write_sweep_report(root, cfg, states, title=title, suffix="-partial")
     say(f"[sweep] report of {len(units) - pending} finished units; {pending} not finished")
     return summary
 
@@ -971,13 +973,16 @@ def write_sweep_report(
     states: Mapping[str, UnitState],
     *,
     title: str | None = None,
+    suffix: str = "",
 ) -> dict[str, str]:
-    """``results.csv`` / ``results.parquet``, ``report.html`` and ``figures/`` in ``root``."""
+    """``results.csv`` / ``results.parquet``, ``report.html`` and ``figures/`` in ``root``
+    (``suffix``: ``report<suffix>.html`` …, a set that never replaces the sweep's own)."""
     from bebkit.reporting.sweep import write_report
 
     return write_report(
-        Path(root), result_rows(states), title=title or f"bebkit sweep — {cfg.name}"
-    )
+        Path(root), result_rows(states), title=title or f"bebkit sweep — {cfg.name}",
+        suffix=suffix,
+    )  # fmt: skip
 
 
 __all__ = [

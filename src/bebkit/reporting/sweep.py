@@ -272,7 +272,9 @@ def _cell(r: Mapping[str, Any] | None) -> str:
     return f'<td data-v="{v!r}">{v:.3g}<small>{html.escape(ci)}</small></td>'
 
 
-def render_html(rows: Sequence[Mapping[str, Any]], figures: Mapping[str, str], title: str) -> str:
+def render_html(
+    rows: Sequence[Mapping[str, Any]], figures: Mapping[str, str], title: str, suffix: str = ""
+) -> str:
     """One page: counts, figures, the (model, behavior) × quantity table, the failures."""
     esc = html.escape
     quantities = list(dict.fromkeys(str(r["quantity"]) for r in rows if r.get("quantity")))
@@ -323,23 +325,28 @@ def render_html(rows: Sequence[Mapping[str, Any]], figures: Mapping[str, str], t
                 f"<td>{esc(str(r['experiment']))}</td><td>{esc(str(r.get('error')))}</td></tr>"
             )
         parts.append("</table>")
-    parts.append("<p>Full table: <a href='results.csv'>results.csv</a>, "
-                 "<a href='results.parquet'>results.parquet</a>.</p>")  # fmt: skip
+    csv_name, pq_name = f"results{suffix}.csv", f"results{suffix}.parquet"
+    parts.append(f"<p>Full table: <a href='{csv_name}'>{csv_name}</a>, "
+                 f"<a href='{pq_name}'>{pq_name}</a>.</p>")  # fmt: skip
     parts.append(_SORT_JS + "</body></html>")
     return "\n".join(parts)
 
 
-def write_report(root: Path, rows: Sequence[Mapping[str, Any]], *, title: str) -> dict[str, str]:
-    """Write the table files, the figures and ``report.html`` into ``root``; their paths."""
+def write_report(
+    root: Path, rows: Sequence[Mapping[str, Any]], *, title: str, suffix: str = ""
+) -> dict[str, str]:
+    """Write the table files, the figures and ``report.html`` into ``root``; their paths.
+    ``suffix`` names another set (``report-partial.html``, ``results-partial.csv``,
+    ``figures-partial/``) beside the sweep's own."""
     import matplotlib
 
     matplotlib.use("Agg")
     from bebkit.io import atomic_open
 
-    figdir = root / "figures"
+    figdir = root / f"figures{suffix}"
     figdir.mkdir(parents=True, exist_ok=True)
-    out: dict[str, str] = {"csv": str(write_csv(root / "results.csv", rows))}
-    pq = write_parquet(root / "results.parquet", rows)
+    out: dict[str, str] = {"csv": str(write_csv(root / f"results{suffix}.csv", rows))}
+    pq = write_parquet(root / f"results{suffix}.parquet", rows)
     if pq is not None:
         out["parquet"] = str(pq)
     figures: dict[str, str] = {}
@@ -351,11 +358,12 @@ def write_report(root: Path, rows: Sequence[Mapping[str, Any]], *, title: str) -
     ):
         p = fn(rows, figdir / name)
         if p is not None:
-            figures[label] = f"figures/{name}"
+            figures[label] = f"{figdir.name}/{name}"
             out[name.removesuffix(".png")] = str(p)
-    with atomic_open(root / "report.html") as fh:
-        fh.write(render_html(rows, figures, title))
-    out["html"] = str(root / "report.html")
+    page = root / f"report{suffix}.html"
+    with atomic_open(page) as fh:
+        fh.write(render_html(rows, figures, title, suffix))
+    out["html"] = str(page)
     return out
 
 

@@ -38,8 +38,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--report-only",
         action="store_true",
-        help="run nothing: write the report of the units finished so far (safe while the "
-        "sweep is still running into the same folder)",
+        help="run nothing: write report-partial.html / results-partial.csv of the units "
+        "finished so far (safe while the sweep is still running into the same folder); exit 1 "
+        "when any unit failed",
     )
     add_json_flag(p)
     p.set_defaults(func=run)
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         progress_every=args.progress_every,
         execute=not args.report_only,
     )
-    code = 1 if summary["status"] == "failed" else 0
+    code = 1 if summary["status"] == "failed" or summary["failed"] else 0
     brief = {k: v for k, v in summary.items() if k != "units"}
     brief["sweep_dir"] = str(out)
     if args.json:
