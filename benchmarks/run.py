@@ -1,4 +1,5 @@
-"""Run the benchmarks and write ``benchmarks/RESULTS.md`` (+ a JSON record ``results.json``).
+"""Run the benchmarks and write ``benchmarks/RESULTS.md`` (+ a JSON record ``results.json``;
+``--out RESULTS-x.md`` writes ``results-x.json``).
 
 ``python -m benchmarks.run [--quick] [--only NAME ...] [--threads N] [--run-dir RUN]``
 
@@ -155,7 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         timings={"setup": setup_s, **{r.name: r.wall_s for r in results}},
     )
-    write_record(args.out.with_name("results.json"), record)
+    # the JSON record beside its markdown: RESULTS.md -> results.json, RESULTS-x.md ->
+    # results-x.json (an --only run must not replace the full set's record)
+    write_record(args.out.with_name(args.out.stem.lower() + ".json"), record)
     print(f"wrote {args.out} ({total:.0f} s)", file=sys.stderr)
     return 0
 
