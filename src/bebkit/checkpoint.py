@@ -31,7 +31,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -73,22 +72,6 @@ def code_identity() -> dict[str, Any]:
         ident["torch"] = str(getattr(torch, "__version__", ""))
         ident["torch_threads"] = int(torch.get_num_threads())
     return ident
-
-
-def _plain(obj: Any) -> Any:
-    """JSON types like :func:`~bebkit.io.to_jsonable`, but non-finite floats stay floats
-    (written as ``NaN`` / ``Infinity``, which :mod:`json` reads back exactly)."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _plain(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return float(obj)
-    return to_jsonable(obj)
 
 
 class Checkpoint:
@@ -150,7 +133,7 @@ class Checkpoint:
             "unit": name,
             "fingerprint": key,
             "rng_state": None if rng is None else to_jsonable(rng.bit_generator.state),
-            "value": _plain(dump(value)),
+            "value": to_jsonable(dump(value), keep_non_finite=True),
         }
         with atomic_open(path) as fh:
             json.dump(record, fh, allow_nan=True)

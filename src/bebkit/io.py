@@ -43,18 +43,25 @@ def write_json(path: str | Path, obj: Any) -> None:
         fh.write("\n")
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Convert Estimates, numpy scalars/arrays, dataclasses and non-finite floats to JSON types."""
+def to_jsonable(obj: Any, *, keep_non_finite: bool = False) -> Any:
+    """Convert Estimates, numpy scalars/arrays, dataclasses and non-finite floats to JSON types.
+
+    Non-finite floats become ``None`` (strict JSON), or stay floats with ``keep_non_finite``
+    (for :func:`json.dump` with ``allow_nan=True``, which reads them back exactly)."""
+
+    def conv(o: Any) -> Any:
+        return to_jsonable(o, keep_non_finite=keep_non_finite)
+
     if hasattr(obj, "to_dict") and callable(obj.to_dict):
-        return to_jsonable(obj.to_dict())
+        return conv(obj.to_dict())
     if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
+        return {str(k): conv(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [to_jsonable(v) for v in obj]
+        return [conv(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
+        return conv(obj.tolist())
     if isinstance(obj, np.generic):
-        return to_jsonable(obj.item())
+        return conv(obj.item())
     if isinstance(obj, float) and not math.isfinite(obj):
-        return None
+        return float(obj) if keep_non_finite else None
     return obj

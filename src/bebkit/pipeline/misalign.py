@@ -235,8 +235,9 @@ def run_misalign(
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(s.seed)
     timings: dict[str, float] = {}
+    ckpt = checkpoint or Checkpoint(None)  # every long part below is a checkpointed unit
 
-    prompts = sample_misaligning_prompts(neg, s, fmt, rng, out, timings, log, checkpoint=checkpoint)
+    prompts = sample_misaligning_prompts(neg, s, fmt, rng, out, timings, log, checkpoint=ckpt)
 
     t0 = time.perf_counter()
     # Responses where the layout hands the turn to the model; n = 0 measures g₊ (Lemma 7's
@@ -269,18 +270,17 @@ def run_misalign(
             say(log, f"  responses: {done}/{total} contexts")
 
     responses = sample_responses(
-        target, prompts, rng=rng, config=cfg, progress=progress, checkpoint=checkpoint
+        target, prompts, rng=rng, config=cfg, progress=progress, checkpoint=ckpt
     )
     # g₋ (Lemma 7's floor): P₋'s own responses after the whole prompt, judged the same way.
     own_cfg = replace(cfg, ns=(positions[-1],), conditions=(NO_ALIGN,))
     own = sample_responses(
-        neg, prompts, rng=rng, config=own_cfg, checkpoint=checkpoint, checkpoint_name="own"
+        neg, prompts, rng=rng, config=own_cfg, checkpoint=ckpt, checkpoint_name="own"
     )
     timings["responses"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     say(log, f"judging {len(responses)} responses")
-    ckpt = checkpoint or Checkpoint(None)
     responses = judged(ckpt, "judge", responses, judge, cfg.judge_unit)
     own = judged(ckpt, "judge-own", own, judge, cfg.judge_unit)
     write_responses(out / "responses.jsonl", responses)
@@ -312,7 +312,7 @@ def run_misalign(
     control, control_rs = None, []
     if s.control and pos is not None:
         t1 = time.perf_counter()
-        control_rs = _control_responses(pos, target, judge, s, fmt, cfg, rng, log, checkpoint)
+        control_rs = _control_responses(pos, target, judge, s, fmt, cfg, rng, log, ckpt)
         control = {"prompt_source": pos.name, **_control_summary(control_rs)}
         write_responses(out / "responses_control.jsonl", control_rs)
         timings["control"] = time.perf_counter() - t1
@@ -375,7 +375,7 @@ def run_misalign(
             max_sentence_tokens=s.max_sentence_tokens,
             rng=rng,
             label="KL(P- || P_LLM)",
-            checkpoint=checkpoint,
+            checkpoint=ckpt,
         )
         try:
             # the convergence experiment's n range (n >= 1) and default (floored) fit
@@ -615,7 +615,7 @@ def _control_responses(
     cfg: ResponseConfig,
     rng: np.random.Generator,
     log: Callable[[str], None] | None,
-    checkpoint: Checkpoint | None = None,
+    checkpoint: Checkpoint,
 ) -> list[Response]:
     """The control's judged responses: the same curve (no aligning prompt) after prompts
     sampled from P₊ — the same first-person register with the desired content."""
@@ -636,7 +636,7 @@ def _control_responses(
         target, prompts, rng=rng, config=replace(cfg, conditions=(NO_ALIGN,), ns=ns),
         checkpoint=checkpoint, checkpoint_name="control-responses",
     )  # fmt: skip
-    return judged(checkpoint or Checkpoint(None), "judge-control", rs, judge, cfg.judge_unit)
+    return judged(checkpoint, "judge-control", rs, judge, cfg.judge_unit)
 
 
 def judged(

@@ -796,12 +796,7 @@ def run_sweep(
         return _report_only(cfg, root, units, say)
     with RunLock(root):
         _sweep_temp(units, root)
-        states = {u.id: UnitState(u) for u in units}
-        for s in states.values():
-            if s.unit.error:
-                s.status, s.error = "failed", s.unit.error
-            elif (cached := _read_cached(s.unit, root, say)) is not None:
-                s.status, s.outcome, s.seconds = "cached", cached, cached["seconds"]
+        states = _initial_states(units, root, say)
         progress = SweepProgress(len(units))
         t0 = time.perf_counter()
 
@@ -833,6 +828,25 @@ def run_sweep(
         return summary
 
 
+def _initial_states(
+    units: Sequence[Unit],
+    root: Path,
+    say: Log,
+    failed_before: Mapping[tuple[Any, Any], Any] | None = None,
+) -> dict[str, UnitState]:
+    """Each unit's state before anything runs: failed at planning, cached (its published
+    result), failed in an earlier sweep (``failed_before``, by unit id and key), or pending."""
+    states = {u.id: UnitState(u) for u in units}
+    for s in states.values():
+        if s.unit.error:
+            s.status, s.error = "failed", s.unit.error
+        elif (cached := _read_cached(s.unit, root, say)) is not None:
+            s.status, s.outcome, s.seconds = "cached", cached, cached["seconds"]
+        elif failed_before and (s.unit.id, s.unit.key) in failed_before:
+            s.status, s.error = "failed", failed_before[(s.unit.id, s.unit.key)]
+    return states
+
+
 def _report_only(cfg: SweepConfig, root: Path, units: Sequence[Unit], say: Log) -> dict[str, Any]:
     """The report of the finished units of ``cfg`` in ``root``; no unit runs, no lock."""
     from bebkit.errors import InputError
@@ -850,14 +864,7 @@ def _report_only(cfg: SweepConfig, root: Path, units: Sequence[Unit], say: Log) 
         for u in last
         if isinstance(u, dict) and u.get("status") == "failed"
     }
-    states = {u.id: UnitState(u) for u in units}
-    for s in states.values():
-        if s.unit.error:
-            s.status, s.error = "failed", s.unit.error
-        elif (cached := _read_cached(s.unit, root, say)) is not None:
-            s.status, s.outcome, s.seconds = "cached", cached, cached["seconds"]
-        elif (s.unit.id, s.unit.key) in failed_before:
-            s.status, s.error = "failed", failed_before[(s.unit.id, s.unit.key)]
+    states = _initial_states(units, root, say, failed_before)
     pending = sum(s.status == "pending" for s in states.values())
     failed = any(s.status == "failed" for s in states.values())
     status = "partial" if pending else ("failed" if failed else "complete")
