@@ -160,11 +160,13 @@ def test_quick_config_enables_align_only_where_asked() -> None:
 
     exp = experiments()["align"]
     assert not exp.default_enabled
-    cfg = load_config(CONFIGS / "align-quick.yaml")
-    assert {e.name for e in experiments().values() if cfg.enabled(e)} == {"align"}
-    assert cfg.pretrained_model == "gemma-3-270m"
-    s = cfg.settings_for(exp, "cooperativeness")
-    assert s.n_seeds >= 3 and s.n_strengths >= 2  # type: ignore[attr-defined]
+    for name, components in (("align-quick.yaml", "before"), ("align-mid.yaml", "own")):
+        cfg = load_config(CONFIGS / name)
+        assert {e.name for e in experiments().values() if cfg.enabled(e)} == {"align"}
+        assert cfg.pretrained_model == "gemma-3-270m"
+        s = cfg.settings_for(exp, "cooperativeness")
+        assert s.n_seeds >= 3 and s.n_strengths >= 2, name  # type: ignore[attr-defined]
+        assert s.variant_components == components, name  # type: ignore[attr-defined]
     for other in ("paper-smollm2.yaml", "demo.yaml", "theorems-quick.yaml"):
         assert not load_config(CONFIGS / other).enabled(exp), other
 
@@ -201,3 +203,112 @@ def test_reproduce_runs_the_align_stage_and_reports(tiny: dict[str, Path]) -> No
     assert not (stage.parent / "models" / v["name"] / "components").exists()
     again = reproduce(cfg, out)["results"]["stages"]["align-cooperativeness"]
     assert again["cached"] and again["key"] == first["key"]
+
+
+def test_envelopes_are_the_beta_sigma_experiments_own_numbers(tiny: dict[str, Path]) -> None:
+    """``--envelopes``: every model gets β, β′, σ² from the β/σ² experiment; the model
+    before's equal, exactly, those of ``bebkit beta-sigma`` run on its own with the
+    settings :func:`envelope_settings` derives (same cached P₋, P₊ = the model itself)."""
+    from bebkit.pipeline.align import ENVELOPES, AlignSettings, envelope_settings
+
+    flags = dict(zip(ARGS[::2], ARGS[1::2], strict=True))
+    flags.update({"--methods": "dpo", "--n-seeds": "1", "--n-strengths": "1",
+                  "--max-steps": "2"})  # fmt: skip
+    args = [x for kv in flags.items() for x in kv]
+    out = tiny["root"] / "env"
+    assert main(["align", "--model", str(tiny["model"]), *args, "--envelopes",
+                 "--variant-components", "before", "--out", str(out)]) == 0  # fmt: skip
+    r = json.loads((out / "record.json").read_text())["results"]
+    assert "not_measured" not in r and "envelopes" in r["estimands"]
+    for values in (r["before"], *(v["values"] for v in r["variants"])):
+        assert set(ENVELOPES.values()) <= set(values)
+        assert all(values[k] is not None and math.isfinite(values[k]["value"])
+                   for k in ENVELOPES.values())  # fmt: skip
+    for name in ("before", r["variants"][0]["name"]):
+        assert (out / "models" / name / "beta_sigma" / "record.json").is_file()
+    assert set(ENVELOPES.values()) <= set(r["change"]["dpo-2"])
+
+    s = envelope_settings(AlignSettings.model_validate({
+        k.lstrip("-").replace("-", "_"): v for k, v in flags.items()
+        if k not in ("--n-train", "--n-heldout", "--epochs", "--threads")}))  # fmt: skip
+    alone = tiny["root"] / "env-alone"
+    assert main(["beta-sigma", "--model", str(tiny["model"]), "--behavior", "cooperativeness",
+                 "--format", s.fmt, "--n-prompts", str(s.n_prompts),
+                 "--n-sentences", str(s.n_sentences), "--n-var-prompts", str(s.n_var_prompts),
+                 "--n-samples", str(s.n_samples),
+                 "--max-sentence-tokens", str(s.max_sentence_tokens),
+                 "--n-boot", str(s.n_boot), "--p-plus", s.p_plus, "--seed", str(s.seed),
+                 "--n-train", "12", "--n-heldout", "6", "--epochs", "1", "--threads", "1",
+                 "--out", str(alone)]) == 0  # fmt: skip
+    ref = json.loads((alone / "record.json").read_text())["results"]
+    for key, name in ENVELOPES.items():
+        assert r["before"][name] == ref[key]["estimate"], key
+
+
+def test_a_killed_align_stage_resumes_at_the_first_unfinished_model(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each model's measurement is a checkpoint unit kept with its files: an attempt that
+    dies while aligning the second variant leaves the model before and the first variant
+    stored; the next attempt reuses both (it logs so), trains only the second, and publishes
+    the uninterrupted run's numbers and every model's files (own P-/P+ included)."""
+    import bebkit.pipeline.align as align_mod
+    from bebkit.pipeline.config import ReproduceConfig
+    from bebkit.pipeline.registry import experiments
+    from bebkit.pipeline.reproduce import reproduce
+
+    off = {e.section: {"enabled": False} for e in experiments().values() if e.name != "align"}
+    cfg = ReproduceConfig.model_validate({
+        "name": "align-resume", "pretrained_model": str(tiny["model"]),
+        "aligned_model": str(tiny["model"]), "behaviors": ["cooperativeness"],
+        "components": {"n_train": 12, "n_heldout": 6, "epochs": 1},
+        **off, "align": {"enabled": True, "methods": "dpo", "max_steps": 2, "n_strengths": 1,
+                          "n_seeds": 2, "n_sft": 16, "n_pairs": 16, "dpo_lr": 0.01,
+                          "lora_r": 4, "batch_size": 4, "n_prompts": 2, "n_sentences": 2,
+                          "n_responses": 2, "n_samples": 2, "max_sentence_tokens": 5,
+                          "max_response_tokens": 5, "n_boot": 0},
+        "seed": 3,
+    })  # fmt: skip
+    clean = reproduce(cfg, tiny["root"] / "resume-clean")
+    want = clean["results"]["stages"]["align-cooperativeness"]["result"]
+    names = [v["name"] for v in want["variants"]]  # seeds derived from the run's seed
+    assert len(names) == 2
+
+    real, calls = align_mod._variant, []
+
+    def dies_on_the_second(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(align_mod, "_variant", dies_on_the_second)
+    run = tiny["root"] / "resume-killed"
+    from bebkit.errors import RunError
+
+    with pytest.raises(RunError, match="RuntimeError: killed"):
+        reproduce(cfg, run)
+    stage = run / "stages" / "align-cooperativeness"
+    (partial,) = stage.glob(".partial-*")
+    stored = sorted(p.name for p in (partial / "units").glob("*.json"))
+    assert stored == ["model-before.json", f"model-{names[0]}.json"]
+
+    monkeypatch.setattr(align_mod, "_variant", real)
+    lines: list[str] = []
+    again = reproduce(cfg, run, log=lines.append)
+    got = again["results"]["stages"]["align-cooperativeness"]["result"]
+    assert any("resumed: reused 2 finished units of an earlier attempt, computed 1" in x
+               for x in lines), lines  # fmt: skip
+    for key in ("before", "groups", "change", "verdicts"):
+        assert got[key] == want[key], key
+    keys = ("name", "values", "training")
+    assert [{k: v[k] for k in keys} for v in got["variants"]] == [
+        {k: v[k] for k in keys} for v in want["variants"]
+    ]
+    (published,) = [p for p in stage.iterdir() if (p / "record.json").is_file()]
+    for name in ("before", *names):
+        assert (published / "models" / name / "table1" / "record.json").is_file(), name
+    for name in names:
+        comps = published / "models" / name / "components"
+        assert len(list(comps.rglob("adapter_model.safetensors"))) == 2, name
+    assert not list(stage.glob(".partial-*"))

@@ -51,6 +51,19 @@ DEV_CHOICES: tuple[str, ...] = (
     "decision from dev: the stance judge does NOT replace the probe judge as default; "
     "kind='stance' stays an option, features='interaction' kept as its default (0.344 > 0.262)",
     "first sentence as the judged unit: kept from the paper (App. L.3), not tuned",
+    "later dev comparisons (kappa on dev; probe designs on the bundled encoders, MiniLM / "
+    "SmolLM2 middle layer): kNN on MiniLM k=1/5/25 0.52/0.46/0.39; max cosine to undesired "
+    "vs the rest 0.52; logistic probe on persona statements only 0.05 / 0.23, + generic "
+    "replies 0.45 / 0.60, + quote-and-reject templates (the defaults) 0.54 / 0.60; "
+    "standardising on the unlabelled judged texts 0.29, CORAL 0.00 (MiniLM); + negated "
+    "undesired statements as good 0.40 (label-free negation flips 0.13 -> 0.83 on "
+    "agreeableness but negated desired statements 0.58 -> 0.02: a 'negation means good' "
+    "shortcut); the best decision threshold chosen on the dev labels themselves (a fit to "
+    "labels, not adopted) 0.66 / 0.70; SmolLM2-135M-Instruct asked few-shot 'Good or Bad?' "
+    "(persona examples in the prompt) AUC 0.47 on 300 dev rows, chance",
+    "decision from dev: no probe design changes; no threshold on these encoders reaches "
+    "kappa 0.8 even on the part it is chosen on, so the target needs a stronger encoder "
+    "or judge model than the bundled ones",
 )
 
 

@@ -20,6 +20,10 @@ training seeds — and measures **the same quantities, in the same units, on the
   per-sentence KL(P₋‖P)(n) of the model's reply after prompts s ~ P₋ (its own P₋), n* =
   log(1/α)/β (bootstrap CIs over prompts); the floorless Lemma 5 fit when the floored one
   fails (``fit_model`` says which);
+* **β, β′, σ² envelopes** (``envelopes=True``) — the β/σ² experiment
+  (:mod:`bebkit.pipeline.beta_sigma`) on each model: its own P₋ against the model itself, in
+  the run's layout (newline for a base model: the paper's β/σ² format, app. J), the same
+  sizes and seed as the misalign measurement;
 * **% good at fixed lengths** — responses after every n that hands the turn to the model,
   judged by one fixed judge for all models: the *before* model's Table 1 classifier
   (P₊ vs P₋ likelihood ratio, :class:`~bebkit.judge.judge.LikelihoodRatioJudge`), so a change
@@ -32,14 +36,16 @@ null result with its interval). The conjecture's two claims are ``log 1/α`` ris
 lowered) and β rising.
 
 Files: ``models/<name>/`` per model (``adapter/`` the alignment LoRA, ``components/`` its own
-P₋/P₊, ``table1/`` and ``misalign/`` the records of the classify and misalign runs reused
+P₋/P₊, ``table1/``, ``misalign/`` and (with envelopes) ``beta_sigma/`` the records of the classify and misalign runs reused
 here), ``record.json`` and ``alignment.png``/``.svg``.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -49,12 +55,15 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
+from bebkit.checkpoint import Checkpoint
 from bebkit.estimate import Estimate
+from bebkit.pipeline.beta_sigma import BetaSigmaSettings, run_beta_sigma
 from bebkit.pipeline.experiments_common import (
     PromptLayout,
     behavior_field,
     fmt_ci,
     max_response_tokens_field,
+    report_resume,
     say,
 )
 from bebkit.pipeline.registry import (
@@ -63,11 +72,19 @@ from bebkit.pipeline.registry import (
     Result,
     RunContext,
     Settings,
+    key_unless_default,
     register,
 )
 
 #: The quantities measured on every model, in the record's order.
 QUANTITIES: tuple[str, ...] = ("log_inv_alpha", "beta", "n_star", "table1_accuracy")
+#: The β/σ² experiment's envelopes, measured per model with ``envelopes=True``: result key
+#: of :func:`bebkit.pipeline.beta_sigma.run_beta_sigma` -> quantity name in this record.
+ENVELOPES: dict[str, str] = {
+    "beta": "beta_envelope",
+    "beta_prime": "beta_prime_envelope",
+    "sigma2": "sigma2_envelope",
+}
 #: The conjecture's direction per quantity (+1: alignment should raise it).
 CONJECTURE: dict[str, int] = {"log_inv_alpha": +1, "beta": +1}
 
@@ -120,6 +137,14 @@ class AlignSettings(Settings):
         description="P-/P+ of each variant: own = trained on the variant with the run's "
         "component recipe (the paper's protocol, app. J); before = the model before's LoRA "
         "P-/P+ deltas applied to the variant's weights (no training per variant)",
+    )
+    envelopes: bool = key_unless_default(
+        False,
+        "also run the beta-sigma experiment on every model (before and each variant) with its "
+        "P- against the model itself (as the authors did), in fmt, at the sizes above "
+        "(n_prompts for the KL curve and max(3, n_prompts) for the variance, n_sentences, "
+        "n_samples, max_sentence_tokens, n_boot >= 100): beta, beta' and sigma^2 envelopes "
+        "before and after (about doubles each model's measuring time)",
     )
     seed: int = Field(0, ge=0, description="data and sampling seed (training seeds: seed + i)")
 
@@ -199,13 +224,36 @@ def _measure(
     res = run_misalign(comps.model("neg"), comps.model("base"), judge, ms, out / "misalign",
                        fmt=prompt_format_for(s.fmt, comps), log=ctx.log,
                        extra_config={"model": comps.name})  # fmt: skip
-    return quantities(Estimate.from_dict(table1["accuracy"]), res)
+    env = None
+    if s.envelopes:
+        env = run_beta_sigma(comps.model("neg"), comps.model("base"), envelope_settings(s),
+                             out / "beta_sigma", fmt=prompt_format_for(s.fmt, comps),
+                             log=ctx.log, extra_config={"model": comps.name})  # fmt: skip
+    return quantities(Estimate.from_dict(table1["accuracy"]), res, env)
 
 
-def quantities(table1: Estimate, misalign: Mapping[str, Any]) -> dict[str, Any]:
-    """The measured quantities of one model from its Table 1 accuracy and misalign results:
-    ``{"values": {q: Estimate dict | None}, "lengths": [...], "fit_model": ...}``."""
+def envelope_settings(s: AlignSettings) -> BetaSigmaSettings:
+    """The β/σ² experiment's settings for ``envelopes=True``: the same sizes and seed as the
+    misalign measurement, P₊ = the model itself (adapters off), the run's layout."""
+    return BetaSigmaSettings(
+        behavior=s.behavior, fmt=s.fmt, n_prompts=s.n_prompts, n_sentences=s.n_sentences,
+        n_var_prompts=max(3, s.n_prompts), n_samples=s.n_samples,
+        max_sentence_tokens=s.max_sentence_tokens, n_boot=max(100, s.n_boot), p_plus="base",
+        seed=s.seed,
+    )  # fmt: skip
+
+
+def quantities(
+    table1: Estimate, misalign: Mapping[str, Any], envelopes: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The measured quantities of one model from its Table 1 accuracy, misalign results and
+    (optionally) β/σ² results: ``{"values": {q: Estimate dict | None}, "lengths": [...],
+    "fit_model": ...}``; an envelope is its fit's headline estimate (None when unfitted)."""
     values: dict[str, Any] = {"table1_accuracy": table1.to_dict()}
+    if envelopes is not None:
+        for key, name in ENVELOPES.items():
+            summary = envelopes.get(key)
+            values[name] = None if summary is None else summary.get("estimate")
     fit = (misalign.get("kl") or {}).get("fit") or {}
     which = "floored" if fit.get("floored") else "lemma5" if fit.get("lemma5") else None
     for q in ("log_inv_alpha", "beta", "n_star"):
@@ -323,16 +371,98 @@ def conjecture_lines(verdicts: Mapping[str, Mapping[str, str]]) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def run_align(ctx: RunContext, s: AlignSettings) -> dict[str, Any]:
-    """Align, measure before and after, summarise over seeds, write record and figure."""
+def _model_unit(
+    checkpoint: Checkpoint, out: Path, s: AlignSettings, model: str | None
+) -> Callable[[str, Callable[[], dict[str, Any]]], dict[str, Any]]:
+    """``unit(name, compute)``: one model's measurement as a checkpoint unit that keeps the
+    model's folder ``out/models/<name>`` (its adapters and records) beside the stored numbers,
+    so a resumed stage publishes the same files as an uninterrupted one."""
+
+    def unit(name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        folder = out / "models" / name
+        kept = None if checkpoint.folder is None else checkpoint.folder / "models" / name
+
+        def run() -> dict[str, Any]:
+            value = compute()
+            if kept is not None:  # the files first: a unit is stored only with its files
+                shutil.rmtree(kept, ignore_errors=True)
+                shutil.copytree(folder, kept)
+            return value
+
+        def load(value: Any) -> dict[str, Any]:
+            if kept is None or not kept.is_dir():
+                raise ValueError(f"the files of {name} were not kept")  # recompute the unit
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.copytree(kept, folder)
+            return dict(value)
+
+        reads = {"settings": s.model_dump(mode="json"), "model": model, "unit": name}
+        return checkpoint.unit(f"model-{name}", None, run, dump=dict, load=load, reads=reads)
+
+    return unit
+
+
+def _variant(
+    ctx: RunContext,
+    s: AlignSettings,
+    v: Mapping[str, Any],
+    bare: Any,
+    data: Any,
+    data0: Any,
+    before_adapters: Mapping[str, str],
+    judge: Any,
+    threads: int | None,
+    split: bool,
+) -> dict[str, Any]:
+    """Align one variant (LoRA, merged), give it P₋/P₊ (``variant_components``), measure it."""
     from bebkit.components.adapters import ComponentSet
-    from bebkit.components.alignment import AlignConfig, alignment_data, train_alignment
+    from bebkit.components.alignment import AlignConfig, train_alignment
     from bebkit.components.alignment import merged_model as merge
     from bebkit.components.training import torch_threads
+    from bebkit.pipeline.session import ComponentProvider
+
+    vdir = Path(ctx.out) / "models" / v["name"]
+    cfg = AlignConfig(
+        method=v["method"], r=s.lora_r, lora_alpha=2 * s.lora_r,
+        sft_steps=v["steps"] if "sft" in v["method"] else 0,
+        dpo_steps=v["steps"] if "dpo" in v["method"] else 0,
+        dpo_beta=s.dpo_beta, sft_lr=s.sft_lr, dpo_lr=s.dpo_lr, batch_size=s.batch_size,
+        n_sft=s.n_sft, n_pairs=s.n_pairs, fmt=s.text_format,
+    )  # fmt: skip
+    say(ctx.log, f"aligning {ctx.model}: {v['name']}")
+    with torch_threads(threads):
+        res = train_alignment(bare.base_model, bare.tokenizer, data, cfg, seed=v["seed"],
+                              out_dir=vdir / "adapter", num_threads=threads)  # fmt: skip
+        merged = merge(copy.deepcopy(bare.base_model), vdir / "adapter")
+    name = f"{ctx.model}+{v['name']}"
+    vcomps = ComponentSet(merged, bare.tokenizer, name=name, split_on_oom=split)
+    if s.variant_components == "own":
+        # A private provider: the variant's P-/P+ live in its own folder of this stage.
+        opts = ctx.provider.options.model_copy(update={"adapters": str(vdir / "components")})
+        provider = ComponentProvider(opts, ctx.log, persona_dir=ctx.persona_dir,
+                                     threads=threads, split_on_oom=split)  # fmt: skip
+        provider.add_model(name, vcomps)
+        provider.components(name, s.behavior, s.fmt, ("neg", "pos"))
+        vdata = provider.data(name, s.behavior, s.fmt)
+    else:  # the before model's LoRA deltas on the aligned weights
+        for side, path in before_adapters.items():
+            vcomps.load_adapter(side, path)
+        vdata = data0
+    say(ctx.log, f"measuring {name} ({s.variant_components} P-/P+)")
+    m = _measure(ctx, vcomps, vdata, s, judge, vdir, threads)
+    d = res.to_dict()
+    return {**v, **m, "training": {
+        k: d[k] for k in ("sft_nll_before", "sft_nll_after", "margin_before", "margin_after",
+                          "sft_losses", "dpo_losses", "dpo_reward_margins", "chat")},
+        "adapter_dir": d["adapter_dir"]}  # fmt: skip
+
+
+def run_align(ctx: RunContext, s: AlignSettings) -> dict[str, Any]:
+    """Align, measure before and after, summarise over seeds, write record and figure."""
+    from bebkit.components.alignment import alignment_data
     from bebkit.components.workflow import load_components
     from bebkit.errors import InputError
     from bebkit.judge import LikelihoodRatioJudge
-    from bebkit.pipeline.session import ComponentProvider
     from bebkit.records import make_record, write_record
     from bebkit.reporting.align_figures import plot_alignment
 
@@ -342,67 +472,44 @@ def run_align(ctx: RunContext, s: AlignSettings) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     threads = getattr(ctx.provider, "threads", None)
-    split = bool(getattr(ctx.provider, "split_on_oom", True))
+    # (named apart from the statements' split below, which once shadowed it)
+    on_oom = bool(getattr(ctx.provider, "split_on_oom", True))
+
+    # Each model's measurement (with its files) is one unit: a killed stage resumes at the
+    # first model it had not finished (every unit draws from its own seeds, so rng=None).
+    checkpoint = ctx.checkpoint("units")
+    model_unit = _model_unit(checkpoint, out, s, ctx.model)
 
     # Before: the model as loaded, its P-/P+ through the run's provider (shared adapter cache).
     t0 = time.perf_counter()
-    say(ctx.log, f"measuring {ctx.model} before alignment")
     comps0 = ctx.components(s.behavior, s.fmt, ("neg", "pos"))
     # One yardstick for every model: the before model's Table 1 classifier.
     judge = LikelihoodRatioJudge(comps0.model("pos"), comps0.model("neg"),
                                  name=f"likelihood-ratio ({ctx.model} before: P+ vs P-)")  # fmt: skip
     data0 = ctx.provider.data(ctx.model, s.behavior, s.fmt)
-    before = _measure(ctx, comps0, data0, s, judge, out / "models" / "before", threads)
+
+    def measure_before() -> dict[str, Any]:
+        say(ctx.log, f"measuring {ctx.model} before alignment")
+        return _measure(ctx, comps0, data0, s, judge, out / "models" / "before", threads)
+
+    before = model_unit("before", measure_before)
     timings["before"] = time.perf_counter() - t0
     status = ctx.provider.provenance(ctx.model, s.behavior, s.fmt)["components"]
     before_adapters = {side: status[side]["path"] for side in ("neg", "pos")}
 
     # Alignment data from the components' *training* split, so Table 1's held-out statements
     # stay unseen by every model.
-    split = data0.split
-    data = alignment_data(split.train_desired, split.train_undesired, n_sft=s.n_sft,
+    tr = data0.split
+    data = alignment_data(tr.train_desired, tr.train_undesired, n_sft=s.n_sft,
                           n_pairs=s.n_pairs, seed=s.seed)  # fmt: skip
     bare = load_components(ctx.model, progress=False)  # the provider's copy carries P-/P+ LoRA
     variants: list[dict[str, Any]] = []
     for v in variant_plan(s):
         t0 = time.perf_counter()
-        vdir = out / "models" / v["name"]
-        cfg = AlignConfig(
-            method=v["method"], r=s.lora_r, lora_alpha=2 * s.lora_r,
-            sft_steps=v["steps"] if "sft" in v["method"] else 0,
-            dpo_steps=v["steps"] if "dpo" in v["method"] else 0,
-            dpo_beta=s.dpo_beta, sft_lr=s.sft_lr, dpo_lr=s.dpo_lr, batch_size=s.batch_size,
-            n_sft=s.n_sft, n_pairs=s.n_pairs, fmt=s.text_format,
-        )  # fmt: skip
-        say(ctx.log, f"aligning {ctx.model}: {v['name']}")
-        with torch_threads(threads):
-            res = train_alignment(bare.base_model, bare.tokenizer, data, cfg, seed=v["seed"],
-                                  out_dir=vdir / "adapter", num_threads=threads)  # fmt: skip
-            merged = merge(copy.deepcopy(bare.base_model), vdir / "adapter")
-        name = f"{ctx.model}+{v['name']}"
-        vcomps = ComponentSet(merged, bare.tokenizer, name=name, split_on_oom=split)
-        if s.variant_components == "own":
-            # A private provider: the variant's P-/P+ live in its own folder of this stage.
-            opts = ctx.provider.options.model_copy(update={"adapters": str(vdir / "components")})
-            provider = ComponentProvider(opts, ctx.log, persona_dir=ctx.persona_dir,
-                                         threads=threads,
-                                         split_on_oom=split)  # fmt: skip
-            provider.add_model(name, vcomps)
-            provider.components(name, s.behavior, s.fmt, ("neg", "pos"))
-            vdata = provider.data(name, s.behavior, s.fmt)
-        else:  # the before model's LoRA deltas on the aligned weights
-            for side, path in before_adapters.items():
-                vcomps.load_adapter(side, path)
-            vdata = data0
-        say(ctx.log, f"measuring {name} ({s.variant_components} P-/P+)")
-        m = _measure(ctx, vcomps, vdata, s, judge, vdir, threads)
-        d = res.to_dict()
-        variants.append({**v, **m, "training": {
-            k: d[k] for k in ("sft_nll_before", "sft_nll_after", "margin_before", "margin_after",
-                              "sft_losses", "dpo_losses", "dpo_reward_margins", "chat")},
-            "adapter_dir": d["adapter_dir"]})  # fmt: skip
-        del vcomps, merged
+        variants.append(model_unit(v["name"], functools.partial(
+            _variant, ctx, s, v, bare, data, data0, before_adapters, judge, threads, on_oom)))  # fmt: skip
         timings[v["name"]] = time.perf_counter() - t0
+    report_resume(ctx.log, checkpoint)
 
     summary = summarise(before, variants)
     results: dict[str, Any] = {
@@ -420,8 +527,17 @@ def run_align(ctx: RunContext, s: AlignSettings) -> dict[str, Any]:
         "fit_model) of the per-sentence KL(P- || P) of the model's reply after prompts s ~ "
         "its own P-, n >= 1; Table 1: held-out log P+ > log P- with the model's own P-/P+; "
         "% good: responses judged by the before model's P+/P- likelihood ratio",
-        "not_measured": "beta'/sigma^2 envelopes (the beta-sigma experiment) per variant",
     }
+    if s.envelopes:
+        results["estimands"] += (
+            "; beta/beta'/sigma2 envelopes: the beta-sigma experiment's lower/upper envelope "
+            "of KL(P- || P | s ~ P-) and variance slope of log P-/P, per sentence, each model "
+            "against its own P-"
+        )
+    else:
+        results["not_measured"] = (
+            "beta'/sigma^2 envelopes (the beta-sigma experiment) per model: set envelopes"
+        )
     figs = plot_alignment(results, out / "alignment.png",
                           title=f"{ctx.model} aligned on {s.behavior} ({s.fmt})")  # fmt: skip
     results["files"] = {"record": str(out / "record.json"), "figure": figs["png"],
@@ -436,7 +552,8 @@ def summary_lines(r: Mapping[str, Any]) -> list[str]:
     """The before/after table (means over seeds with CIs) and the conjecture's verdicts."""
     lines = [f"{r['behavior']} ({r['format']}): {r['base_model']} before and after alignment; "
              f"% good judged by {r['judge']}"]  # fmt: skip
-    keys = [*QUANTITIES, *(f"good_n{n}" for n in r["lengths"])]
+    env = [k for k in ENVELOPES.values() if k in r["before"]]
+    keys = [*QUANTITIES, *env, *(f"good_n{n}" for n in r["lengths"])]
     lines.append(f"  {'':>14} " + " ".join(f"{k:>22}" for k in keys))
 
     def cell(e: Mapping[str, Any] | None) -> str:
@@ -485,6 +602,7 @@ EXPERIMENT = register(
 )
 
 __all__ = [
+    "ENVELOPES",
     "EXPERIMENT",
     "QUANTITIES",
     "AlignOutcome",

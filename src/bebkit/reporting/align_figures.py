@@ -21,13 +21,21 @@ LABELS: dict[str, str] = {
     "n_star": "n* = log(1/α)/β",
     "table1_accuracy": "Table 1 accuracy",
 }
+#: The β/σ² envelopes, drawn when the record has them (``envelopes=True``).
+ENVELOPE_LABELS: dict[str, str] = {
+    "beta_envelope": "β (lower envelope, β/σ²)",
+    "beta_prime_envelope": "β′ (upper envelope)",
+    "sigma2_envelope": "σ² (variance slope)",
+}
 
 
 def panels(results: Mapping[str, Any]) -> list[str]:
-    """The quantities drawn: α, β, n*, Table 1 and % good at the shortest and longest n ≥ 1."""
+    """The quantities drawn: α, β, n*, Table 1, the β/σ² envelopes when measured and % good
+    at the shortest and longest n ≥ 1."""
     lengths = [n for n in results["lengths"] if n >= 1]
     good = [f"good_n{n}" for n in sorted({lengths[0], lengths[-1]})] if lengths else []
-    return [*LABELS, *good]
+    env = [k for k in ENVELOPE_LABELS if k in results["before"]]
+    return [*LABELS, *env, *good]
 
 
 def plot_alignment(
@@ -56,7 +64,11 @@ def plot_alignment(
                 _errorbar(ax, np.array([p[0] for p in pts]),
                           [Estimate.from_dict(p[1]) for p in pts], fmt="o-", color=color,
                           label=f"{method} (mean over seeds)")  # fmt: skip
-        label = LABELS.get(key) or f"fraction good at n = {key.removeprefix('good_n')}"
+        label = (
+            LABELS.get(key)
+            or ENVELOPE_LABELS.get(key)
+            or f"fraction good at n = {key.removeprefix('good_n')}"
+        )
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("alignment strength (steps / max)")
         ax.grid(alpha=0.3)
