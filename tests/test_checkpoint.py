@@ -151,3 +151,24 @@ def test_a_stored_value_this_code_cannot_read_is_recomputed(tmp_path: Path) -> N
     ck = Checkpoint(tmp_path)
     got = ck.unit("u", rng, lambda: {"b": 2}, dump=dict, load=lambda d: {"b": d["b"]})
     assert got == {"b": 2} and ck.summary() == {"reused": 0, "computed": 1, "discarded": 1}
+
+
+def test_a_forgotten_unit_is_recomputed_and_others_are_kept(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def compute(name: str) -> int:
+        calls.append(name)
+        return len(calls)
+
+    def run(cp: Checkpoint, name: str) -> int:
+        return cp.unit(name, None, lambda: compute(name), dump=int, load=int, reads=name)
+
+    first = Checkpoint(tmp_path)
+    assert (run(first, "a"), run(first, "b")) == (1, 2)
+    first.forget("a")
+    first.forget("never-stored")  # nothing to remove is not an error
+    again = Checkpoint(tmp_path)
+    assert (run(again, "a"), run(again, "b")) == (3, 2)
+    assert calls == ["a", "b", "a"] and again.summary() == {
+        "reused": 1, "computed": 1, "discarded": 0}  # fmt: skip
+    Checkpoint(None).forget("a")  # no folder: nothing stored, nothing to forget

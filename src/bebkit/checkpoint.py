@@ -140,6 +140,12 @@ class Checkpoint:
         self.computed += 1
         return value
 
+    def forget(self, name: str) -> None:
+        """Remove unit ``name``'s stored value, if any (before changing files kept beside it,
+        so a stored value never outlives the files it was stored with)."""
+        if self.folder is not None:
+            self._path(name).unlink(missing_ok=True)
+
     @staticmethod
     def _read(path: Path) -> dict[str, Any] | None:
         """The stored unit, or None when absent, unreadable or of another layout (writes are

@@ -246,19 +246,27 @@ def test_envelopes_are_the_beta_sigma_experiments_own_numbers(tiny: dict[str, Pa
 
 
 def test_a_killed_align_stage_resumes_at_the_first_unfinished_model(
-    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    tiny: dict[str, Path], tmp_path: Path
 ) -> None:
-    """Each model's measurement is a checkpoint unit kept with its files: an attempt that
-    dies while aligning the second variant leaves the model before and the first variant
-    stored; the next attempt reuses both (it logs so), trains only the second, and publishes
-    the uninterrupted run's numbers and every model's files (own P-/P+ included)."""
-    import bebkit.pipeline.align as align_mod
+    """Each model's measurement is a checkpoint unit kept with its files: a ``reproduce``
+    SIGKILLed right after the first variant is stored (another process, so another temp
+    folder) leaves the model before and that variant; the rerun reuses both (it logs so),
+    aligns only the second, and publishes the uninterrupted run's results — paths included —
+    and every model's files (own P-/P+ included)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+    from tests.pipeline.test_reproduce import _HANG_AFTER_UNIT
+
     from bebkit.pipeline.config import ReproduceConfig
     from bebkit.pipeline.registry import experiments
     from bebkit.pipeline.reproduce import reproduce
 
     off = {e.section: {"enabled": False} for e in experiments().values() if e.name != "align"}
-    cfg = ReproduceConfig.model_validate({
+    raw = {
         "name": "align-resume", "pretrained_model": str(tiny["model"]),
         "aligned_model": str(tiny["model"]), "behaviors": ["cooperativeness"],
         "components": {"n_train": 12, "n_heldout": 6, "epochs": 1},
@@ -268,44 +276,45 @@ def test_a_killed_align_stage_resumes_at_the_first_unfinished_model(
                           "n_responses": 2, "n_samples": 2, "max_sentence_tokens": 5,
                           "max_response_tokens": 5, "n_boot": 0},
         "seed": 3,
-    })  # fmt: skip
+    }  # fmt: skip
+    cfg = ReproduceConfig.model_validate(raw)
     clean = reproduce(cfg, tiny["root"] / "resume-clean")
     want = clean["results"]["stages"]["align-cooperativeness"]["result"]
     names = [v["name"] for v in want["variants"]]  # seeds derived from the run's seed
     assert len(names) == 2
 
-    real, calls = align_mod._variant, []
-
-    def dies_on_the_second(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(align_mod, "_variant", dies_on_the_second)
-    run = tiny["root"] / "resume-killed"
-    from bebkit.errors import RunError
-
-    with pytest.raises(RunError, match="RuntimeError: killed"):
-        reproduce(cfg, run)
+    cfg_file = tmp_path / "align.yaml"
+    cfg_file.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "killed"
+    script, flag = tmp_path / "hang.py", tmp_path / "hang.flag"
+    script.write_text(_HANG_AFTER_UNIT)
     stage = run / "stages" / "align-cooperativeness"
+    pattern = str(stage / ".partial-*" / "units" / f"model-{names[0]}.json")
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "reproduce", str(cfg_file), "--out", str(run)],
+        env={**os.environ, "HANG_AFTER_GLOB": pattern, "HANG_FLAG": str(flag)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while not flag.exists():
+        assert proc.poll() is None and time.time() < deadline, "never reached the unit"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
     (partial,) = stage.glob(".partial-*")
     stored = sorted(p.name for p in (partial / "units").glob("*.json"))
     assert stored == ["model-before.json", f"model-{names[0]}.json"]
 
-    monkeypatch.setattr(align_mod, "_variant", real)
     lines: list[str] = []
     again = reproduce(cfg, run, log=lines.append)
     got = again["results"]["stages"]["align-cooperativeness"]["result"]
     assert any("resumed: reused 2 finished units of an earlier attempt, computed 1" in x
                for x in lines), lines  # fmt: skip
-    for key in ("before", "groups", "change", "verdicts"):
-        assert got[key] == want[key], key
-    keys = ("name", "values", "training")
-    assert [{k: v[k] for k in keys} for v in got["variants"]] == [
-        {k: v[k] for k in keys} for v in want["variants"]
-    ]
+    for key in ("before", "groups", "change", "verdicts", "variants"):
+        assert got[key] == want[key], key  # adapter_dir included: re-rooted, not the dead tmp
     (published,) = [p for p in stage.iterdir() if (p / "record.json").is_file()]
+    for v in got["variants"]:
+        assert (published / v["adapter_dir"] / "adapter_model.safetensors").is_file()
     for name in ("before", *names):
         assert (published / "models" / name / "table1" / "record.json").is_file(), name
     for name in names:

@@ -57,8 +57,8 @@ DEV_CHOICES: tuple[str, ...] = (
     "replies 0.45 / 0.60, + quote-and-reject templates (the defaults) 0.54 / 0.60; "
     "standardising on the unlabelled judged texts 0.29, CORAL 0.00 (MiniLM); + negated "
     "undesired statements as good 0.40 (label-free negation flips 0.13 -> 0.83 on "
-    "agreeableness but negated desired statements 0.58 -> 0.02: a 'negation means good' "
-    "shortcut); the best decision threshold chosen on the dev labels themselves (a fit to "
+    "agreeableness, but the share of negated desired statements judged bad falls 0.58 -> "
+    "0.02: a 'negation means good' shortcut); the best decision threshold chosen on the dev labels themselves (a fit to "
     "labels, not adopted) 0.66 / 0.70; SmolLM2-135M-Instruct asked few-shot 'Good or Bad?' "
     "(persona examples in the prompt) AUC 0.47 on 300 dev rows, chance",
     "decision from dev: no probe design changes; no threshold on these encoders reaches "

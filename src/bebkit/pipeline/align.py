@@ -36,13 +36,14 @@ null result with its interval). The conjecture's two claims are ``log 1/α`` ris
 lowered) and β rising.
 
 Files: ``models/<name>/`` per model (``adapter/`` the alignment LoRA, ``components/`` its own
-P₋/P₊, ``table1/``, ``misalign/`` and (with envelopes) ``beta_sigma/`` the records of the classify and misalign runs reused
-here), ``record.json`` and ``alignment.png``/``.svg``.
+P₋/P₊, ``table1/``, ``misalign/`` and (with envelopes) ``beta_sigma/`` the records of the
+classify, misalign and beta-sigma runs reused here), ``record.json`` and ``alignment.png``/``.svg``.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import math
 import shutil
@@ -371,20 +372,42 @@ def conjecture_lines(verdicts: Mapping[str, Mapping[str, str]]) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
+#: Stands for the experiment's output folder in a stored unit (the folder is a stage's temp
+#: folder, named by the attempt's pid: paths are stored relative to it and re-rooted on reuse).
+_OUT = "<out>"
+
+
+def _reroot(obj: Any, old: str, new: str) -> Any:
+    """``obj`` with every string path under folder ``old`` moved under ``new``."""
+    if isinstance(obj, str):
+        return new + obj[len(old) :] if obj == old or obj.startswith(old + "/") else obj
+    if isinstance(obj, dict):
+        return {k: _reroot(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_reroot(v, old, new) for v in obj]
+    return obj
+
+
 def _model_unit(
-    checkpoint: Checkpoint, out: Path, s: AlignSettings, model: str | None
+    checkpoint: Checkpoint, out: Path, s: AlignSettings, model: str | None, reads: Any
 ) -> Callable[[str, Callable[[], dict[str, Any]]], dict[str, Any]]:
     """``unit(name, compute)``: one model's measurement as a checkpoint unit that keeps the
     model's folder ``out/models/<name>`` (its adapters and records) beside the stored numbers,
-    so a resumed stage publishes the same files as an uninterrupted one."""
+    so a resumed stage publishes the same files as an uninterrupted one. ``reads``: what every
+    model's measurement depends on beyond the settings (the before model's adapters, which
+    judge every model, and the statements' split)."""
 
     def unit(name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         folder = out / "models" / name
         kept = None if checkpoint.folder is None else checkpoint.folder / "models" / name
+        unit_name = f"model-{name}"
 
         def run() -> dict[str, Any]:
             value = compute()
-            if kept is not None:  # the files first: a unit is stored only with its files
+            if kept is not None:
+                # The stale value goes first, then its files, then the new files: a value is
+                # only ever stored (after this returns) beside the files it was made with.
+                checkpoint.forget(unit_name)
                 shutil.rmtree(kept, ignore_errors=True)
                 shutil.copytree(folder, kept)
             return value
@@ -394,10 +417,17 @@ def _model_unit(
                 raise ValueError(f"the files of {name} were not kept")  # recompute the unit
             shutil.rmtree(folder, ignore_errors=True)
             shutil.copytree(kept, folder)
-            return dict(value)
+            return dict(_reroot(value, _OUT, str(out)))
 
-        reads = {"settings": s.model_dump(mode="json"), "model": model, "unit": name}
-        return checkpoint.unit(f"model-{name}", None, run, dump=dict, load=load, reads=reads)
+        return checkpoint.unit(
+            unit_name,
+            None,
+            run,
+            dump=lambda v: _reroot(v, str(out), _OUT),
+            load=load,
+            reads={"settings": s.model_dump(mode="json"), "model": model, "unit": name,
+                   "depends_on": reads},
+        )  # fmt: skip
 
     return unit
 
@@ -412,7 +442,7 @@ def _variant(
     before_adapters: Mapping[str, str],
     judge: Any,
     threads: int | None,
-    split: bool,
+    split_on_oom: bool,
 ) -> dict[str, Any]:
     """Align one variant (LoRA, merged), give it P₋/P₊ (``variant_components``), measure it."""
     from bebkit.components.adapters import ComponentSet
@@ -435,12 +465,12 @@ def _variant(
                               out_dir=vdir / "adapter", num_threads=threads)  # fmt: skip
         merged = merge(copy.deepcopy(bare.base_model), vdir / "adapter")
     name = f"{ctx.model}+{v['name']}"
-    vcomps = ComponentSet(merged, bare.tokenizer, name=name, split_on_oom=split)
+    vcomps = ComponentSet(merged, bare.tokenizer, name=name, split_on_oom=split_on_oom)
     if s.variant_components == "own":
         # A private provider: the variant's P-/P+ live in its own folder of this stage.
         opts = ctx.provider.options.model_copy(update={"adapters": str(vdir / "components")})
         provider = ComponentProvider(opts, ctx.log, persona_dir=ctx.persona_dir,
-                                     threads=threads, split_on_oom=split)  # fmt: skip
+                                     threads=threads, split_on_oom=split_on_oom)  # fmt: skip
         provider.add_model(name, vcomps)
         provider.components(name, s.behavior, s.fmt, ("neg", "pos"))
         vdata = provider.data(name, s.behavior, s.fmt)
@@ -477,9 +507,6 @@ def run_align(ctx: RunContext, s: AlignSettings) -> dict[str, Any]:
 
     # Each model's measurement (with its files) is one unit: a killed stage resumes at the
     # first model it had not finished (every unit draws from its own seeds, so rng=None).
-    checkpoint = ctx.checkpoint("units")
-    model_unit = _model_unit(checkpoint, out, s, ctx.model)
-
     # Before: the model as loaded, its P-/P+ through the run's provider (shared adapter cache).
     t0 = time.perf_counter()
     comps0 = ctx.components(s.behavior, s.fmt, ("neg", "pos"))
@@ -487,6 +514,13 @@ def run_align(ctx: RunContext, s: AlignSettings) -> dict[str, Any]:
     judge = LikelihoodRatioJudge(comps0.model("pos"), comps0.model("neg"),
                                  name=f"likelihood-ratio ({ctx.model} before: P+ vs P-)")  # fmt: skip
     data0 = ctx.provider.data(ctx.model, s.behavior, s.fmt)
+    status = ctx.provider.provenance(ctx.model, s.behavior, s.fmt)["components"]
+    before_adapters = {side: status[side]["path"] for side in ("neg", "pos")}
+    checkpoint = ctx.checkpoint("units")
+    # the adapters by path and manifest key (not "reused": a rerun reuses what it trained)
+    adapters = {side: {k: status[side].get(k) for k in ("path", "key")} for side in ("neg", "pos")}
+    model_unit = _model_unit(checkpoint, out, s, ctx.model, reads={
+        "before_components": adapters, "split": dataclasses.asdict(data0.split)})  # fmt: skip
 
     def measure_before() -> dict[str, Any]:
         say(ctx.log, f"measuring {ctx.model} before alignment")
@@ -494,8 +528,6 @@ def run_align(ctx: RunContext, s: AlignSettings) -> dict[str, Any]:
 
     before = model_unit("before", measure_before)
     timings["before"] = time.perf_counter() - t0
-    status = ctx.provider.provenance(ctx.model, s.behavior, s.fmt)["components"]
-    before_adapters = {side: status[side]["path"] for side in ("neg", "pos")}
 
     # Alignment data from the components' *training* split, so Table 1's held-out statements
     # stay unseen by every model.
@@ -532,8 +564,11 @@ def run_align(ctx: RunContext, s: AlignSettings) -> dict[str, Any]:
         results["estimands"] += (
             "; beta/beta'/sigma2 envelopes: the beta-sigma experiment's lower/upper envelope "
             "of KL(P- || P | s ~ P-) and variance slope of log P-/P, per sentence, each model "
-            "against its own P-"
-        )
+            f"against the P- it is measured with ({s.variant_components}), in the {s.fmt} "
+            "layout"
+            + ("" if s.fmt == "newline" else " (NOT the paper's beta/sigma^2 format, which "
+               "is newline: app. J)")
+        )  # fmt: skip
     else:
         results["not_measured"] = (
             "beta'/sigma^2 envelopes (the beta-sigma experiment) per model: set envelopes"
@@ -591,9 +626,11 @@ EXPERIMENT = register(
         "family, e.g. gemma-3-270m; TRL) at several strengths and seeds on the behavior's "
         "training statements; merge each; train every model's own P-/P+ and measure Table 1, "
         "the floored Lemma 5 fit of KL(P- || P) (alpha, beta, n*) and the judged % good at "
-        "fixed lengths before and after; means over seeds with t intervals, changes from "
+        "fixed lengths before and after (with --envelopes also the beta-sigma experiment's "
+        "beta, beta', sigma^2 per model); means over seeds with t intervals, changes from "
         "before with CIs and the alignment conjecture's verdicts. Writes record.json and "
-        "alignment.png/.svg.",
+        "alignment.png/.svg. Inside reproduce the stage resumes at its first unfinished "
+        "model; a bare `bebkit align` restarts whole.",
         model_role="pretrained",
         trains_components=True,
         default_enabled=False,
