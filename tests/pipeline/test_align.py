@@ -246,7 +246,7 @@ def test_envelopes_are_the_beta_sigma_experiments_own_numbers(tiny: dict[str, Pa
 
 
 def test_a_killed_align_stage_resumes_at_the_first_unfinished_model(
-    tiny: dict[str, Path], tmp_path: Path
+    tiny: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each model's measurement is a checkpoint unit kept with its files: a ``reproduce``
     SIGKILLed right after the first variant is stored (another process, so another temp
@@ -265,6 +265,9 @@ def test_a_killed_align_stage_resumes_at_the_first_unfinished_model(
     from bebkit.pipeline.registry import experiments
     from bebkit.pipeline.reproduce import reproduce
 
+    # One torch thread count for every attempt, in this process (whatever an earlier test
+    # left set) and in the killed one: units of another thread count are recomputed by design.
+    monkeypatch.setenv("BEBKIT_NUM_THREADS", "1")
     off = {e.section: {"enabled": False} for e in experiments().values() if e.name != "align"}
     raw = {
         "name": "align-resume", "pretrained_model": str(tiny["model"]),
