@@ -43,6 +43,23 @@ def write_json(path: str | Path, obj: Any) -> None:
         fh.write("\n")
 
 
+def reroot_paths(obj: Any, old: str | Path, new: str = "") -> Any:
+    """``obj`` (JSON-like) with every string path inside folder ``old`` moved under ``new``
+    (``""``: made relative to ``old``). Results written in a temp folder stay valid after it
+    is renamed into place, or when a stored result is reused from another attempt's folder."""
+    prefix = str(old).rstrip("/") + "/"
+    if isinstance(obj, str):
+        if not obj.startswith(prefix):
+            return obj
+        rest = obj[len(prefix) :]
+        return f"{new}/{rest}" if new else rest
+    if isinstance(obj, dict):
+        return {k: reroot_paths(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [reroot_paths(v, old, new) for v in obj]
+    return obj
+
+
 def to_jsonable(obj: Any, *, keep_non_finite: bool = False) -> Any:
     """Convert Estimates, numpy scalars/arrays, dataclasses and non-finite floats to JSON types.
 

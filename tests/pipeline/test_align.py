@@ -253,13 +253,9 @@ def test_a_killed_align_stage_resumes_at_the_first_unfinished_model(
     folder) leaves the model before and that variant; the rerun reuses both (it logs so),
     aligns only the second, and publishes the uninterrupted run's results — paths included —
     and every model's files (own P-/P+ included)."""
-    import signal
-    import subprocess
-    import sys
-    import time
 
     import yaml
-    from tests.pipeline.test_reproduce import _HANG_AFTER_UNIT
+    from tests.pipeline.test_reproduce import kill_reproduce_after_unit
 
     from bebkit.pipeline.config import ReproduceConfig
     from bebkit.pipeline.registry import experiments
@@ -289,21 +285,9 @@ def test_a_killed_align_stage_resumes_at_the_first_unfinished_model(
     cfg_file = tmp_path / "align.yaml"
     cfg_file.write_text(yaml.safe_dump(raw))
     run = tmp_path / "killed"
-    script, flag = tmp_path / "hang.py", tmp_path / "hang.flag"
-    script.write_text(_HANG_AFTER_UNIT)
     stage = run / "stages" / "align-cooperativeness"
     pattern = str(stage / ".partial-*" / "units" / f"model-{names[0]}.json")
-    proc = subprocess.Popen(
-        [sys.executable, str(script), "reproduce", str(cfg_file), "--out", str(run)],
-        env={**os.environ, "HANG_AFTER_GLOB": pattern, "HANG_FLAG": str(flag)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.time() + 300
-    while not flag.exists():
-        assert proc.poll() is None and time.time() < deadline, "never reached the unit"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_reproduce_after_unit(cfg_file, run, pattern, os.environ, tmp_path)
     (partial,) = stage.glob(".partial-*")
     stored = sorted(p.name for p in (partial / "units").glob("*.json"))
     assert stored == ["model-before.json", f"model-{names[0]}.json"]

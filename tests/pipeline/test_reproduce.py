@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +214,26 @@ _HANG_AFTER_UNIT = textwrap.dedent(
 )
 
 
+def kill_reproduce_after_unit(
+    cfg: Path, run: Path, unit_glob: str, env: Mapping[str, str], tmp_path: Path
+) -> None:
+    """Run ``bebkit reproduce cfg --out run`` in another process and SIGKILL it right after it
+    stores a file matching ``unit_glob`` (a checkpoint unit inside a stage)."""
+    script, flag = tmp_path / "hang.py", tmp_path / "hang.flag"
+    script.write_text(_HANG_AFTER_UNIT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "reproduce", str(cfg), "--out", str(run)],
+        env={**env, "HANG_AFTER_GLOB": unit_glob, "HANG_FLAG": str(flag)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while not flag.exists():
+        assert proc.poll() is None and time.time() < deadline, "never reached the unit"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 @pytest.mark.parametrize(
     ("stage_name", "hang_after", "not_yet"),
     [
@@ -232,20 +253,8 @@ def test_a_run_killed_inside_a_long_stage_resumes_inside_it(
     uninterrupted run's numbers, and leaves no partial folder behind."""
     cfg, env, clean_dir, _ = clean_run
     run = tmp_path / "killed"
-    script, flag = tmp_path / "hang.py", tmp_path / "hang.flag"
-    script.write_text(_HANG_AFTER_UNIT)
     pattern = str(run / "stages" / stage_name / ".partial-*" / "units" / hang_after)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), "reproduce", str(cfg), "--out", str(run)],
-        env={**env, "HANG_AFTER_GLOB": pattern, "HANG_FLAG": str(flag)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.time() + 300
-    while not flag.exists():
-        assert proc.poll() is None and time.time() < deadline, "never reached the unit"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_reproduce_after_unit(cfg, run, pattern, env, tmp_path)
     stage = run / "stages" / stage_name
     assert not list(stage.glob("*/result.json"))  # killed inside the stage
     (partial,) = stage.glob(".partial-*")

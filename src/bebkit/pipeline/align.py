@@ -58,6 +58,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from bebkit.checkpoint import Checkpoint
 from bebkit.estimate import Estimate
+from bebkit.io import reroot_paths
 from bebkit.pipeline.beta_sigma import BetaSigmaSettings, run_beta_sigma
 from bebkit.pipeline.experiments_common import (
     PromptLayout,
@@ -377,17 +378,6 @@ def conjecture_lines(verdicts: Mapping[str, Mapping[str, str]]) -> list[str]:
 _OUT = "<out>"
 
 
-def _reroot(obj: Any, old: str, new: str) -> Any:
-    """``obj`` with every string path under folder ``old`` moved under ``new``."""
-    if isinstance(obj, str):
-        return new + obj[len(old) :] if obj == old or obj.startswith(old + "/") else obj
-    if isinstance(obj, dict):
-        return {k: _reroot(v, old, new) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_reroot(v, old, new) for v in obj]
-    return obj
-
-
 def _model_unit(
     checkpoint: Checkpoint, out: Path, s: AlignSettings, model: str | None, reads: Any
 ) -> Callable[[str, Callable[[], dict[str, Any]]], dict[str, Any]]:
@@ -417,13 +407,13 @@ def _model_unit(
                 raise ValueError(f"the files of {name} were not kept")  # recompute the unit
             shutil.rmtree(folder, ignore_errors=True)
             shutil.copytree(kept, folder)
-            return dict(_reroot(value, _OUT, str(out)))
+            return dict(reroot_paths(value, _OUT, str(out)))
 
         return checkpoint.unit(
             unit_name,
             None,
             run,
-            dump=lambda v: _reroot(v, str(out), _OUT),
+            dump=lambda v: reroot_paths(v, out, _OUT),
             load=load,
             reads={"settings": s.model_dump(mode="json"), "model": model, "unit": name,
                    "depends_on": reads},

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bebkit.errors import InputError
+from bebkit.io import reroot_paths
 from bebkit.pipeline.config import ReproduceConfig
 from bebkit.pipeline.experiments_common import check_prompts_file
 from bebkit.pipeline.registry import (
@@ -41,19 +42,6 @@ from bebkit.pipeline.stages import Stage, StageContext, StageOutcome, StageRunne
 from bebkit.records import make_record, write_record
 
 Log = Callable[[str], None]
-
-
-def _relativize(obj: Any, root: Path) -> Any:
-    """Rewrite absolute paths inside ``root`` (a stage's temp folder) as paths relative to it,
-    so results stay valid after the folder is renamed into place."""
-    prefix = str(root) + "/"
-    if isinstance(obj, str) and obj.startswith(prefix):
-        return obj[len(prefix) :]
-    if isinstance(obj, dict):
-        return {k: _relativize(v, root) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_relativize(v, root) for v in obj]
-    return obj
 
 
 def paper_figures_file(config: ReproduceConfig) -> Path | None:
@@ -158,7 +146,8 @@ def _stage(
             paper_figures=figures,
             checkpoint_dir=ctx.checkpoint_dir,
         )
-        return _relativize(exp.run(run_ctx, settings).to_json(), ctx.workdir)
+        # paths relative to the stage's temp folder stay valid after it is renamed into place
+        return reroot_paths(exp.run(run_ctx, settings).to_json(), ctx.workdir)
 
     material = {
         "settings": settings.key_material(),
