@@ -54,7 +54,7 @@ DEV_CHOICES: tuple[str, ...] = (
     "later dev comparisons (kappa on dev; probe designs on the bundled encoders, MiniLM / "
     "SmolLM2 middle layer): kNN on MiniLM k=1/5/25 0.52/0.46/0.39; max cosine to undesired "
     "vs the rest 0.52; logistic probe on persona statements only 0.05 / 0.23, + generic "
-    "replies 0.45 / 0.60, + quote-and-reject templates (the defaults) 0.54 / 0.60; "
+    "replies 0.45 / 0.60, + quote-and-reject templates (the defaults) 0.54 / 0.60-0.61; "
     "standardising on the unlabelled judged texts 0.29, CORAL 0.00 (MiniLM); + negated "
     "undesired statements as good 0.40 (label-free negation flips 0.13 -> 0.83 on "
     "agreeableness, but the share of negated desired statements judged bad falls 0.58 -> "
