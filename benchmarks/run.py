@@ -28,6 +28,7 @@ from benchmarks import (
     memory,
     profile_kl,
     scaling,
+    sentence_kl,
     sweep_workers,
     variance,
 )
@@ -42,6 +43,7 @@ BENCHMARKS: dict[str, Callable[[BenchContext], BenchResult]] = {
     "scaling": scaling.run,
     "profile": profile_kl.run,
     "blank": blank_skip.run,
+    "sentence_kl": sentence_kl.run,
     "sweep": sweep_workers.run,
 }
 #: run only when named with --only (two whole sweeps from an empty cache: minutes each)

@@ -186,3 +186,21 @@ def test_sweep_workers_benchmark_writes_a_valid_grid_and_compares_worker_counts(
     assert one[5] == pytest.approx(1.0) and two[5] == pytest.approx(1.5)
     assert one[6] == two[6] == pytest.approx(90.0)
     assert "sweep" in BENCHMARKS
+
+
+def test_sentence_kl_benchmark_restores_the_sampler_and_compares_both(
+    ctx: BenchContext,
+) -> None:
+    import bebkit.estimators.kl as kl
+    import bebkit.models.hf as hf
+    from benchmarks import sentence_kl
+
+    room, budget = hf._with_decode_room, kl._DIST_BUDGET_BYTES
+    res = sentence_kl.run(ctx)
+    assert [r[0].split(":")[0] for r in res.rows] == ["now", "wave 4"]
+    _finite_rows(res.rows)
+    assert res.rows[0][-1] == res.rows[1][-1] > 0  # same number of sentences on both paths
+    # the old path really ran under the old budget, and everything was put back
+    assert res.data["old"]["rows_per_draw"] <= res.data["new"]["rows_per_draw"]
+    assert hf._with_decode_room is room and kl._DIST_BUDGET_BYTES == budget
+    assert "sentence_kl" in BENCHMARKS

@@ -146,3 +146,30 @@ def test_responses_resume_at_the_first_unfinished_prompt(tmp_path: Path) -> None
     assert got == want and ck.summary() == {"reused": 3, "computed": 1, "discarded": 0}
     # the progress still ends at the total (stored prompts count as done)
     assert progress[-1] == want_progress[-1]
+
+
+def test_a_kl_row_sampled_in_other_chunks_is_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows sampled together (set by the distributions memory budget) decide how the
+    generator's draws fall: a row stored under another chunk size is recomputed, never
+    mixed into a curve drawn under this one."""
+    w = _world()
+    prompts = _prompts(w, None)
+    _kl(w, prompts, Checkpoint(tmp_path))
+    same = Checkpoint(tmp_path)
+    _kl(w, prompts, same)
+    assert same.reused == 4
+    import bebkit.estimators.kl as kl
+
+    # a smaller budget that still holds a full group of rows: same layout, rows reused
+    v = w.language_model().vocab_size
+    monkeypatch.setattr(kl, "_DIST_BUDGET_BYTES", (kl._GROUP_ROWS + 5) * 48 * v * 8)
+    again = Checkpoint(tmp_path)
+    _kl(w, prompts, again)
+    assert again.reused == 4
+    # 4 rows: each prefix's 6 samples in two chunks → other draws, recomputed
+    monkeypatch.setattr(kl, "_DIST_BUDGET_BYTES", 4 * 48 * v * 8)
+    other = Checkpoint(tmp_path)
+    _kl(w, prompts, other)
+    assert other.reused == 0 and other.computed == 4

@@ -330,3 +330,22 @@ def test_kl_samples_grid_matches_exact_per_prefix(pair: tuple[TinyLM, TinyLM]) -
         assert est.n == 600 and abs(est.value - exact) <= 4 * est.stderr
     with pytest.raises(InputError, match="one context per prefix"):
         kl_samples_grid(p, prefixes, {"q": (q, q_prefixes[:1])}, rng=0)
+
+
+def test_dist_budget_env_sets_rows_per_chunk(
+    pair: tuple[TinyLM, TinyLM], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``BEBKIT_DIST_BUDGET_MB`` sets the rows of one distributions chunk; bad values are one
+    clear InputError."""
+    import bebkit.estimators.kl as kl
+
+    p, _ = pair
+    monkeypatch.delenv("BEBKIT_DIST_BUDGET_MB", raising=False)
+    assert kl.dist_budget_bytes() == kl._DIST_BUDGET_BYTES
+    monkeypatch.setenv("BEBKIT_DIST_BUDGET_MB", "1")
+    assert kl.dist_budget_bytes() == 2**20
+    assert kl._dist_chunk(p, 4) == 2**20 // (4 * p.vocab_size * 8)
+    for bad in ("0", "-3", "lots"):
+        monkeypatch.setenv("BEBKIT_DIST_BUDGET_MB", bad)
+        with pytest.raises(InputError, match="BEBKIT_DIST_BUDGET_MB"):
+            kl.dist_budget_bytes()

@@ -435,3 +435,62 @@ def test_sample_many_greedy_per_prefix(tiny_model: Any, tiny_tokenizer: Any) -> 
         assert ys == [lm.sample(pre, 1, stop, rng=rng, top_k=1)[0]] * 3
     with pytest.raises(ValueError, match="temperature"):
         lm.sample_many(prefixes, 1, stop, rng=rng, temperature=0)
+
+
+def test_decode_room_gives_the_plain_cache_numbers(
+    tiny_model: Any, tiny_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sampling with preallocated KV room (one column written per step) draws the same tokens
+    with the same log-probs and distributions as the concatenating cache, across left-padded
+    prefixes, row pruning and several decode batches — bit for bit."""
+    import bebkit.models.hf as hf
+
+    lm = HFLanguageModel(tiny_model, tiny_tokenizer, batch_size=3, decode_rows=5)
+    prefixes = [[2, 4], [2, 4, 6, 8, 9, 10, 11], [2, 5, 6, 7]]
+    stop = StopCondition(max_new_tokens=6, stop_token_ids=frozenset({28, 29, 30}))
+
+    def draw() -> list[tuple[list[list[int]], Any]]:
+        return lm.sample_scored_many(
+            prefixes, 6, stop, rng=np.random.default_rng(11), with_dists=True
+        )
+
+    roomy_layers: list[str] = []
+    real = hf._with_decode_room
+
+    def spy(cache: Any, extra: int) -> Any:
+        out = real(cache, extra)
+        roomy_layers.extend(type(layer).__name__ for layer in getattr(out, "layers", []))
+        return out
+
+    monkeypatch.setattr(hf, "_with_decode_room", spy)
+    roomy = draw()
+    if tiny_model.config.model_type == "llama":  # plain DynamicLayer caches get the room
+        assert roomy_layers and set(roomy_layers) == {"RoomyLayer"}
+    monkeypatch.setattr(hf, "_with_decode_room", lambda cache, extra: cache)
+    plain = draw()
+    assert any(len(y) == 6 for ys, _ in roomy for y in ys)  # some rows used all the room
+    assert any(len(y) < 6 for ys, _ in roomy for y in ys)  # and rows were pruned
+    for (ys_r, sc_r), (ys_p, sc_p) in zip(roomy, plain, strict=True):
+        assert ys_r == ys_p
+        np.testing.assert_array_equal(sc_r.token_logprobs, sc_p.token_logprobs)
+        assert sc_r.dists is not None and sc_p.dists is not None
+        np.testing.assert_array_equal(sc_r.dists, sc_p.dists)
+
+
+def test_roomy_layer_grows_past_its_room_and_selects_rows() -> None:
+    """Writing past the reserved room doubles the buffer; row selection keeps the contents."""
+    from bebkit.models.hf import _roomy_layer
+
+    keys = torch.arange(2 * 1 * 3 * 2, dtype=torch.float32).reshape(2, 1, 3, 2)
+    layer = _roomy_layer(keys, -keys, 1)
+    new = torch.full((2, 1, 2, 2), 7.0)
+    k, v = layer.update(new, -new)
+    assert k.shape == (2, 1, 5, 2) and layer.get_seq_length() == 5
+    torch.testing.assert_close(k, torch.cat([keys, new], dim=2), rtol=0, atol=0)
+    torch.testing.assert_close(v, -torch.cat([keys, new], dim=2), rtol=0, atol=0)
+    layer.batch_select_indices(torch.tensor([1]))
+    torch.testing.assert_close(layer.keys, torch.cat([keys, new], dim=2)[1:], rtol=0, atol=0)
+    layer.crop(-2)
+    assert layer.get_seq_length() == 3 and layer.keys.shape == (1, 1, 3, 2)
+    with pytest.raises(ValueError, match="negative"):
+        layer.crop(1)

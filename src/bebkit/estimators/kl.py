@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -83,7 +84,12 @@ Estimator = Literal["mc", "rb", "rb_cv"]
 Unit = Literal["tokens", "sentence"]
 #: Default cap of a per-sentence continuation (= the prompt sampler's default).
 DEFAULT_MAX_SENTENCE_TOKENS = 48
-_DIST_BUDGET_BYTES = 256 * 2**20  # cap on one [N, T, V] dists array (8 B per entry assumed)
+#: Default cap on one ``[N, T, V]`` array of P's distributions kept for the Rao-Blackwell
+#: terms (8 B per entry assumed, for the float32 array and the scoring pass's copies). It
+#: sets how many rows are sampled together: with SmolLM2 (V = 49k) and 48-token sentences,
+#: 256 MiB allowed 14 rows per decode batch and 2 GiB allows 113, 1.7× faster per sample
+#: (benchmarks/RESULTS.md). ``BEBKIT_DIST_BUDGET_MB`` overrides it on smaller machines.
+_DIST_BUDGET_BYTES = 2048 * 2**20
 _GROUP_ROWS = 128  # most sampled rows (all prefixes of a group) decoded and scored together
 
 
@@ -172,9 +178,35 @@ def step_kl(dists_p: np.ndarray, dists_q: np.ndarray, lengths: np.ndarray) -> np
     return reference_step_kl(dists_p, dists_q, lengths)
 
 
+def dist_budget_bytes() -> int:
+    """The memory budget of one distributions array: ``$BEBKIT_DIST_BUDGET_MB`` MiB if set
+    (a positive integer), else :data:`_DIST_BUDGET_BYTES`."""
+    raw = os.environ.get("BEBKIT_DIST_BUDGET_MB", "").strip()
+    if not raw:
+        return _DIST_BUDGET_BYTES
+    try:
+        mb = int(raw)
+    except ValueError:
+        mb = 0
+    if mb < 1:
+        raise InputError(f"BEBKIT_DIST_BUDGET_MB must be a positive integer (MiB), got {raw!r}")
+    return mb * 2**20
+
+
 def _dist_chunk(model: LanguageModel, t_max: int) -> int:
     """Rows per ``[rows, t_max, V]`` distributions chunk under the memory budget."""
-    return max(1, _DIST_BUDGET_BYTES // (t_max * int(model.vocab_size) * 8))
+    return max(1, dist_budget_bytes() // (t_max * int(model.vocab_size) * 8))
+
+
+def _layout(p: LanguageModel, t_max: int, n_samples: int, with_rb: bool) -> tuple[str, int]:
+    """How :func:`kl_samples_grid` lays out its draws: ``("chunks", rows)`` — each prefix's
+    samples in chunks of ``rows`` (the distributions budget holds fewer than ``n_samples``
+    rows) — or ``("groups", k)`` — ``k`` prefixes' samples drawn together. The layout decides
+    which random draws land in which row, so it is part of a stored row's key."""
+    dist_rows = _dist_chunk(p, t_max) if with_rb else n_samples
+    if n_samples > dist_rows:
+        return "chunks", dist_rows
+    return "groups", max(1, min(_GROUP_ROWS, dist_rows) // n_samples)
 
 
 def _check_sizes(n_samples: int, n_tokens: int) -> None:
@@ -330,15 +362,14 @@ def kl_samples_grid(
             raise InputError(f"target {label!r} needs one context per prefix")
     gen = _rng(rng)
     # units of work: (prefix indices, rows per prefix)
-    dist_rows = _dist_chunk(p, stop.max_new_tokens) if with_rb else n_samples
+    how, size = _layout(p, stop.max_new_tokens, n_samples, with_rb)
     units: list[tuple[list[int], int]] = []
-    if n_samples > dist_rows:
+    if how == "chunks":
         for k in range(len(pres)):
-            units += [([k], min(dist_rows, n_samples - d)) for d in range(0, n_samples, dist_rows)]
+            units += [([k], min(size, n_samples - d)) for d in range(0, n_samples, size)]
     else:
-        per = max(1, min(_GROUP_ROWS, dist_rows) // n_samples)
-        for i in range(0, len(pres), per):
-            units.append((list(range(i, min(i + per, len(pres)))), n_samples))
+        for i in range(0, len(pres), size):
+            units.append((list(range(i, min(i + size, len(pres)))), n_samples))
     mc: list[dict[str, list[np.ndarray]]] = [{j: [] for j in targets} for _ in pres]
     rb: list[dict[str, list[np.ndarray]]] = [{j: [] for j in targets} for _ in pres]
     lengths: list[list[np.ndarray]] = [[] for _ in pres]
@@ -745,6 +776,9 @@ def kl_curves(
         "max_sentence_tokens": max_sentence_tokens, "until_sentence_end": until_sentence_end,
         "stop_ids": None if stop_ids is None else sorted(int(t) for t in stop_ids),
         "skip_blank": skip_blank, "ns": n_list, "p": p.name,
+        # the rows sampled together set how the generator's draws are laid out: a stored
+        # unit is reused only under the same layout, so a resumed curve is one layout's
+        "layout": list(_layout(p, cap, n_samples, estimator != "mc")),
         "targets": {k: [q.name, system] for k, (q, system) in targets.items()},
     }  # fmt: skip
 

@@ -31,6 +31,7 @@ does not fit raises :class:`~bebkit.errors.BatchOutOfMemoryError`.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import logging
 from collections import Counter
@@ -683,7 +684,9 @@ class HFLanguageModel:
         row0: int,
     ) -> list[list[int]]:
         b = int(src.numel())
-        cache = self._select_cache(pf.cache, src)
+        # Room for every decode step up front: each step then writes one KV column instead
+        # of concatenating (copying) the whole cache, the main cost of a step at long prefixes.
+        cache = _with_decode_room(self._select_cache(pf.cache, src), stop.max_new_tokens)
         logp = pf.first[src.to(pf.first.device)]
         pad, start = pf.pad[src], pf.lens[src]  # left padding; position of the next token
         out: list[list[int]] = [[] for _ in range(b)]
@@ -828,6 +831,89 @@ def _merge_left_padded(caches: list[Any], pads: list[int]) -> Any | None:
             ]
             setattr(layer, attr, torch.cat(parts, dim=0))
     return merged
+
+
+def _with_decode_room(cache: Any, extra: int) -> Any:
+    """``cache`` with each plain growing layer (``DynamicLayer``) replaced by a
+    ``RoomyLayer`` (:func:`_roomy_layer_class`) holding the same keys/values and room for ``extra`` more columns;
+    other layer types (sliding windows, …) are left as they are."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        return cache
+    for i, layer in enumerate(layers):
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if type(layer) is DynamicLayer and keys is not None and values is not None and keys.numel():
+            layers[i] = _roomy_layer(keys, values, extra)
+    return cache
+
+
+@functools.cache
+def _roomy_layer_class() -> type:
+    from transformers.cache_utils import DynamicLayer
+
+    class RoomyLayer(DynamicLayer):
+        """A ``DynamicLayer`` whose ``keys``/``values`` are views of preallocated buffers:
+        ``update`` writes the new columns in place (amortised O(new) instead of the O(cache)
+        copy of ``torch.cat``); the values seen by attention are the same tensors' contents,
+        so the numbers are identical to ``DynamicLayer``'s."""
+
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor, extra: int) -> None:
+            super().__init__()
+            b, h, n, d = keys.shape
+            self._kbuf = keys.new_empty((b, h, n + max(extra, 1), d))
+            self._vbuf = values.new_empty((b, values.shape[1], n + max(extra, 1), values.shape[3]))
+            self._kbuf[:, :, :n] = keys
+            self._vbuf[:, :, :n] = values
+            self._n = n
+            self.device = keys.device
+            self.is_initialized = True
+            self._views()
+
+        def _views(self) -> tuple[torch.Tensor, torch.Tensor]:
+            keys, values = self._kbuf[:, :, : self._n], self._vbuf[:, :, : self._n]
+            self.keys, self.values = keys, values
+            return keys, values
+
+        def update(
+            self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            n, new = self._n, key_states.shape[-2]
+            if n + new > self._kbuf.shape[-2]:  # out of room: double it (rare)
+                grow = (0, 0, 0, max(new, self._kbuf.shape[-2]))
+                self._kbuf = torch.nn.functional.pad(self._kbuf, grow)
+                self._vbuf = torch.nn.functional.pad(self._vbuf, grow)
+            self._kbuf[:, :, n : n + new] = key_states
+            self._vbuf[:, :, n : n + new] = value_states
+            self._n = n + new
+            return self._views()
+
+        def get_seq_length(self) -> int:
+            return self._n
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            self._kbuf, self._vbuf = self._kbuf[indices], self._vbuf[indices]
+            self._views()
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            self._kbuf = self._kbuf.repeat_interleave(repeats, dim=0)
+            self._vbuf = self._vbuf.repeat_interleave(repeats, dim=0)
+            self._views()
+
+        def crop(self, tokens_to_remove: int) -> None:
+            if tokens_to_remove > 0:
+                raise ValueError("crop takes a negative number of tokens to remove")
+            self._n = max(0, self._n + tokens_to_remove)
+            self._views()
+
+    return RoomyLayer
+
+
+def _roomy_layer(keys: torch.Tensor, values: torch.Tensor, extra: int) -> Any:
+    """A ``RoomyLayer`` (:func:`_roomy_layer_class`; built on first use because transformers
+    is imported lazily)."""
+    return _roomy_layer_class()(keys, values, extra)
 
 
 class _Recorder:
