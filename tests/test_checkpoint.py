@@ -172,3 +172,23 @@ def test_a_forgotten_unit_is_recomputed_and_others_are_kept(tmp_path: Path) -> N
     assert calls == ["a", "b", "a"] and again.summary() == {
         "reused": 1, "computed": 1, "discarded": 0}  # fmt: skip
     Checkpoint(None).forget("a")  # no folder: nothing stored, nothing to forget
+
+
+def test_a_unit_computed_with_other_weights_is_recomputed(tmp_path: Path) -> None:
+    """``identity`` (the adapters' weight hashes) enters the fingerprint: same weights →
+    reused; an adapter retrained to other weights under the same recipe → recomputed."""
+    weights = {"agreeableness/newline/neg/shared": "aa11"}
+
+    def run() -> tuple[Checkpoint, list[str]]:
+        calls: list[str] = []
+        rng = np.random.default_rng(3)
+        ck = Checkpoint(tmp_path, identity=lambda: dict(weights))
+        ck.unit("u", rng, lambda: _draws(rng, calls, "u"), dump=list, load=list, reads={})
+        return ck, calls
+
+    run()
+    ck, calls = run()
+    assert ck.summary() == {"reused": 1, "computed": 0, "discarded": 0} and calls == []
+    weights["agreeableness/newline/neg/shared"] = "bb22"
+    ck, calls = run()
+    assert ck.summary() == {"reused": 0, "computed": 1, "discarded": 1} and calls == ["u"]

@@ -18,7 +18,11 @@ A unit is reused only when its fingerprint equals the stored one. The fingerprin
 * the code and numerics that computed it (:func:`code_identity`: a hash of bebkit's source,
   the numpy / torch versions and torch's thread count, since the thread count changes float
   rounding) — a unit computed before a bug fix or on another machine is recomputed, never mixed
-  with units of the fixed code.
+  with units of the fixed code,
+* the weights it was computed with, when the owner passes ``identity`` (a callable read at
+  each unit: the stage runner passes the SHA-256 of the LoRA adapters in memory, so a unit
+  stored before its adapters were retrained — e.g. in another session, on another CPU — is
+  recomputed, never mixed with units of the new weights).
 
 Anything else is recomputed and overwritten (and counted as ``discarded``). Values keep
 non-finite floats (``NaN``, ``±inf``: a KL estimate can be +inf) exactly. Whoever owns the
@@ -81,8 +85,11 @@ class Checkpoint:
     numerics) count this process's units.
     """
 
-    def __init__(self, folder: str | Path | None) -> None:
+    def __init__(
+        self, folder: str | Path | None, *, identity: Callable[[], Any] | None = None
+    ) -> None:
         self.folder = None if folder is None else Path(folder)
+        self.identity = identity
         self.reused = 0
         self.computed = 0
         self.discarded = 0
@@ -113,7 +120,10 @@ class Checkpoint:
             return compute()
         path = self._path(name)
         state = None if rng is None else rng.bit_generator.state
-        key = fingerprint({"reads": reads, "rng": state, "code": code_identity()})
+        material = {"reads": reads, "rng": state, "code": code_identity()}
+        if self.identity is not None:
+            material["weights"] = self.identity()
+        key = fingerprint(material)
         stored = self._read(path)
         if stored is not None:
             if stored.get("fingerprint") == key:

@@ -607,3 +607,52 @@ def test_pipeline_order_does_not_depend_on_import_order(monkeypatch: pytest.Monk
     assert order.index("beta-sigma") < order.index("convergence") < order.index("misalign")
     for i, name in enumerate(order):
         assert all(order.index(r) < i for r in reg._REGISTRY[name].reads if r in order), name
+
+
+def test_provider_reports_the_weights_of_the_adapters_it_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ComponentProvider.weights_sha256`` is the hash of the weights file that
+    ``ensure_components`` published for that side (None for a side not loaded)."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from bebkit.components import workflow
+    from bebkit.components.workflow import SideStatus
+    from bebkit.integrity import write_manifest
+
+    persona = tmp_path / "persona"
+    persona.mkdir()
+    rows = [
+        {"statement": f"I help person {i}.", "answer_matching_behavior": " No"} for i in range(4)
+    ]
+    rows += [
+        {"statement": f"I hurt person {i}.", "answer_matching_behavior": " Yes"} for i in range(4)
+    ]
+    (persona / "alpha.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    class Tokenizer:
+        chat_template = None
+
+    def ensure(*_a: Any, sides: tuple[str, ...], **_k: Any) -> dict[str, SideStatus]:
+        out = {}
+        for side in sides:
+            folder = tmp_path / "adapters" / side
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "adapter_model.safetensors").write_bytes(side.encode())
+            write_manifest(folder)
+            out[side] = SideStatus(side, folder, False, {"key": side})
+        return out
+
+    base = SimpleNamespace(tokenizer=Tokenizer(), n_parameters=lambda: 1000, name="tiny")
+    monkeypatch.setattr(workflow, "load_components", lambda *_a, **_k: base)
+    monkeypatch.setattr(workflow, "ensure_components", ensure)
+    provider = ComponentProvider(
+        ComponentOptions(n_train=3, n_heldout=1), lambda _m: None, persona_dir=str(persona)
+    )
+    assert provider.weights_sha256("tiny", "alpha", "newline", "neg") is None
+    provider.components("tiny", "alpha", "newline", ("neg",))
+    assert provider.weights_sha256("tiny", "alpha", "newline", "neg") == (
+        hashlib.sha256(b"neg").hexdigest()
+    )
+    assert provider.weights_sha256("tiny", "alpha", "newline", "pos") is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -364,3 +366,48 @@ def test_units_of_stages_no_longer_planned_or_already_published_are_removed(
     (tmp_path / "stages" / "s" / f".partial-{done.key}").mkdir()
     again = StageRunner(tmp_path, seed=4).run(stage)
     assert again.cached and not list((tmp_path / "stages" / "s").glob(".partial-*"))
+
+
+def test_run_context_checkpoints_carry_the_weights_of_the_adapters_it_asked_for(
+    tmp_path: Path,
+) -> None:
+    """A stage's stored units are keyed by the SHA-256 of exactly the adapters the stage
+    asked for (not by whatever else the shared provider holds), read from each adapter's
+    integrity record."""
+    from bebkit.components.workflow import SideStatus
+    from bebkit.integrity import write_manifest
+    from bebkit.pipeline.registry import RunContext
+
+    folders = {}
+    for side, content in (("neg", b"weights-1"), ("pos", b"weights-2")):
+        folder = tmp_path / side
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(content)
+        write_manifest(folder)
+        folders[side] = folder
+    status = {s: SideStatus(s, f, True, {"key": "k"}) for s, f in folders.items()}
+    assert status["neg"].weights_sha256 == hashlib.sha256(b"weights-1").hexdigest()
+    assert status["neg"].to_dict()["weights_sha256"] == status["neg"].weights_sha256
+    assert SideStatus("neg", tmp_path, True, {}).weights_sha256 is None  # no record there
+
+    class Provider:
+        def components(self, model: str, behavior: str, fmt: str, sides: Any, role: str) -> str:
+            return "comps"
+
+        def provenance(self, model: str, behavior: str, fmt: str) -> dict[str, Any]:
+            return {}
+
+        def weights_sha256(
+            self, model: str, behavior: str, fmt: str, side: str, role: str
+        ) -> str | None:
+            return status[side].weights_sha256 if behavior == "b" else "other"
+
+    ctx = RunContext(out=tmp_path, log=lambda _m: None, provider=Provider(), model="m",
+                     checkpoint_dir=tmp_path / "units")  # fmt: skip
+    assert ctx.weights_identity() == {}
+    ctx.components("b", "newline", ("neg",))
+    assert ctx.weights_identity() == {"b/newline/neg/shared": status["neg"].weights_sha256}
+    ck = ctx.checkpoint("units")
+    assert ck.identity is not None and ck.identity() == ctx.weights_identity()
+    ctx.components("b", "newline", ("pos",), "judge")
+    assert set(ck.identity()) == {"b/newline/neg/shared", "b/newline/pos/judge"}

@@ -214,8 +214,20 @@ class SideStatus:
             "path": str(self.path),
             "reused": self.reused,
             "key": m.get("key"),
+            "weights_sha256": self.weights_sha256,
             "metrics": m.get("metrics", {}),
         }
+
+    @property
+    def weights_sha256(self) -> str | None:
+        """SHA-256 of the adapter's weights file as published (its integrity record): what
+        identifies *these* weights, where ``key`` identifies only the recipe that made them
+        (a retraining on another CPU may round differently under the same key)."""
+        from bebkit.integrity import read_record
+
+        record = read_record(self.path) or {"files": {}}
+        entry = record["files"].get("adapter_model.safetensors")
+        return entry.get("sha256") if isinstance(entry, dict) else None
 
 
 @dataclass(frozen=True)

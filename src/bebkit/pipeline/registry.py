@@ -184,11 +184,26 @@ class RunContext:
     provenance: dict[str, Any] = field(default_factory=dict)
     #: where long experiments keep finished units between attempts (None: not kept)
     checkpoint_dir: Path | None = None
+    #: (behavior, fmt, side, role) of every adapter asked for through :meth:`components`
+    _used: set[tuple[str, str, str, str]] = field(default_factory=set)
 
     def checkpoint(self, part: str) -> Checkpoint:
         """The checkpoint of one part of this run (units of a stage killed before it was
         published are reused by the next attempt; :mod:`bebkit.checkpoint`)."""
-        return Checkpoint(None if self.checkpoint_dir is None else self.checkpoint_dir / part)
+        return Checkpoint(
+            None if self.checkpoint_dir is None else self.checkpoint_dir / part,
+            identity=self.weights_identity,
+        )
+
+    def weights_identity(self) -> dict[str, Any]:
+        """The SHA-256 of every adapter this run has asked for so far (:meth:`components`):
+        part of each stored unit's fingerprint, so units computed with other weights (an
+        adapter retrained in another session or on another CPU) are recomputed."""
+        if self.model is None:
+            return {}
+        return {
+            "/".join(k): self.provider.weights_sha256(self.model, *k) for k in sorted(self._used)
+        }
 
     def components(
         self, behavior: str, fmt: str, sides: Sequence[str], role: str = "shared"
@@ -198,6 +213,7 @@ class RunContext:
         if self.model is None:
             raise InputError("this experiment needs --model")
         comps = self.provider.components(self.model, behavior, fmt, tuple(sides), role)
+        self._used.update((behavior, fmt, side, role) for side in sides)
         self.provenance.update(self.provider.provenance(self.model, behavior, fmt))
         return comps
 

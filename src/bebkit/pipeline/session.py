@@ -201,6 +201,14 @@ class ComponentProvider:
             self._status.setdefault(inp, {}).update({k: v.to_dict() for k, v in status.items()})
         return comps
 
+    def weights_sha256(
+        self, model: str, behavior: str, fmt: str, side: str, role: str = "shared"
+    ) -> str | None:
+        """SHA-256 of the weights of one adapter loaded by :meth:`components` (None before)."""
+        inp = self.prepared(model, behavior, fmt, role).inputs
+        status = self._status.get(inp, {}).get(side)
+        return None if status is None else status.get("weights_sha256")
+
     def provenance(self, model: str, behavior: str, fmt: str) -> dict[str, Any]:
         """Which adapters were used (reused or trained, from where) for the record."""
         prep = self.prepared(model, behavior, fmt)
