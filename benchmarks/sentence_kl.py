@@ -39,8 +39,11 @@ def run(ctx: BenchContext) -> BenchResult:
 
     sz = ctx.sizes
     p, q = ctx.p_neg, ctx.q_target
-    texts = ctx.train_texts or ["I like helping people.", "I always share my things."]
-    pres = _prefixes(p, texts, max(2, sz.n_prompts), 12)
+    from bebkit.data.behaviors import load_behavior
+
+    # plain statements of bebkit's own embedded behavior: prompt-like sentences of ~10 tokens
+    texts = list(load_behavior("cooperativeness").undesired)
+    pres = _prefixes(p, texts, max(2, sz.n_prompts), 14)
     stops = stop_token_ids(p, NEWLINE)
     rows: list[list[Any]] = []
     data: dict[str, Any] = {}
@@ -85,7 +88,7 @@ def run(ctx: BenchContext) -> BenchResult:
         ],
         rows=rows,
         notes=[
-            f"{len(pres)} newline prefixes of 12 statements ({min(lens)}–{max(lens)} tokens) × "
+            f"{len(pres)} newline prefixes of 14 statements of `cooperativeness` ({min(lens)}–{max(lens)} tokens) × "
             f"{sz.n_samples} sentences (cap {kl.DEFAULT_MAX_SENTENCE_TOKENS} tokens), P₋ "
             f"against `{ctx.target}`; same seed; speed-up {speedup:.2f}×; {ctx.num_threads} "
             "torch thread(s). The layouts differ, so lengths and KL must agree within their "
