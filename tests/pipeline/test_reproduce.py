@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -268,6 +269,43 @@ def test_a_run_killed_inside_a_long_stage_resumes_inside_it(
     assert f"resumed: reused {len(stored)} finished units" in proc2.stderr
     assert _numbers(run) == _numbers(clean_dir)
     assert not list(stage.glob(".partial-*"))
+
+
+def test_a_run_restored_from_an_archive_on_an_empty_machine_resumes_inside_its_stage(
+    clean_run: tuple[Path, dict[str, str], Path, Any], tmp_path: Path
+) -> None:
+    """The next-session path (README, "Long runs across sessions"): a run killed inside β/σ²,
+    its folder copied elsewhere with new file times (as a git checkout writes it) and resumed
+    with an empty cache, so every adapter is retrained. Training is deterministic here, so the
+    retrained adapters have the stored units' weight hashes: the units are reused and the run
+    ends with the uninterrupted numbers. A unit whose weight hash differs is recomputed."""
+    cfg, env, clean_dir, _ = clean_run
+    run = tmp_path / "session-1"
+    stage_name = "beta-sigma-tinyb"
+    pattern = str(run / "stages" / stage_name / ".partial-*" / "units" / "kl-neg-0.json")
+    kill_reproduce_after_unit(cfg, run, pattern, env, tmp_path)
+    restored = tmp_path / "session-2"
+    shutil.copytree(run, restored)
+    for f in restored.rglob("*"):
+        if f.is_file():
+            os.utime(f, None)
+    (partial,) = (restored / "stages" / stage_name).glob(".partial-*")
+    stored = sorted(p.name for p in (partial / "units").glob("*.json"))
+    # one unit as if computed under other weights: its fingerprint cannot match
+    tampered = partial / "units" / "kl-neg-0.json"
+    unit = json.loads(tampered.read_text())
+    unit["fingerprint"] = "0" * 64
+    tampered.write_text(json.dumps(unit))
+    fresh = {**env, "BEBKIT_CACHE": str(tmp_path / "empty-cache")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bebkit.cli", "reproduce", str(cfg), "--out", str(restored),
+         "--json"],
+        capture_output=True, text=True, env=fresh, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "training neg adapter" in proc.stderr  # the adapters really were retrained
+    assert f"resumed: reused {len(stored) - 1} finished units" in proc.stderr
+    assert _numbers(restored) == _numbers(clean_dir)
 
 
 def _report_md(run: Path) -> str:
