@@ -55,6 +55,8 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        # decides how KL draws are batched (bebkit.estimators.kl.dist_budget_bytes); None = default
+        "dist_budget_mb": os.environ.get("BEBKIT_DIST_BUDGET_MB") or None,
     }
 
 

@@ -695,7 +695,7 @@ def _register(
             name=name,
             settings=settings,
             result=result,
-            version="2",  # 2: sentences sampled past a lone newline in one batched pass
+            version="3",  # 3: KL draws batched under the 2 GiB distributions budget (BEBKIT_DIST_BUDGET_MB)
             run=lambda ctx, s: result.from_json(run(ctx, s)),
             summary=lambda r: summary(r.to_json()),
             sides=("neg", "pos"),
