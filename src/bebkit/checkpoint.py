@@ -22,7 +22,10 @@ A unit is reused only when its fingerprint equals the stored one. The fingerprin
 * the weights it was computed with, when the owner passes ``identity`` (a callable read at
   each unit: the stage runner passes the SHA-256 of the LoRA adapters in memory, so a unit
   stored before its adapters were retrained — e.g. in another session, on another CPU — is
-  recomputed, never mixed with units of the new weights).
+  recomputed, never mixed with units of the new weights). The identity is read when a unit
+  is reached, so a computation must load every adapter its units use *before* its first unit
+  (all of bebkit's experiments do): an adapter loaded inside a unit's computation would be
+  skipped on resume and change the keys of the units after it (they would be recomputed).
 
 Anything else is recomputed and overwritten (and counted as ``discarded``). Values keep
 non-finite floats (``NaN``, ``±inf``: a KL estimate can be +inf) exactly. Whoever owns the

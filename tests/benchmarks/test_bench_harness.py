@@ -201,7 +201,9 @@ def test_sentence_kl_benchmark_restores_the_sampler_and_compares_both(
     _finite_rows(res.rows)
     assert res.rows[0][-1] == res.rows[1][-1] > 0  # same number of sentences on both paths
     # the old path really ran under the old budget, and everything was put back
-    assert res.data["old"]["rows_per_draw"] <= res.data["new"]["rows_per_draw"]
+    v, cap, n = ctx.p_neg.vocab_size, kl.DEFAULT_MAX_SENTENCE_TOKENS, ctx.sizes.n_samples
+    assert res.data["old"]["rows_per_draw"] == min(sentence_kl.OLD_BUDGET // (cap * v * 8), n)
+    assert res.data["new"]["rows_per_draw"] == min(kl._dist_chunk(ctx.p_neg, cap), n)
     assert hf._with_decode_room is room
     assert budget == kl._DIST_BUDGET_BYTES
     assert "sentence_kl" in BENCHMARKS

@@ -154,6 +154,7 @@ def test_a_kl_row_sampled_in_other_chunks_is_not_reused(
     """The rows sampled together (set by the distributions memory budget) decide how the
     generator's draws fall: a row stored under another chunk size is recomputed, never
     mixed into a curve drawn under this one."""
+    monkeypatch.delenv("BEBKIT_DIST_BUDGET_MB", raising=False)  # the module budget rules
     w = _world()
     prompts = _prompts(w, None)
     _kl(w, prompts, Checkpoint(tmp_path))

@@ -494,3 +494,14 @@ def test_roomy_layer_grows_past_its_room_and_selects_rows() -> None:
     assert layer.get_seq_length() == 3 and layer.keys.shape == (1, 1, 3, 2)
     with pytest.raises(ValueError, match="negative"):
         layer.crop(1)
+    with pytest.raises(TypeError, match="dtype"):  # torch.cat would promote: never cast
+        layer.update(new[:1].double(), new[:1].double())
+    layer.reset()  # then the layer starts empty, as DynamicLayer's does
+    k, _ = layer.update(new[:1, :, :1], new[:1, :, :1])
+    assert layer.get_seq_length() == 1
+    torch.testing.assert_close(k, new[:1, :, :1], rtol=0, atol=0)
+    two = _roomy_layer(keys, -keys, 2)
+    two.reorder_cache(torch.tensor([1, 0]))
+    torch.testing.assert_close(two.keys, keys.flip(0), rtol=0, atol=0)
+    with pytest.raises(NotImplementedError):
+        two.offload()

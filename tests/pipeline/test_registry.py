@@ -618,37 +618,38 @@ def test_provider_reports_the_weights_of_the_adapters_it_loaded(
     from types import SimpleNamespace
 
     from bebkit.components import workflow
-    from bebkit.components.workflow import SideStatus
+    from bebkit.components.workflow import SideStatus, adapter_name
     from bebkit.integrity import write_manifest
 
     persona = tmp_path / "persona"
     persona.mkdir()
     rows = [
-        {"statement": f"I help person {i}.", "answer_matching_behavior": " No"} for i in range(4)
+        {"statement": f"I help person {i}.", "answer_matching_behavior": " No"} for i in range(8)
     ]
     rows += [
-        {"statement": f"I hurt person {i}.", "answer_matching_behavior": " Yes"} for i in range(4)
+        {"statement": f"I hurt person {i}.", "answer_matching_behavior": " Yes"} for i in range(8)
     ]
     (persona / "alpha.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     class Tokenizer:
         chat_template = None
 
-    def ensure(*_a: Any, sides: tuple[str, ...], **_k: Any) -> dict[str, SideStatus]:
+    def ensure(_c: Any, data: Any, *_a: Any, sides: tuple[str, ...], **_k: Any) -> Any:
         out = {}
-        for side in sides:
-            folder = tmp_path / "adapters" / side
+        for side in sides:  # keyed by adapter name, as ensure_components does
+            name = adapter_name(side, data.role)
+            folder = tmp_path / "adapters" / name
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / "adapter_model.safetensors").write_bytes(side.encode())
+            (folder / "adapter_model.safetensors").write_bytes(name.encode())
             write_manifest(folder)
-            out[side] = SideStatus(side, folder, False, {"key": side})
+            out[name] = SideStatus(side, folder, False, {"key": name})
         return out
 
     base = SimpleNamespace(tokenizer=Tokenizer(), n_parameters=lambda: 1000, name="tiny")
     monkeypatch.setattr(workflow, "load_components", lambda *_a, **_k: base)
     monkeypatch.setattr(workflow, "ensure_components", ensure)
     provider = ComponentProvider(
-        ComponentOptions(n_train=3, n_heldout=1), lambda _m: None, persona_dir=str(persona)
+        ComponentOptions(n_train=6, n_heldout=1), lambda _m: None, persona_dir=str(persona)
     )
     assert provider.weights_sha256("tiny", "alpha", "newline", "neg") is None
     provider.components("tiny", "alpha", "newline", ("neg",))
@@ -656,3 +657,9 @@ def test_provider_reports_the_weights_of_the_adapters_it_loaded(
         hashlib.sha256(b"neg").hexdigest()
     )
     assert provider.weights_sha256("tiny", "alpha", "newline", "pos") is None
+    # a decoupled pair's generator half: its own weights, never the shared adapter's
+    assert provider.weights_sha256("tiny", "alpha", "newline", "neg", "generator") is None
+    provider.components("tiny", "alpha", "newline", ("neg",), "generator")
+    assert provider.weights_sha256("tiny", "alpha", "newline", "neg", "generator") == (
+        hashlib.sha256(b"generator_neg").hexdigest()
+    )

@@ -291,7 +291,7 @@ def test_a_run_restored_from_an_archive_on_an_empty_machine_resumes_inside_its_s
             os.utime(f, None)
     (partial,) = (restored / "stages" / stage_name).glob(".partial-*")
     stored = sorted(p.name for p in (partial / "units").glob("*.json"))
-    # one unit as if computed under other weights: its fingerprint cannot match
+    # one unit stored under another fingerprint (other weights, code or draws): recomputed
     tampered = partial / "units" / "kl-neg-0.json"
     unit = json.loads(tampered.read_text())
     unit["fingerprint"] = "0" * 64

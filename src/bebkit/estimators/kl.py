@@ -87,8 +87,10 @@ DEFAULT_MAX_SENTENCE_TOKENS = 48
 #: Default cap on one ``[N, T, V]`` array of P's distributions kept for the Rao-Blackwell
 #: terms (8 B per entry assumed, for the float32 array and the scoring pass's copies). It
 #: sets how many rows are sampled together: with SmolLM2 (V = 49k) and 48-token sentences,
-#: 256 MiB allowed 14 rows per decode batch and 2 GiB allows 113, 1.7× faster per sample
-#: (benchmarks/RESULTS.md). ``BEBKIT_DIST_BUDGET_MB`` overrides it on smaller machines.
+#: 256 MiB allowed 14 rows per draw and 2 GiB allows 113 (a prefix's 64 samples at once):
+#: 1.74× faster per sample in a profile of two 180–250-token prefixes; with the decode cache's
+#: preallocated room, 1.86× (benchmark 10, benchmarks/RESULTS-sentence.md).
+#: ``BEBKIT_DIST_BUDGET_MB`` overrides it on smaller machines.
 _DIST_BUDGET_BYTES = 2048 * 2**20
 _GROUP_ROWS = 128  # most sampled rows (all prefixes of a group) decoded and scored together
 

@@ -880,6 +880,10 @@ def _roomy_layer_class() -> type:
             self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
         ) -> tuple[torch.Tensor, torch.Tensor]:
             n, new = self._n, key_states.shape[-2]
+            if key_states.dtype != self._kbuf.dtype:  # torch.cat would promote; never cast
+                raise TypeError(
+                    f"KV states of dtype {key_states.dtype} for a {self._kbuf.dtype} cache"
+                )
             if n + new > self._kbuf.shape[-2]:  # out of room: double it (rare)
                 grow = (0, 0, 0, max(new, self._kbuf.shape[-2]))
                 self._kbuf = torch.nn.functional.pad(self._kbuf, grow)
@@ -900,6 +904,19 @@ def _roomy_layer_class() -> type:
             self._kbuf = self._kbuf.repeat_interleave(repeats, dim=0)
             self._vbuf = self._vbuf.repeat_interleave(repeats, dim=0)
             self._views()
+
+        def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+            self.batch_select_indices(beam_idx)
+
+        def reset(self) -> None:
+            self._n = 0
+            self._views()
+
+        def offload(self) -> None:
+            raise NotImplementedError("RoomyLayer is a CPU/one-device decode cache")
+
+        def prefetch(self) -> None:
+            raise NotImplementedError("RoomyLayer is a CPU/one-device decode cache")
 
         def crop(self, tokens_to_remove: int) -> None:
             if tokens_to_remove > 0:

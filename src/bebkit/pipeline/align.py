@@ -58,6 +58,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from bebkit.checkpoint import Checkpoint
 from bebkit.estimate import Estimate
+from bebkit.estimators.kl import dist_budget_bytes
 from bebkit.io import reroot_paths
 from bebkit.pipeline.beta_sigma import BetaSigmaSettings, run_beta_sigma
 from bebkit.pipeline.experiments_common import (
@@ -509,8 +510,10 @@ def run_align(ctx: RunContext, s: AlignSettings) -> dict[str, Any]:
     checkpoint = ctx.checkpoint("units")
     # the adapters by path and manifest key (not "reused": a rerun reuses what it trained)
     adapters = {side: {k: status[side].get(k) for k in ("path", "key")} for side in ("neg", "pos")}
+    # a model's unit holds whole KL curves: the budget that batched their draws is a read
     model_unit = _model_unit(checkpoint, out, s, ctx.model, reads={
-        "before_components": adapters, "split": dataclasses.asdict(data0.split)})  # fmt: skip
+        "before_components": adapters, "split": dataclasses.asdict(data0.split),
+        "dist_budget_bytes": dist_budget_bytes()})  # fmt: skip
 
     def measure_before() -> dict[str, Any]:
         say(ctx.log, f"measuring {ctx.model} before alignment")

@@ -205,8 +205,11 @@ class ComponentProvider:
         self, model: str, behavior: str, fmt: str, side: str, role: str = "shared"
     ) -> str | None:
         """SHA-256 of the weights of one adapter loaded by :meth:`components` (None before)."""
+        from bebkit.components.workflow import adapter_name
+
         inp = self.prepared(model, behavior, fmt, role).inputs
-        status = self._status.get(inp, {}).get(side)
+        # statuses are keyed by adapter name: neg, generator_neg, judge_pos, …
+        status = self._status.get(inp, {}).get(adapter_name(side, role))
         return None if status is None else status.get("weights_sha256")
 
     def provenance(self, model: str, behavior: str, fmt: str) -> dict[str, Any]:
