@@ -19,18 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.blank_skip import _newline_prefixes
 from benchmarks.common import BenchContext, BenchResult
 
 OLD_BUDGET = 256 * 2**20
-
-
-def _prefixes(p: Any, texts: list[str], n: int, k: int) -> list[list[int]]:
-    """``n`` plain-text prefixes of ``k`` statements each, ending at a line start."""
-    bos = list(p.bos_token_ids)
-    return [
-        bos + p.encode("\n".join(texts[(i * k + j) % len(texts)] for j in range(k)) + "\n")
-        for i in range(n)
-    ]
 
 
 def run(ctx: BenchContext) -> BenchResult:
@@ -44,7 +36,7 @@ def run(ctx: BenchContext) -> BenchResult:
 
     # plain statements of bebkit's own embedded behavior: prompt-like sentences of ~10 tokens
     texts = list(load_behavior("cooperativeness").undesired)
-    pres = _prefixes(p, texts, max(2, sz.n_prompts), 14)
+    pres = _newline_prefixes(p, texts, max(2, sz.n_prompts), 14)
     stops = stop_token_ids(p, NEWLINE)
     rows: list[list[Any]] = []
     data: dict[str, Any] = {}

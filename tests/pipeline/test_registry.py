@@ -542,6 +542,20 @@ def test_local_model_folders_enter_keys_by_content(
     assert {k for k in keys2 if keys2[k] != keys3[k]} == changed
 
 
+def _alpha_persona(tmp_path: Path, n: int) -> Path:
+    """A persona folder with behavior ``alpha``: ``n`` desired and ``n`` undesired statements."""
+    persona = tmp_path / "persona"
+    persona.mkdir()
+    rows = [
+        {"statement": f"I help person {i}.", "answer_matching_behavior": " No"} for i in range(n)
+    ]
+    rows += [
+        {"statement": f"I hurt person {i}.", "answer_matching_behavior": " Yes"} for i in range(n)
+    ]
+    (persona / "alpha.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return persona
+
+
 def test_classify_prepares_the_behavior_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -551,15 +565,7 @@ def test_classify_prepares_the_behavior_once(
     from bebkit.components import workflow
     from bebkit.pipeline.registry import RunContext
 
-    persona = tmp_path / "persona"
-    persona.mkdir()
-    rows = [
-        {"statement": f"I help person {i}.", "answer_matching_behavior": " No"} for i in range(4)
-    ]
-    rows += [
-        {"statement": f"I hurt person {i}.", "answer_matching_behavior": " Yes"} for i in range(4)
-    ]
-    (persona / "alpha.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _alpha_persona(tmp_path, 4)
     calls: list[str] = []
     real = workflow.prepare_data
 
@@ -621,15 +627,7 @@ def test_provider_reports_the_weights_of_the_adapters_it_loaded(
     from bebkit.components.workflow import SideStatus, adapter_name
     from bebkit.integrity import write_manifest
 
-    persona = tmp_path / "persona"
-    persona.mkdir()
-    rows = [
-        {"statement": f"I help person {i}.", "answer_matching_behavior": " No"} for i in range(8)
-    ]
-    rows += [
-        {"statement": f"I hurt person {i}.", "answer_matching_behavior": " Yes"} for i in range(8)
-    ]
-    (persona / "alpha.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    persona = _alpha_persona(tmp_path, 8)
 
     class Tokenizer:
         chat_template = None
