@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bebkit.cli import main
+from bebkit.theory import theorem2_length
 
 
 @pytest.mark.parametrize(
@@ -105,8 +107,20 @@ def test_end_to_end_on_a_tiny_model(
     assert d["curves"]["none"]["fraction_good"][0]["n"] == 2 * 4
     assert d["n_responses_total"] == 2 * 3 * 2 * 4
     t2 = d["theorem2"]
-    assert t2["beta_source"] == "given" and t2["s0_sentences"] == 2
+    assert t2["sources"]["beta"] == "settings" and t2["s0_sentences"] == 2
     assert t2["s0_term"] == pytest.approx(1.0 * 2 + 0.5 * (2 / 0.1) ** 0.5 + 1)
+    # log 1/alpha on the KL scale: this run's own Lemma 5 fit (n_samples > 0), never the
+    # sigmoid's intercept
+    kfit = d["kl"]["fit"]
+    if kfit is not None:
+        a = (kfit.get("floored") or kfit["lemma5"])["log_inv_alpha"]["value"]
+        assert t2["log_inv_alpha"] == a and t2["sources"]["log_inv_alpha"].startswith("this run")
+        if 0 < math.exp(-a) < 1:
+            assert t2["length_bound"] == pytest.approx(
+                theorem2_length(math.exp(-a), 1.0, 0.5, 1.0, 0.5, 0.1, 2)
+            )
+    else:
+        assert t2["log_inv_alpha"] is None and t2["length_bound"] is None
     assert t2["length_bound"] is None or t2["length_bound"] > t2["s0_term"]
     assert d["kl"]["curve"]["n"] == [0, 1, 3]
     assert set(d["g_plus"]) == {"none", "aligned"} and d["g_minus"]["n"] == 2 * 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bebkit.pipeline.beta_sigma import BetaSigmaSettings, run_beta_sigma, summary_lines
@@ -65,3 +66,26 @@ def test_kl_below_true_beta_is_detected(tmp_path: Path) -> None:
     est = r["beta"]["estimate"]
     assert est["ci_low"] <= 0.8 <= est["ci_high"]
     assert not est["ci_low"] <= 1.6 <= est["ci_high"]
+
+
+def test_beta_prime_pos_envelope_includes_the_empty_prefix(tmp_path: Path) -> None:
+    """Lemma 4's β′ bounds Σ_{i<|s₀|} E KL_i from i = 0: where the first sentence's KL (empty
+    prefix) is the largest, β′₊ is that point, not the n ≥ 1 envelope (fit_n_min = 1)."""
+    w = world_from_params(0.01, 1.0, n_sentences=8, seed=7, markov=True)
+    n = 3
+    seqs = w.enumerate_sequences(n)
+    weights = np.exp(w.sequence_logprob(seqs, "pos"))
+    exact = weights @ w.next_sentence_kl(seqs, "pos", "neg")  # E_{s~P₊} KL(P₊‖P₋ | s_k)
+    assert exact[0] > exact[1:].max() + 0.2  # the world is chosen so (2.35 vs ≤ 2.11)
+    s = BetaSigmaSettings(behavior="synthetic", fmt="newline", n_prompts=8, n_sentences=n,
+                          n_samples=48, n_var_prompts=8, n_boot=200, seed=1)  # fmt: skip
+    assert s.fit_n_min == 1
+    r = run_beta_sigma(w.component_model("neg"), w.component_model("pos"), s, tmp_path,
+                       stop_ids=w.sentence_end_token_ids)  # fmt: skip
+    means = [e["value"] for e in r["pos_direction"]["kl"]["estimates"]]
+    assert r["pos_direction"]["kl"]["n"] == [0, 1, 2, 3]
+    for k, e in enumerate(r["pos_direction"]["kl"]["estimates"]):
+        assert abs(e["value"] - exact[k]) <= 4 * e["stderr"] + 1e-9, (k, e, exact[k])
+    est = r["beta_prime_pos"]["estimate"]
+    assert est["value"] == max(means) == means[0]
+    assert est["ci_low"] <= exact[0] <= est["ci_high"], (est, exact[0])

@@ -89,10 +89,17 @@ def test_fits_lengths_and_outputs(run: tuple[object, dict, Path]) -> None:
         assert fit["n_star"]["ci_low"] <= a / b <= fit["n_star"]["ci_high"]
         ln = r["lengths"][c]["lemma5"]
         assert ln["theorem1"]["value"] == pytest.approx(theorem1_length(math.exp(-a), b, 0.1))
+        # Theorem 2 bounds P(·|s₀) with the UNPROMPTED α, β: the curve without s₀'s fit for
+        # both conditions (the aligned intercept already holds s₀; taking it counts s₀ twice)
+        f0 = r["fits"]["none"]["lemma5"]
+        a0, b0 = f0["log_inv_alpha"]["value"], f0["beta"]["value"]
         s0 = 2.0 if c == "aligned" else 0.0
-        t2 = theorem2_length(math.exp(-a), b, 0.1, t.beta_prime, t.sigma_pos, 0.1, s0)
+        t2 = theorem2_length(math.exp(-a0), b0, 0.1, t.beta_prime, t.sigma_pos, 0.1, s0)
         assert ln["theorem2"]["value"] == pytest.approx(t2)
         assert ln["theorem2"]["ci_low"] <= t2 <= ln["theorem2"]["ci_high"]
+        own = theorem2_length(math.exp(-a), b, 0.1, t.beta_prime, t.sigma_pos, 0.1, s0)
+        if c == "aligned":
+            assert ln["theorem2"]["value"] != pytest.approx(own, rel=1e-3)
     # the aligned curve decays later: its midpoint is later than without s₀
     assert (
         r["fits"]["aligned"]["lemma5"]["n_star"]["value"]
@@ -111,3 +118,38 @@ def test_conditions_validated() -> None:
         ConvergenceSettings(behavior="x", conditions=("both",))
     with pytest.raises(ValueError):
         ConvergenceSettings(behavior="x", conditions=("none", "none"))
+
+
+def test_misalign_takes_theorem2_inputs_from_the_stages_it_reads(
+    run: tuple[object, dict, Path], tmp_path: Path
+) -> None:
+    """Misalign's Theorem 2 bound reads log 1/α on Lemma 5's KL scale from convergence's fit
+    without s₀, β from beta-sigma (Definition 2) and β′, σ from its P₊ direction (Lemma 4) —
+    the theorems experiment's sources; the settings win where given."""
+    from types import SimpleNamespace
+
+    from bebkit.pipeline.beta_sigma import BetaSigmaResult, BetaSigmaSettings, run_beta_sigma
+    from bebkit.pipeline.convergence import ConvergenceOutcome
+    from bebkit.pipeline.misalign import MisalignSettings, theorem2_settings
+
+    w, r, _ = run
+    bs_s = BetaSigmaSettings(behavior="synthetic", fmt="newline", n_prompts=2, n_sentences=2,
+                             n_samples=8, n_var_prompts=4, n_boot=100, seed=1)  # fmt: skip
+    bs_r = run_beta_sigma(w.component_model("neg"), w.component_model("pos"), bs_s, tmp_path,  # type: ignore[attr-defined]
+                          stop_ids=w.sentence_end_token_ids)  # type: ignore[attr-defined]  # fmt: skip
+    inputs = {"convergence": ConvergenceOutcome.from_json(r),
+              "beta-sigma": BetaSigmaResult.from_json(bs_r)}  # fmt: skip
+    ctx = SimpleNamespace(input=inputs.get)
+    update, sources = theorem2_settings(ctx, MisalignSettings(behavior="synthetic"))  # type: ignore[arg-type]
+    none = r["fits"]["none"]
+    a = (none.get("floored") or none["lemma5"])["log_inv_alpha"]["value"]
+    assert update["log_inv_alpha"] == a and sources["log_inv_alpha"].startswith("convergence")
+    assert update["beta"] == bs_r["beta"]["estimate"]["value"]
+    assert update["beta_prime"] == bs_r["beta_prime_pos"]["estimate"]["value"]
+    assert update["sigma"] == bs_r["sigma_pos"]["value"]
+    given = MisalignSettings(behavior="synthetic", log_inv_alpha=7.0, beta=2.0)
+    update, sources = theorem2_settings(ctx, given)  # type: ignore[arg-type]
+    assert "log_inv_alpha" not in update and "beta" not in update and not sources
+    update, sources = theorem2_settings(SimpleNamespace(input=lambda _n: None),  # type: ignore[arg-type]
+                                        MisalignSettings(behavior="synthetic"))  # fmt: skip
+    assert update == {} and sources == {}

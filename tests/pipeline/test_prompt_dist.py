@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from bebkit.estimators.prompts import NEWLINE, chat_format
+from bebkit.estimators.prompts import NEWLINE, chat_format, load_prompts
 from bebkit.pipeline.prompt_dist import (
     PromptDistSettings,
     run_prompt_dist,
@@ -26,10 +27,13 @@ def test_kl_along_s0_and_prompts_matches_exact(tmp_path: Path) -> None:
     neg, pos = w.component_model("neg"), w.component_model("pos")
     stops = w.sentence_end_token_ids
     neutral = tuple(neg.decode(w.encode_sentences([x], bos=False)) for x in (6, 7))
+    # the default unit is the sentence (Definition 2's); n_tokens = 8 (almost three of this
+    # world's 3-token sentences) must not enter, so a run that measured tokens fails below
     s = PromptDistSettings(behavior="synthetic", fmt="newline", neutral=neutral, n_prompts=4,
-                           n_sentences=3, n_samples=48, n_tokens=w.codec.code_length + 1,
-                           n_boot=200, seed=2)  # fmt: skip
+                           n_sentences=3, n_samples=48, n_boot=200, seed=2)  # fmt: skip
+    assert s.unit == "sentence" and s.n_tokens != w.codec.code_length + 1
     r = run_prompt_dist(neg, pos, s, tmp_path, stop_ids=stops)
+    assert r["unit"] == "sentence" and r["kl"]["unit"] == "sentence"
     s0 = r["s0"]
     assert s0["n_sentences"] == 3 and s0["undesired_source"].startswith("sampled from")
     # inside s₀: one estimate per prefix length, each consistent with the exact KL
@@ -39,6 +43,12 @@ def test_kl_along_s0_and_prompts_matches_exact(tmp_path: Path) -> None:
         assert abs(e["value"] - exact_kl(neg, pos, ctx, n_sentences=1)) <= 4 * e["stderr"] + 1e-9
         assert e["n"] == 48 * 4
     assert r["kl"]["x"] == [4, 5, 6]
+    # after s0: the mean over the run's own prompts of the exact next-sentence KL
+    prompts = load_prompts(tmp_path / "prompts.jsonl")
+    for j, (n, e) in enumerate(zip(r["kl"]["n"], r["kl"]["estimates"], strict=True)):
+        exact = np.mean([exact_kl(neg, pos, list(pr.tokens[: pr.boundaries[n]]), n_sentences=1)
+                         for pr in prompts])  # fmt: skip
+        assert abs(e["value"] - exact) <= 4 * e["stderr"] + 1e-9, (j, e["value"], exact)
     # every KL point is ≥ the world's min-context KL β, so the fitted lower envelope's CI
     # reaches at least β
     bp = r["beta_prompt"]["estimate"]

@@ -50,7 +50,14 @@ def test_report_has_every_section(tmp_path: Path) -> None:
         assert "Misaligning sentences until misbehaviour" in doc
         assert "n* = 2.5 [1.7, 3.3]" in doc and "floored Lemma 5 fit" in doc
         assert "n½ = 2.8 [2.6, 3]" in doc and "inside the measured n = 0–5" in doc
-        assert "Δn½ = 1.3 [0.5, 2.1]" in doc and "Theorem 2 bound: 7.5" in doc
+        assert (
+            "Δn½ = 1.3 [0.5, 2.1]" in doc
+            and (
+                "Theorem 2 upper bound on the length with the aligning prompt: 7.5 sentences; "
+                "measured centre 4.1, within the bound"
+            )
+            in doc
+        )
         assert "β = 6 [5.8, 6.2] nats" in doc
         # Paper column: computed from the authors' curves, typed only where no curve exists.
         assert "on the authors' fig. 3a / 11 curve" in doc

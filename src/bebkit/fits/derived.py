@@ -18,22 +18,30 @@ from bebkit.fits.envelopes import CurveData
 _Z95 = 1.959963984540054
 
 
-def fit_curve_data(curve: KLCurve) -> tuple[CurveData, str]:
+#: A column's spread over prompts counts as collapsed below this fraction of its Monte-Carlo
+#: floor. Where every prompt shares the context (n = 0) the spread IS Monte-Carlo noise, so it
+#: falls below the floor itself about half the time; below half of it with P = 10 prompts has
+#: probability P(χ²₉ < 2.25) ≈ 1 %, while a chance zero spread (discrete values) is caught.
+_COLLAPSED = 0.5
+
+
+def fit_curve_data(curve: KLCurve, n_min: int = 0) -> tuple[CurveData, str]:
     """The data the envelope / convergence fits bootstrap, and how it was built.
 
     Normally the per-prompt matrix (bootstrap over prompts). With few prompts the spread over
-    prompts of one n can be (near) zero by chance — e.g. discrete synthetic values, or equal
-    contexts at n = 0 — while each per-prompt value still carries Monte-Carlo noise
-    ``se_within``; a zero-spread column would make the envelope CI collapse to a point. Then
-    the fit uses the points with ``se_n = max(se_between, √(mean se_within²)/√P)`` and a
-    parametric bootstrap instead.
+    prompts of one n can be (near) zero by chance — e.g. discrete synthetic values — while
+    each per-prompt value still carries Monte-Carlo noise ``se_within``; a zero-spread column
+    would make the envelope CI collapse to a point. Then the fit uses the points with
+    ``se_n = max(se_between, √(mean se_within²)/√P)`` and a parametric bootstrap instead.
+    Only the columns the fit uses (``n ≥ n_min``) decide.
     """
     units = np.asarray(curve.per_prompt, dtype=np.float64)
     p = units.shape[0]
     floor = np.sqrt(np.mean(np.asarray(curve.per_prompt_stderr, float) ** 2, axis=0) / p)
+    used = np.asarray(curve.n) >= n_min
     if p >= 3:
         between = units.std(axis=0, ddof=1) / math.sqrt(p)
-        if np.all(between >= floor):
+        if np.all(between[used] >= _COLLAPSED * floor[used]):
             return CurveData.from_kl_curve(curve), "bootstrap_over_prompts"
         se = np.maximum(between, floor)
     else:

@@ -552,8 +552,9 @@ def compare_centres(
 ) -> dict[str, Any]:
     """Lemma 7's behavior centre n½ vs Lemma 5's KL midpoint n* (both log(1/α)/β).
 
-    Reports the difference with a Wald CI (independent estimates from different samples), the
-    ratio, and ``consistent``: whether the difference's CI contains 0 — None when the centre
+    Reports the difference with a Wald CI that treats the two as independent — they are not
+    when both come from the same prompts (misalign's KL on its own prompts): a positive
+    correlation makes this CI conservative, a negative one too narrow — the ratio, and ``consistent``: whether the difference's CI contains 0 — None when the centre
     is not identified (``identified=False``: the behavior curve shows no significant decay).
     """
     d = centre.value - n_star.value

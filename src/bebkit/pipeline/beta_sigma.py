@@ -6,8 +6,9 @@
    ``Var_{s~P₋}[r(n)]`` with bootstrap CIs (Definition 4);
 4. β = lower envelope of the KL curve, β′ = upper envelope, σ² = smallest slope of a line
    through the origin above the variance (:mod:`bebkit.fits.envelopes`), over n ≥ ``fit_n_min``;
-5. the ratios σ/β and β′/β that decide which terms of Theorems 2–3 dominate (paper: β ≈ 20,
-   β′ ≈ 30, σ² ≈ 50 ⇒ σ/β ≈ 0.35, β′/β ≈ 1.5);
+5. the ratios σ/β and β′/β of the P₋ direction, as the paper's §4.1 reads them off fig. 2
+   (β ≈ 20, β′ ≈ 30, σ² ≈ 50 ⇒ σ/β ≈ 0.35, β′/β ≈ 1.5); Theorems 2–3 themselves consume the
+   P₊ direction's β′₊ (envelope from n = 0) and σ₊ (Lemma 4), recorded beside them;
 6. write ``prompts.jsonl``, ``record.json`` and ``beta_sigma.png`` / ``.svg``.
 
 P₊ is the aligned model itself (adapters off), as the authors did, or a P₊ adapter.
@@ -162,13 +163,16 @@ def run_beta_sigma(
 
     t0 = time.perf_counter()
     n_min = s.fit_n_min if s.fit_n_min <= s.n_sentences else 0
-    kl_data, kl_fit_data = fit_curve_data(kl)
+    kl_data, kl_fit_data = fit_curve_data(kl, n_min)
     beta = fit_beta(kl_data, n_min=n_min, n_boot=s.n_boot, rng=rng)
     beta_prime = fit_beta_prime(kl_data, n_min=n_min, n_boot=s.n_boot, rng=rng)
     sigma2 = fit_sigma2(traj, n_min=max(1, n_min), n_boot=s.n_boot, rng=rng)
     sigma = _sqrt_estimate(sigma2.estimate)
-    pos_data, _ = fit_curve_data(kl_pos)
-    beta_prime_pos = fit_beta_prime(pos_data, n_min=n_min, n_boot=s.n_boot, rng=rng)
+    pos_data, _ = fit_curve_data(kl_pos, 0)
+    # Lemma 4's β′ bounds every term of E_{s₀~P₊} log P₊(s₀)/P₋(s₀) = Σ_{i<|s₀|} E KL_i,
+    # the first sentence's (empty prefix, i = 0) included: its envelope starts at n = 0.
+    # fit_n_min (the paper's plotted range, n ≥ 1) is the P₋ direction's, for parity only.
+    beta_prime_pos = fit_beta_prime(pos_data, n_min=0, n_boot=s.n_boot, rng=rng)
     sigma2_pos = fit_sigma2(traj_pos, n_min=max(1, n_min), n_boot=s.n_boot, rng=rng)
     sigma_pos = _sqrt_estimate(sigma2_pos.estimate)
     timings["fit"] = time.perf_counter() - t0
@@ -209,8 +213,8 @@ def run_beta_sigma(
             "beta_prime": "upper envelope of the same P- direction curve (NOT Lemma 4's beta')",
             "sigma2": "through-origin slope above Var_{s~P-}[log P-(s)/P+(s)], sampled tokens "
             "only (Theorem 5's sigma)",
-            "beta_prime_pos": "upper envelope of KL(P+||P- | s_n), s ~ P+ (Lemma 4 eq. 54: "
-            "Theorems 2 and 3)",
+            "beta_prime_pos": "upper envelope over n >= 0 (the empty prefix included) of "
+            "KL(P+||P- | s_n), s ~ P+ (Lemma 4 eq. 54: Theorems 2 and 3)",
             "sigma2_pos": "slope above Var_{s~P+}[log P+(s)/P-(s)] (Lemma 4 eq. 55: Theorems 2, 3)",
         },
         "beta": beta.to_dict(),
@@ -309,7 +313,7 @@ EXPERIMENT = register(
         name="beta-sigma",
         settings=BetaSigmaSettings,
         result=BetaSigmaResult,
-        version="4",  # 4: KL draws batched under the 2 GiB distributions budget (BEBKIT_DIST_BUDGET_MB)
+        version="5",  # 5: beta_prime_pos's envelope includes the empty prefix (Lemma 4)
         run=_run,
         summary=lambda r: summary_lines(r.to_json()),
         help="estimate beta, beta' and sigma^2 of P- vs P+ (fig. 2 / 8)",

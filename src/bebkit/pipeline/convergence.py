@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bebkit.checkpoint import Checkpoint
 from bebkit.errors import InputError
-from bebkit.estimators.behavior import ALIGN
+from bebkit.estimators.behavior import ALIGN, NO_ALIGN
 from bebkit.estimators.kl import KLCurve, kl_curves
 from bebkit.estimators.prompts import (
     NEWLINE,
@@ -130,7 +130,7 @@ def fit_curves(
     errors: dict[str, str] = {}
     for c, cv in curves.items():
         n_boot = settings.n_boot if cv.per_prompt.shape[0] >= 3 else 0
-        data, _ = fit_curve_data(cv)
+        data, _ = fit_curve_data(cv, settings.fit_n_min)
         try:
             fits[c] = fit_convergence(
                 data,
@@ -152,36 +152,53 @@ def lengths_from_fit(
     s0_len: float | None,
     beta_prime: float | None,
     sigma: float | None,
+    prompted: bool = False,
+    unprompted: ConvergenceResult | None = None,
 ) -> dict[str, Any]:
     """Theorem 1 (and 2) lengths at the Lemma 5 and straight-line fits, delta-method CIs.
 
-    Theorem 1: ``(log 1/α + log 1/ε + log 4)/β``; Theorem 2 adds ``(β′/β)|s₀| + (σ/β)√(|s₀|/δ)
-    + 1`` (β′, σ taken as known; their uncertainty is not propagated).
+    Theorem 1: ``(log 1/α + log 1/ε + log 4)/β`` at this curve's own fit. Theorem 2:
+    ``(log 1/α + log 1/ε + log 4)/β + (β′/β)|s₀| + (σ/β)√(|s₀|/δ) + 1`` with α and β of the
+    UNPROMPTED model: ``res`` itself, or for a ``prompted`` curve (with s₀) the same fit of
+    ``unprompted``, the curve without s₀ (none: no Theorem 2 length). The aligned curve's own intercept already holds s₀'s effect
+    (≈ log 1/α + log P₊(s₀)/P₋(s₀)), which Theorem 2's s₀ terms bound (Lemma 4); taking it
+    would count s₀ twice. β′, σ are taken as known (their uncertainty is not propagated).
     """
     from bebkit.theory import theorem1_length, theorem2_length
 
     eps, dlt = settings.epsilon, settings.delta
+    base = unprompted if prompted else res
     out: dict[str, Any] = {"epsilon": eps, "delta": dlt, "s0_sentences": s0_len,
-                           "beta_prime": beta_prime, "sigma": sigma}  # fmt: skip
+                           "beta_prime": beta_prime, "sigma": sigma,
+                           "theorem2_alpha_beta_from": "the curve without s0" if prompted
+                           else "this curve"}  # fmt: skip
+    bp, sg, s0 = float(beta_prime or 0), float(sigma or 0), float(s0_len or 0)
     models = [("floored", res.floored), ("lemma5", res.lemma5), ("linear", res.linear)]
     for name, fit in ((m, f) for m, f in models if f is not None):
-        a, b, n = fit.log_inv_alpha.value, fit.beta.value, fit.beta.n
-        cov = np.asarray(fit.cov)[:2, :2]  # (log 1/α, β); the floor does not enter the lengths
         part: dict[str, Any] = {"n_star": fit.n_star.to_dict()}
-        if not (b > 0 and 0 < math.exp(-a) < 1):
-            # α = e^{−a} must lie in (0, 1) and β > 0 for the theorems' lengths to exist.
-            part["note"] = f"no theorem lengths: fitted log 1/alpha = {a:.3g}, beta = {b:.3g}"
-            out[name] = part
-            continue
-        part["theorem1"] = delta_estimate(
-            lambda x, y: theorem1_length(math.exp(-x), y, eps), a, b, cov,
-            n=n, method=f"theorem1_{name}_delta",
-        ).to_dict()  # fmt: skip
-        if beta_prime is not None and sigma is not None and s0_len is not None:
-            part["theorem2"] = delta_estimate(
-                lambda x, y: theorem2_length(math.exp(-x), y, eps, beta_prime, sigma, dlt, s0_len),
-                a, b, cov, n=n, method=f"theorem2_{name}_delta",
-            ).to_dict()  # fmt: skip
+        for key, f in (("theorem1", fit), ("theorem2", getattr(base, name, None))):
+            if key == "theorem2" and (beta_prime is None or sigma is None or s0_len is None):
+                continue
+            if f is None:
+                part[f"{key}_note"] = f"no {name} fit of the unprompted curve"
+                continue
+            a, b, n = f.log_inv_alpha.value, f.beta.value, f.beta.n
+            if not (b > 0 and 0 < math.exp(-a) < 1):
+                # α = e^{−a} must lie in (0, 1) and β > 0 for the theorems' lengths to exist.
+                part[f"{key}_note"] = (
+                    f"no {key} length: fitted log 1/alpha = {a:.3g}, beta = {b:.3g}"
+                )
+                continue
+            cov = np.asarray(f.cov)[:2, :2]  # (log 1/α, β); the floor does not enter
+            if key == "theorem1":
+                length = lambda x, y: theorem1_length(math.exp(-x), y, eps)  # noqa: E731
+            else:
+                length = lambda x, y: theorem2_length(  # noqa: E731
+                    math.exp(-x), y, eps, bp, sg, dlt, s0
+                )
+            part[key] = delta_estimate(
+                length, a, b, cov, n=n, method=f"{key}_{name}_delta"
+            ).to_dict()
         out[name] = part
     return out
 
@@ -240,6 +257,9 @@ def run_convergence(
             s0_len=s0 if c == ALIGN else 0.0,
             beta_prime=s.beta_prime,
             sigma=s.sigma,
+            # Theorem 2 bounds P(·|s₀) with the unprompted model's α, β (see above)
+            prompted=c == ALIGN,
+            unprompted=fits.get(NO_ALIGN),
         )
         for c, f in fits.items()
         if f is not None
@@ -256,7 +276,7 @@ def run_convergence(
         "fit_errors": errors,
         "lengths": lengths,
         "kl_falls": kl_falls,
-        "fit_data": {c: fit_curve_data(cv)[1] for c, cv in curves.items()},
+        "fit_data": {c: fit_curve_data(cv, s.fit_n_min)[1] for c, cv in curves.items()},
         "s0_sentences": s0,
         "truncated_prompt_sentences": int(sum(sum(p.truncated) for p in prompts)),
         "unit": s.unit,
@@ -357,7 +377,10 @@ def summary_lines(r: Mapping[str, Any]) -> list[str]:
     if r.get("beta_ratio"):
         for m, e in r["beta_ratio"].items():
             if isinstance(e, dict) and "value" in e:
-                lines.append(f"  beta_aligned / beta_pretrained [{m}] = {fmt_ci(e)} (paper ~5)")
+                lines.append(
+                    f"  beta_aligned / beta_pretrained [{m}] = {fmt_ci(e)} (per sentence; the "
+                    "paper's: `bebkit report`, from its curves)"
+                )
     lines.append(f"  outputs in {Path(r['files']['record']).parent}")
     return lines
 
@@ -423,7 +446,7 @@ EXPERIMENT = register(
         name="convergence",
         settings=ConvergenceSettings,
         result=ConvergenceOutcome,
-        version="4",  # 4: KL draws batched under the 2 GiB distributions budget (BEBKIT_DIST_BUDGET_MB)
+        version="5",  # 5: the aligned curve's Theorem 2 length takes the unprompted alpha, beta
         run=_run,
         summary=lambda r: summary_lines(r.to_json()),
         help="KL(P- || P_LLM) vs prompt length with and without an aligning prompt (fig. 3a)",

@@ -161,6 +161,13 @@ class MisalignSettings(Settings):
     beta: float | None = Field(
         None, gt=0, description="beta for Theorem 2's predicted delay (default: from the fits)"
     )
+    log_inv_alpha: float | None = Field(
+        None,
+        gt=0,
+        description="log 1/alpha for Theorem 2's length bound, on the KL scale of Lemma 5 "
+        "(default: the convergence stage's fit without the aligning prompt, else this run's "
+        "own KL fit when n_samples > 0; never the sigmoid's intercept)",
+    )
     s0_sentences: float | None = theorem2_field("s0_sentences")
     prompts_file: str | None = prompts_file_field()
     delta: float = Field(0.1, gt=0, lt=1, description="Theorem 2's delta")
@@ -210,8 +217,13 @@ def run_misalign(
     extra_config: dict[str, Any] | None = None,
     second_judges: Mapping[str, JudgeLike] | None = None,
     checkpoint: Checkpoint | None = None,
+    theorem2_sources: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run the experiment with P₋ = ``neg`` and P_LLM = ``target``; write outputs to ``out_dir``.
+
+    Theorem 2's bound takes β, log 1/α from the settings (``theorem2_sources`` names where a
+    caller got them), else from this run's own KL fit (``n_samples > 0``), never from the
+    sigmoid.
 
     ``second_judges`` (name → judge) score the very same responses (conditions, control and
     P₋'s own); the record gets their curves, control drop and agreement with ``judge``.
@@ -394,11 +406,28 @@ def run_misalign(
 
     # Theorem 2 promises an upper bound on the misaligning length under the aligning prompt s₀,
     # linear in |s₀|: (log 1/α + log 1/ε + log 4)/β + (β′/β)|s₀| + (σ/β)√(|s₀|/δ) + 1, with
-    # β′, σ of the P₊ direction (Lemma 4). A difference of two such bounds predicts nothing, so
-    # the bound itself is set next to the measured centre with the aligning prompt.
+    # β′, σ of the P₊ direction (Lemma 4) and α, β on the KL scale of Lemmas 5-6 (the
+    # unprompted model's prior and distinguishability). The sigmoid fitted to % good pins
+    # only its centre log(1/α)/β, not the two apart (on the authors' curves its intercept is
+    # ≈ 3 where the KL's is ≈ 35), so it never supplies them. A difference of two such bounds
+    # predicts nothing: the bound itself is set next to the measured centre with s₀.
     s0 = s.s0_sentences if s.s0_sentences is not None else count_sentences(s.aligning_prompt)
-    f_none, f_al = fits.get(NO_ALIGN), fits.get(ALIGN)
-    beta = s.beta if s.beta is not None else (None if f_none is None else f_none.beta.value)
+    f_al = fits.get(ALIGN)
+    src = dict(theorem2_sources or {})
+    beta, a = s.beta, s.log_inv_alpha
+    src.setdefault("beta", "settings")
+    src.setdefault("log_inv_alpha", "settings")
+    if beta is None and kl_fit is not None and kl_fit.beta.value > 0:
+        beta, src["beta"] = kl_fit.beta.value, "this run's KL fit (Lemma 5, no aligning prompt)"
+    if a is None and kl_fit is not None:
+        a, src["log_inv_alpha"] = (
+            kl_fit.log_inv_alpha.value,
+            ("this run's KL fit (Lemma 5, no aligning prompt)"),
+        )
+    if beta is None:
+        src["beta"] = "missing"
+    if a is None:
+        src["log_inv_alpha"] = "missing"
     if s.beta_prime is not None and s.sigma is not None and beta is not None and beta > 0:
         from bebkit.theory import theorem2_length
 
@@ -406,7 +435,8 @@ def run_misalign(
         t2: dict[str, Any] = {
             "s0_term": theorem2_delay(beta, s.beta_prime, s.sigma, s0, s.delta),
             "beta": beta,
-            "beta_source": "given" if s.beta is not None else "sigmoid_fit_none",
+            "log_inv_alpha": a,
+            "sources": src,
             "beta_prime": s.beta_prime,
             "sigma": s.sigma,
             "s0_sentences": s0,
@@ -417,10 +447,10 @@ def run_misalign(
             "length_bound": None,
             "bound_holds": None,
             "note": "Theorem 2 bounds from above the length that misaligns to behavior "
-            "< 0.5 - epsilon (epsilon = 0.5 here: the sigmoid centre); the s0 term is the part "
-            "linear in |s0|, not a prediction of the delay",
+            "< 0.5 - epsilon (epsilon = 0.5 here: the sigmoid centre); the s0 term "
+            "(beta'/beta)|s0| + (sigma/beta)sqrt(|s0|/delta) + 1 is the bound's part due to "
+            "the aligning prompt, not a prediction of the delay",
         }
-        a = None if f_none is None else f_none.log_inv_alpha.value
         if a is not None and 0 < math.exp(-a) < 1:
             bound = float(theorem2_length(math.exp(-a), beta, 0.5, s.beta_prime, s.sigma,
                                           s.delta, s0))  # fmt: skip
@@ -813,6 +843,7 @@ __all__ = [
     "prompt_format",
     "run_misalign",
     "summary_lines",
+    "theorem2_settings",
 ]
 
 
@@ -853,6 +884,29 @@ def build_judge_for(
     return build_judge(load_behavior_statements(s.behavior, persona_dir), JudgeConfig(kind=kind))
 
 
+def theorem2_settings(
+    ctx: RunContext, s: MisalignSettings
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Theorem 2's inputs the settings leave open, from the stages this one reads, and their
+    sources: β′, σ of Lemma 4 (beta-sigma's P₊ direction), β of Definition 2 (its P₋
+    direction) and log 1/α on Lemma 5's KL scale (convergence's fit without the aligning
+    prompt) — the same sources as the theorems experiment's."""
+    from bebkit.pipeline.convergence import theorem2_inputs
+
+    bs, conv = ctx.input("beta-sigma"), ctx.input("convergence")
+    update = {k: v for k, v in theorem2_inputs(ctx, s).items() if v is not None}
+    sources: dict[str, str] = {}
+    if bs is not None and s.beta is None and bs.beta.estimate.value > 0:
+        update["beta"] = float(bs.beta.estimate.value)
+        sources["beta"] = "beta-sigma: beta (Definition 2)"
+    none_fit = None if conv is None else conv.fits.get(NO_ALIGN)
+    best = None if none_fit is None else (none_fit.floored or none_fit.lemma5)
+    if s.log_inv_alpha is None and best is not None and best.log_inv_alpha.value > 0:
+        update["log_inv_alpha"] = float(best.log_inv_alpha.value)
+        sources["log_inv_alpha"] = "convergence: fits.none (floored, else lemma5)"
+    return update, sources
+
+
 def _run(ctx: RunContext, s: MisalignSettings) -> MisalignResult:
     from bebkit.components.workflow import adapter_name
     from bebkit.pipeline.experiments_common import (
@@ -872,13 +926,7 @@ def _run(ctx: RunContext, s: MisalignSettings) -> MisalignResult:
         gen = judge_role = "shared"
         needs_pos = s.control or judge_pos
         comps = ctx.components(s.behavior, s.fmt, ("neg", "pos") if needs_pos else ("neg",))
-    # Theorem 2's β′ and σ are Lemma 4's (the P₊ direction); β is Definition 2's (P₋ direction).
-    from bebkit.pipeline.convergence import theorem2_inputs
-
-    bs = ctx.input("beta-sigma")
-    update: dict[str, Any] = {k: v for k, v in theorem2_inputs(ctx, s).items() if v is not None}
-    if bs is not None and s.beta is None and bs.beta.estimate.value > 0:
-        update["beta"] = float(bs.beta.estimate.value)
+    update, sources = theorem2_settings(ctx, s)
     settings = s.model_copy(update=update)
     ref_behavior = s.paper_behavior or s.behavior
     reference = None
@@ -904,6 +952,7 @@ def _run(ctx: RunContext, s: MisalignSettings) -> MisalignResult:
             for k in s.second_judges
         },
         checkpoint=checkpoint,
+        theorem2_sources=sources,
     )
     report_resume(ctx.log, checkpoint)
     out: MisalignResult = MisalignResult.from_json(res)
@@ -915,7 +964,7 @@ EXPERIMENT = register(
         name="misalign",
         settings=MisalignSettings,
         result=MisalignResult,
-        version="6",  # 6: KL draws batched under the 2 GiB distributions budget (BEBKIT_DIST_BUDGET_MB)
+        version="7",  # 7: Theorem 2's bound on the KL scale (log 1/alpha from convergence)
         run=_run,
         summary=lambda r: summary_lines(r.to_json()),
         help="misalign a model with prompts sampled from P-: % good responses vs prompt length",
@@ -925,7 +974,7 @@ EXPERIMENT = register(
         "sigmoid 1/(1+exp(beta n - log 1/alpha)) (fig. 3b / 12 of Wolf et al.). Writes a "
         "response table, a record, a figure and an HTML page of examples (content warning).",
         sides=("neg", "pos"),
-        reads=("beta-sigma",),
+        reads=("beta-sigma", "convergence"),
         reads_paper_figures=True,
     )
 )

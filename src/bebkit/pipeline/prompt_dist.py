@@ -26,7 +26,13 @@ from bebkit.checkpoint import Checkpoint
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
 from bebkit.estimators.kl import kl_curves, kl_samples_multi
-from bebkit.estimators.prompts import NEWLINE, PromptFormat, sample_prompts, save_prompts
+from bebkit.estimators.prompts import (
+    NEWLINE,
+    PromptFormat,
+    sample_prompts,
+    save_prompts,
+    stop_token_ids,
+)
 from bebkit.fits.envelopes import CurveData, fit_beta
 from bebkit.models.protocol import LanguageModel
 from bebkit.pipeline.experiments_common import (
@@ -36,6 +42,7 @@ from bebkit.pipeline.experiments_common import (
     PromptLayout,
     fmt_ci,
     kl_files,
+    kl_options,
     p_plus_field,
     results_head,
     run_pminus_vs_pplus,
@@ -160,14 +167,21 @@ def run_prompt_dist(
     # one); P₋ and P₊ see the same text, so the contexts are the same tokens.
     t0 = time.perf_counter()
     head = list(prompts[0].tokens[: prompts[0].header_len])
-    resp = neg.encode(fmt.response_prefix) if fmt.response_prefix else []
+    # The continuation after s0's first k units is the unit the run measures: the next
+    # sentence (Definition 2's unit, after the format's forced opener, stopped like the
+    # sampler) or the next n_tokens of the reply — the same unit as the curve after s0.
+    sentence = s.unit == "sentence"
+    opener = fmt.sentence_prefix if sentence else fmt.response_prefix
+    tail = neg.encode(opener) if opener else []
+    unit_stops = (stops if stops is not None else stop_token_ids(neg, fmt)) if sentence else ()
     n_pref = s.n_prefix_samples or s.n_samples * min(s.n_prompts, 4)
     prefix_est: list[Estimate] = []
     for k in range(1, len(s0_units) + 1):
-        ctx = head + neg.encode("".join(s0_units[:k])) + resp
+        ctx = head + neg.encode("".join(s0_units[:k])) + tail
         ks = kl_samples_multi(
             neg, {"P+": (pos, ctx)}, ctx, n_samples=n_pref, n_tokens=s.n_tokens,
-            with_rb=s.estimator != "mc", rng=rng,
+            with_rb=s.estimator != "mc", rng=rng, unit=s.unit, stop_ids=unit_stops,
+            max_sentence_tokens=s.max_sentence_tokens,
         )["P+"]  # fmt: skip
         prefix_est.append(ks.estimate(s.estimator))
     timings["kl_prefix"] = time.perf_counter() - t0
@@ -179,9 +193,8 @@ def run_prompt_dist(
         {"P+": (pos, None)},
         prompts,
         ns=range(1, s.n_sentences + 1),
-        estimator=s.estimator,
-        n_samples=s.n_samples,
-        n_tokens=s.n_tokens,
+        **kl_options(s),
+        stop_ids=stops,
         rng=rng,
         checkpoint=checkpoint,
     )["P+"]
@@ -204,6 +217,7 @@ def run_prompt_dist(
     results: dict[str, Any] = {
         **results_head(s, neg, "pos_model", pos),
         "estimator": s.estimator,
+        "unit": s.unit,
         "s0": {
             "neutral": list(s.neutral),
             "undesired_sentence": undesired,
@@ -271,7 +285,7 @@ EXPERIMENT = register(
         name="prompt-distinguishability",
         settings=PromptDistSettings,
         result=PromptDistResult,
-        version="4",  # 4: KL draws batched under the 2 GiB distributions budget (BEBKIT_DIST_BUDGET_MB)
+        version="5",  # 5: the s0 prefix points and the curve measured in the settings' unit
         stage="prompt-dist",
         run=_run,
         summary=lambda r: summary_lines(r.to_json()),

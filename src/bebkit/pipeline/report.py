@@ -357,6 +357,26 @@ def judge_status(run: Run, b: str) -> list[dict[str, str]]:
              "second": second_judges_text(r.get("second_judges"))}]  # fmt: skip
 
 
+def _theorem2_text(t2: Any) -> str:
+    """Misalign's Theorem 2 upper bound on the misaligning length with the aligning prompt,
+    next to the measured centre: '' when the record has no bound."""
+    if not isinstance(t2, Mapping) or not _num(t2.get("length_bound")):
+        return ""
+    text = f"Theorem 2 upper bound on the length with the aligning prompt: {_g(t2['length_bound'])}"
+    centre = t2.get("measured_centre_aligned")
+    if _num(centre):
+        holds = t2.get("bound_holds")
+        verdict = (
+            "within the bound" if holds is True else "BEYOND the bound" if holds is False else ""
+        )
+        text += f" sentences; measured centre {_g(float(str(centre)))}" + (
+            f", {verdict}" if verdict else ""
+        )
+    else:
+        text += " sentences"
+    return text
+
+
 def control_text(ctl: Any) -> str:
     """One line on the control curve (prompts from P₊, which theory says should stay flat)."""
     if not isinstance(ctl, Mapping) or not isinstance(ctl.get("drop_first_to_last"), Mapping):
@@ -465,9 +485,9 @@ def answer_items(run: Run, b: str) -> list[dict[str, str]]:
     delay = _est_dict(_get(mis, "aligning_delay"))
     if delay is not None:
         ours = f"the aligning prompt moves the behavior centre by Δn½ = {fmt_est(delay)} sentences"
-        pred = _get(mis, "theorem2_delay", "predicted")
-        if _num(pred):
-            ours += f" (Theorem 2 bound: {_g(pred)} sentences)"
+        t2 = _theorem2_text(_get(mis, "theorem2"))
+        if t2:
+            ours += f" ({t2})"
         ours += "."
         dshort = fmt_est(delay)
     elif (
@@ -873,12 +893,9 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                         caveat=cav,
                     )
                 )
-        if r.get("aligning_delay") is not None or _get(r, "theorem2_delay", "predicted"):
+        if r.get("aligning_delay") is not None:
             t, src = _typed("aligning_delay")
             meas = fmt_est(r.get("aligning_delay"))
-            pred = _get(r, "theorem2_delay", "predicted")
-            if _num(pred):
-                meas += f" (Theorem 2 bound {_g(pred)})"
             rows.append(
                 _row(
                     b,
@@ -890,6 +907,21 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                     src,
                     no=no,
                     caveat=cav,
+                )
+            )
+        t2 = _theorem2_text(r.get("theorem2"))
+        if t2:
+            src2 = _get(r, "theorem2", "sources") or {}
+            rows.append(
+                _row(
+                    b,
+                    "Theorem 2 length bound (with the aligning prompt)",
+                    "(log 1/α + log 1/ε + log 4)/β + (β′/β)|s₀| + (σ/β)√(|s₀|/δ) + 1 at "
+                    "ε = 0.5 (the sigmoid centre), against the measured n½ with s₀; log 1/α "
+                    f"from {src2.get('log_inv_alpha', '?')}, β from {src2.get('beta', '?')}",
+                    "sentences",
+                    t2,
+                    no=no,
                 )
             )
         cmp_ = r.get("centre_vs_kl_n_star")

@@ -222,11 +222,14 @@ def stage_tables(prefix: str, r: Mapping[str, Any]) -> list[dict[str, Any]]:
         extra = []
         if r.get("aligning_delay") is not None:
             extra.append(["aligning-prompt delay Δn½", fmt_est(r.get("aligning_delay"))])
-        td = r.get("theorem2_delay")
-        if isinstance(td, Mapping) and is_num(td.get("predicted")):
-            extra.append(["Theorem 2 delay bound",
-                          f"{fmt_g(td['predicted'])} (β = {fmt_g(float(td.get('beta') or 0))} from "
-                          f"{td.get('beta_source')}, |s₀| = {td.get('s0_sentences')})"])  # fmt: skip
+        td = r.get("theorem2")
+        if isinstance(td, Mapping) and is_num(td.get("length_bound")):
+            src = td.get("sources") or {}
+            extra.append(["Theorem 2 upper bound on the length with the aligning prompt",
+                          f"{fmt_g(td['length_bound'])} (log 1/α = "
+                          f"{fmt_g(float(td.get('log_inv_alpha') or 0))} from "
+                          f"{src.get('log_inv_alpha')}; β = {fmt_g(float(td.get('beta') or 0))} "
+                          f"from {src.get('beta')}; |s₀| = {td.get('s0_sentences')})"])  # fmt: skip
         ns = get_path(r, "kl", "fit", "lemma5", "n_star")
         if ns:
             extra.append(["KL n* on the same prompts (Lemma 5)", fmt_est(ns)])
