@@ -70,6 +70,47 @@ class Estimate:
         return f"{self.value:.4g} ± {self.stderr:.2g} (n={self.n})"
 
 
+def clustered_wilson(
+    successes: Sequence[int] | np.ndarray, totals: Sequence[int] | np.ndarray, level: float = 0.95
+) -> Estimate:
+    """Pooled proportion p̂ = Σkᵢ/Σnᵢ over clusters i (a misaligning prompt's responses) with a
+    Wilson interval at the effective size n/deff.
+
+    Responses to one prompt are not independent: their spread between prompts is larger than
+    binomial. The cluster-robust (ratio-estimator) variance
+    ``V = P/(P−1) · Σᵢ (kᵢ − p̂ nᵢ)² / (Σnᵢ)²`` over the P clusters gives the design effect
+    ``deff = max(1, V / (p̂(1−p̂)/Σnᵢ))``; the Wilson interval is taken at ``n/deff`` responses
+    (its stderr is √V where that is larger). With one cluster, or p̂ ∈ {0, 1} (V = 0), deff = 1:
+    the plain Wilson interval.
+    """
+    k = np.asarray(successes, dtype=np.float64)
+    m = np.asarray(totals, dtype=np.float64)
+    n = float(m.sum())
+    if n <= 0:
+        raise ValueError("totals must sum to a positive count")
+    p = float(k.sum()) / n
+    clusters = int(np.sum(m > 0))
+    deff = 1.0
+    if clusters >= 2 and 0.0 < p < 1.0:
+        v = clusters / (clusters - 1) * float(np.sum((k - p * m) ** 2)) / n**2
+        deff = max(1.0, v / (p * (1 - p) / n))
+    n_eff = n / deff
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    z2 = z * z
+    denom = 1 + z2 / n_eff
+    centre = (p + z2 / (2 * n_eff)) / denom
+    half = z * math.sqrt(p * (1 - p) / n_eff + z2 / (4 * n_eff * n_eff)) / denom
+    return Estimate(
+        value=p,
+        stderr=math.sqrt(p * (1 - p) / n_eff),
+        n=int(n),
+        ci_low=0.0 if p == 0.0 else max(0.0, centre - half),
+        ci_high=1.0 if p == 1.0 else min(1.0, centre + half),
+        ci_level=level,
+        method=f"wilson_clustered(prompts={clusters}, deff={deff:.3g})",
+    )
+
+
 def wilson_interval(successes: int, n: int, level: float = 0.95) -> Estimate:
     """Proportion p̂ = k/n with stderr √(p̂(1−p̂)/n) and the Wilson score interval.
 

@@ -109,18 +109,10 @@ def test_end_to_end_on_a_tiny_model(
     t2 = d["theorem2"]
     assert t2["sources"]["beta"] == "settings" and t2["s0_sentences"] == 2
     assert t2["s0_term"] == pytest.approx(1.0 * 2 + 0.5 * (2 / 0.1) ** 0.5 + 1)
-    # log 1/alpha on the KL scale: this run's own Lemma 5 fit (n_samples > 0), never the
-    # sigmoid's intercept
-    kfit = d["kl"]["fit"]
-    if kfit is not None:
-        a = (kfit.get("floored") or kfit["lemma5"])["log_inv_alpha"]["value"]
-        assert t2["log_inv_alpha"] == a and t2["sources"]["log_inv_alpha"].startswith("this run")
-        if 0 < math.exp(-a) < 1:
-            assert t2["length_bound"] == pytest.approx(
-                theorem2_length(math.exp(-a), 1.0, 0.5, 1.0, 0.5, 0.1, 2)
-            )
-    else:
-        assert t2["log_inv_alpha"] is None and t2["length_bound"] is None
+    # beta given, log 1/alpha not: no bound from a mixed pair (an intercept fitted with
+    # another slope), and never the sigmoid's intercept
+    assert t2["beta"] == 1.0 and t2["log_inv_alpha"] is None and t2["length_bound"] is None
+    assert t2["sources"]["log_inv_alpha"] == "missing"
     assert t2["length_bound"] is None or t2["length_bound"] > t2["s0_term"]
     assert d["kl"]["curve"]["n"] == [0, 1, 3]
     assert set(d["g_plus"]) == {"none", "aligned"} and d["g_minus"]["n"] == 2 * 4
@@ -230,3 +222,32 @@ def test_llama2_inst_layout_with_the_mixture_judge_end_to_end(
     rows = {(r["condition"], r["marker"]) for r in d2["authors_prompts"]["rows"]}
     assert rows == {(c, k) for c in ("none", "aligned") for k in (1, 2, 3)}
     assert d2["control"]["curve"]["n"] == [1, 3]
+
+
+def test_theorem2_pair_comes_from_one_kl_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without beta and log 1/alpha given, Theorem 2's pair is this run's own KL fit (value at
+    0 and slope of one fit), and the bound is theorem2_length at it (epsilon = 0.5)."""
+    model = _tiny_model_dir(tmp_path)
+    monkeypatch.setenv("BEBKIT_CACHE", str(tmp_path / "cache"))
+    args = ["misalign", "--model", str(model), "--behavior", "cooperativeness", "--quick",
+            "--n-prompts", "3", "--n-sentences", "5", "--n-responses", "2",
+            "--max-response-tokens", "4", "--max-sentence-tokens", "5", "--judge", "minilm",
+            "--n-boot", "0", "--n-samples", "4", "--beta-prime", "1.0", "--sigma", "0.5",
+            "--no-control", "--threads", "1", "--seed", "4", "--out", str(tmp_path / "run"),
+            "--json"]  # fmt: skip
+    assert main(args) == 0
+    d: dict[str, Any] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert not d["control"]  # --no-control: a True-by-default flag can be switched off
+    kfit = d["kl"]["fit"]
+    assert kfit is not None, d["fit_errors"]
+    kind = "floored" if kfit.get("floored") else "lemma5"
+    a, b = kfit[kind]["log_inv_alpha"]["value"], kfit[kind]["beta"]["value"]
+    t2 = d["theorem2"]
+    assert (t2["log_inv_alpha"], t2["beta"]) == (a, b)
+    assert t2["sources"]["beta"] == t2["sources"]["log_inv_alpha"]
+    assert t2["sources"]["beta"].startswith(f"this run's KL fit ({kind}")
+    if 0 < math.exp(-a) < 1:
+        want = theorem2_length(math.exp(-a), b, 0.5, 1.0, 0.5, 0.1, t2["s0_sentences"])
+        assert t2["length_bound"] == pytest.approx(want)

@@ -244,6 +244,47 @@ def test_wilson_intervals_cover() -> None:
     assert 0.92 <= hits / reps <= 0.985
 
 
+def test_clustered_intervals_cover_when_prompts_differ() -> None:
+    """Responses to one prompt share it: with prompt-level good rates p_i ~ Beta(2, 2) the
+    pooled rate's 95 % interval must cover E p_i = 0.5 about 95 % of the time; the plain
+    Wilson interval over all P·R responses (the old one) covers far less."""
+    from bebkit.estimate import clustered_wilson, wilson_interval
+
+    rng = np.random.default_rng(3)
+    reps, prompts, per = 400, 10, 32
+    hits = plain = 0
+    for _ in range(reps):
+        k = rng.binomial(per, rng.beta(2.0, 2.0, prompts))
+        e = clustered_wilson(k, np.full(prompts, per))
+        w = wilson_interval(int(k.sum()), prompts * per)
+        assert e.value == w.value and e.n == w.n
+        hits += e.ci_low <= 0.5 <= e.ci_high
+        plain += w.ci_low <= 0.5 <= w.ci_high
+    assert 0.90 <= hits / reps <= 0.99, hits / reps
+    assert plain / reps < 0.75, plain / reps
+    # one prompt, or no spread beyond binomial: the plain Wilson interval exactly
+    one, w = clustered_wilson([7], [20]), wilson_interval(7, 20)
+    assert (one.ci_low, one.ci_high) == (w.ci_low, w.ci_high)
+
+
+def test_a_drop_carried_by_two_prompts_is_not_significant() -> None:
+    """10 prompts × 32 responses: at the first n prompts 0-5 all good, at the last 0-3. The
+    pooled drop is 0.2, but it rests on two prompts: a paired bootstrap over prompts reaches 0
+    (the old independent-responses test called it a decline)."""
+    from bebkit.estimators.behavior import BehaviorCurve
+    from bebkit.pipeline.misalign import _drop
+
+    good = np.zeros((10, 2), np.int64)
+    good[:6, 0], good[:4, 1] = 32, 32
+    cv = BehaviorCurve(NO_ALIGN, np.array([1, 3]), np.arange(10), good,
+                       np.full((10, 2), 32), good.astype(float))  # fmt: skip
+    d = _drop(cv)
+    assert d["drop_first_to_last"]["value"] == pytest.approx(0.2)
+    assert d["drop_first_to_last"]["ci_low"] <= 0.0 and d["declines"] is False
+    good[:, 1] = 0  # every prompt falls: a decline
+    assert _drop(cv)["declines"] is True
+
+
 def test_judge_protocol_and_validation() -> None:
     rs = [Response(0, 1, NO_ALIGN, "I hate you. Go.", "I hate you.", 3, True)]
 

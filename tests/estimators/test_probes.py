@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bebkit.data import statement_key
 from bebkit.errors import InputError
 from bebkit.estimators.probes import (
     ProbeConfig,
@@ -49,6 +50,17 @@ def test_sample_sides_is_seeded_and_balanced() -> None:
     assert len(texts) == 20 and (y == 1).sum() == 10  # capped by the smaller side
     assert sample_sides(a, b, 20, 1)[0] == texts
     assert all(t.startswith("m") for t, v in zip(texts, y, strict=True) if v == 1)
+
+
+def test_sample_sides_has_no_statement_twice() -> None:
+    # persona files repeat statements (up to 37 times on a side): a repeat in the training
+    # folds and its copy in the test fold would be scored as generalisation
+    a = ["I help.", "i help", "I  help!", *(f"m{i}" for i in range(8)), "both ways."]
+    b = ["Both ways", *(f"n{i}" for i in range(12))]
+    texts, y = sample_sides(a, b, n_per_side=50, seed=0)
+    keys = [statement_key(t) for t in texts]
+    assert len(keys) == len(set(keys)) and "both ways" not in keys
+    assert (y == 1).sum() == (y == -1).sum() == 9  # 8 + one "I help" on the matching side
 
 
 def test_pca_scatter_writes_png(tmp_path: Path) -> None:

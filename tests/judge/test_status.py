@@ -44,6 +44,20 @@ def test_locked_kappa_with_ci_and_n_is_the_validation() -> None:
     assert NOT_VALIDATED not in st["summary"] and "label-free checks not run" in st["summary"]
 
 
+def test_a_judge_designed_with_the_locked_half_in_view_is_not_called_validated() -> None:
+    # the mixture judge's variant was chosen by kappa on all agreeableness labels
+    j = "mixture[neg/base/aligned]:m"
+    st = validation_status(j, "agreeableness", [_eval_record(j)], fmt="chat")
+    assert st["summary"].startswith("kappa on the locked half of human labels (NOT a clean")
+    assert "validated" not in st["summary"] and "kappa 0.546" in st["summary"]
+    # the same judge on another behavior's labels (its design never saw them): validated
+    rec = _eval_record(j)
+    rec["results"]["by_behavior"] = {"neuroticism": rec["results"]["overall"]}
+    rec["results"]["behavior"] = "neuroticism"
+    st = validation_status(j, "neuroticism", [rec], fmt="chat")
+    assert st["summary"].startswith("validated on the locked half")
+
+
 @pytest.mark.parametrize(
     ("record", "judge", "behavior", "fmt"),
     [

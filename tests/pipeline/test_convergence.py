@@ -143,13 +143,18 @@ def test_misalign_takes_theorem2_inputs_from_the_stages_it_reads(
     update, sources = theorem2_settings(ctx, MisalignSettings(behavior="synthetic"))  # type: ignore[arg-type]
     none = r["fits"]["none"]
     a = (none.get("floored") or none["lemma5"])["log_inv_alpha"]["value"]
-    assert update["log_inv_alpha"] == a and sources["log_inv_alpha"].startswith("convergence")
-    assert update["beta"] == bs_r["beta"]["estimate"]["value"]
+    b = (none.get("floored") or none["lemma5"])["beta"]["value"]
+    # one fit supplies the pair (value at 0, slope); beta-sigma's envelope β only beside it
+    assert (update["log_inv_alpha"], update["beta"]) == (a, b)
+    assert sources["log_inv_alpha"] == sources["beta"] and sources["beta"].startswith("convergence")
+    assert update["beta"] != bs_r["beta"]["estimate"]["value"]
+    assert "not used" in sources["beta_definition2"]
     assert update["beta_prime"] == bs_r["beta_prime_pos"]["estimate"]["value"]
     assert update["sigma"] == bs_r["sigma_pos"]["value"]
     given = MisalignSettings(behavior="synthetic", log_inv_alpha=7.0, beta=2.0)
     update, sources = theorem2_settings(ctx, given)  # type: ignore[arg-type]
-    assert "log_inv_alpha" not in update and "beta" not in update and not sources
+    assert "log_inv_alpha" not in update and "beta" not in update
+    assert set(sources) == {"beta_definition2"}
     update, sources = theorem2_settings(SimpleNamespace(input=lambda _n: None),  # type: ignore[arg-type]
                                         MisalignSettings(behavior="synthetic"))  # fmt: skip
     assert update == {} and sources == {}

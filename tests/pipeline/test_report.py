@@ -277,3 +277,21 @@ def test_report_of_a_failed_partial_run(tmp_path: Path) -> None:
     _md, page = build_report(run)
     assert "The run failed" in page and "&lt;b&gt;boom&lt;/b&gt;" in page
     assert "not measured in this run" in page
+
+
+def test_paper_centre_is_fitted_on_the_sentence_axis_of_320_responses() -> None:
+    """The authors' % good curves count '[/INST]' markers; bebkit's measured centre counts
+    sentences. A curve planted with centre 9 sentences (marker k at sentence 2k − 1) and
+    pooled over 320 responses per point must give the paper centre ≈ 9, not ≈ 5 markers."""
+    from types import SimpleNamespace
+
+    from bebkit.paper import ReferenceCurve
+    from bebkit.pipeline.report import PAPER_RESPONSES_PER_POINT, PaperSide
+
+    k = np.arange(1, 11)
+    pct = 100 / (1 + np.exp(0.8 * ((2 * k - 1) - 9.0)))  # σ(log 1/α − βn), n½ = 9 sentences
+    figs = SimpleNamespace(pct_good={("agreeableness", "none"): ReferenceCurve(k, pct)})
+    fit = PaperSide(figures=figs).sigmoid("agreeableness", "none")
+    assert PAPER_RESPONSES_PER_POINT == 320
+    assert fit.centre.value == pytest.approx(9.0, abs=0.15)
+    assert fit.beta.value == pytest.approx(0.8, rel=0.1)

@@ -49,7 +49,10 @@ def _add_field(p: argparse.ArgumentParser, name: str, info: Any) -> None:
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         help_ += f" (default {shown})" if len(str(shown)) < 60 else ""
     if typ is bool:
-        p.add_argument(option_name(name), action="store_true", help=_pct(help_), **kw)
+        # --x / --no-x: a field that defaults to True (misalign's control) must be switchable off
+        p.add_argument(
+            option_name(name), action=argparse.BooleanOptionalAction, help=_pct(help_), **kw
+        )
         return
     if origin is typing.Literal:
         kw["choices"] = typing.get_args(typ)
@@ -69,7 +72,7 @@ def _values(settings_cls: Any, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, info in settings_cls.model_fields.items():
         v = getattr(args, name, None)
-        if v is None or v is False:
+        if v is None:  # not given (a --no-x flag gives False, kept)
             continue
         typ, _ = _base_type(info.annotation)
         if typing.get_origin(typ) is tuple and isinstance(v, list):

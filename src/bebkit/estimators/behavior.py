@@ -35,7 +35,7 @@ import numpy as np
 
 from bebkit.checkpoint import Checkpoint
 from bebkit.errors import InputError
-from bebkit.estimate import Estimate, wilson_interval
+from bebkit.estimate import Estimate, clustered_wilson
 from bebkit.estimators.prompts import (
     DEFAULT_ALIGNING_PROMPT,
     PromptFormat,
@@ -396,18 +396,39 @@ class BehaviorCurve:
         return np.asarray(self.total.sum(axis=0), dtype=np.int64)
 
     def fraction_good(self, level: float = 0.95) -> list[Estimate]:
-        """p̂_good(n) with the Wilson score interval (n = judged responses), fig. 3b / 12."""
+        """p̂_good(n) pooled over prompts, fig. 3b / 12, with a Wilson interval at the
+        effective size: responses to one prompt are clustered (:func:`clustered_wilson`)."""
         return [
-            wilson_interval(int(k), int(t), level)
-            for k, t in zip(self.good_counts, self.totals, strict=True)
+            clustered_wilson(self.good[:, j], self.total[:, j], level) for j in range(self.n.size)
         ]
 
     def fraction_bad(self, level: float = 0.95) -> list[Estimate]:
-        """p̂_bad(n) = 1 − p̂_good(n) with its Wilson interval (the base-model plot, fig. 13a)."""
+        """p̂_bad(n) = 1 − p̂_good(n), clustered like it (the base-model plot, fig. 13a)."""
         return [
-            wilson_interval(int(t - k), int(t), level)
-            for k, t in zip(self.good_counts, self.totals, strict=True)
+            clustered_wilson(self.total[:, j] - self.good[:, j], self.total[:, j], level)
+            for j in range(self.n.size)
         ]
+
+    def drop(
+        self, first: int = 0, last: int = -1, *, n_boot: int = 2000, seed: int = 0
+    ) -> Estimate:
+        """p̂_good(n_first) − p̂_good(n_last), CI by a paired bootstrap over prompts (both
+        columns of a resampled prompt move together: the two rates share the prompts)."""
+        g, t = self.good[:, [first, last]], self.total[:, [first, last]]
+        value = float(g[:, 0].sum() / t[:, 0].sum() - g[:, 1].sum() / t[:, 1].sum())
+        p = g.shape[0]
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, p, size=(n_boot, p))
+        gs, ts = g[idx].sum(axis=1), t[idx].sum(axis=1)  # [B, 2]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boots = gs[:, 0] / ts[:, 0] - gs[:, 1] / ts[:, 1]
+        boots = boots[np.isfinite(boots)]
+        if p < 2 or boots.size < 2:
+            return Estimate(value, float("nan"), int(t[:, 0].sum()), None, None, 0.95,
+                            "paired_prompt_bootstrap")  # fmt: skip
+        lo, hi = np.quantile(boots, [0.025, 0.975])
+        return Estimate(value, float(boots.std(ddof=1)), int(t[:, 0].sum()), float(lo),
+                        float(hi), 0.95, f"paired_prompt_bootstrap(prompts={p})")  # fmt: skip
 
     def behavior_expectation(self, level: float = 0.95) -> list[Estimate]:
         """B̄(n) = 2p̂_good − 1 ∈ [−1, 1] (eq. 2 with B ∈ {−1, +1}); the Wilson CI mapped alike."""

@@ -103,7 +103,20 @@ def probe_score(
 def sample_sides(
     matching: Sequence[str], not_matching: Sequence[str], n_per_side: int, seed: int
 ) -> tuple[list[str], np.ndarray]:
-    """Seeded sample of ``min(n_per_side, side size)`` statements per side; y = +1 matching."""
+    """Seeded sample of ``min(n_per_side, side size)`` distinct statements per side; y = +1
+    matching.
+
+    Each side is deduplicated (:func:`~bebkit.data.dedupe`: persona files repeat statements,
+    up to 37 times on a side) and statements found on both sides are dropped, as in Table 1's
+    split: a repeat in a training fold and its copy in the test fold would be scored as
+    generalisation.
+    """
+    from bebkit.data import dedupe, statement_key
+
+    matching, not_matching = dedupe(matching), dedupe(not_matching)
+    both = {statement_key(s) for s in matching} & {statement_key(s) for s in not_matching}
+    matching = [s for s in matching if statement_key(s) not in both]
+    not_matching = [s for s in not_matching if statement_key(s) not in both]
     rng = np.random.default_rng(seed)
     k = min(n_per_side, len(matching), len(not_matching))
     a = [matching[i] for i in rng.choice(len(matching), size=k, replace=False)]

@@ -610,7 +610,7 @@ EXPERIMENT = register(
         name="align",
         settings=AlignSettings,
         result=AlignOutcome,
-        version="3",  # 3: KL draws batched under the 2 GiB distributions budget (BEBKIT_DIST_BUDGET_MB)
+        version="4",  # 4: its beta-sigma envelopes: beta_prime_pos from n = 0, CI method on fitted columns
         run=_typed(run_align),
         summary=lambda r: summary_lines(r.to_json()),
         help="align the pretrained model (SFT / DPO LoRA, strengths x seeds) and measure "

@@ -168,7 +168,7 @@ def run_beta_sigma(
     beta_prime = fit_beta_prime(kl_data, n_min=n_min, n_boot=s.n_boot, rng=rng)
     sigma2 = fit_sigma2(traj, n_min=max(1, n_min), n_boot=s.n_boot, rng=rng)
     sigma = _sqrt_estimate(sigma2.estimate)
-    pos_data, _ = fit_curve_data(kl_pos, 0)
+    pos_data, pos_fit_data = fit_curve_data(kl_pos, 0)
     # Lemma 4's β′ bounds every term of E_{s₀~P₊} log P₊(s₀)/P₋(s₀) = Σ_{i<|s₀|} E KL_i,
     # the first sentence's (empty prefix, i = 0) included: its envelope starts at n = 0.
     # fit_n_min (the paper's plotted range, n ≥ 1) is the P₋ direction's, for parity only.
@@ -193,6 +193,7 @@ def run_beta_sigma(
             "forced_tokens": "excluded",
         },
         "kl_fit_data": kl_fit_data,
+        "pos_fit_data": pos_fit_data,
         "pos_direction": {
             "kl": kl_pos.to_dict(),
             "log_ratio": {

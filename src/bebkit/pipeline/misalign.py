@@ -369,7 +369,7 @@ def run_misalign(
     }
 
     # Lemma 5 on the same prompts: its midpoint n* and Lemma 7's centre n½ are both log(1/α)/β.
-    kl_fit = None
+    kl_fit, kl_kind = None, ""
     if s.n_samples > 0:
         from bebkit.estimators.kl import kl_curve
         from bebkit.fits.convergence import fit_convergence
@@ -393,6 +393,7 @@ def run_misalign(
             # the convergence experiment's n range (n >= 1) and default (floored) fit
             conv = fit_convergence(kc, n_min=1, n_boot=s.n_boot, rng=rng)
             kl_fit = conv.floored or conv.lemma5
+            kl_kind = "floored" if conv.floored is not None else "lemma5"
             results["kl"] = {"curve": kc.to_dict(), "fit": conv.to_dict()}
             f_none = fits.get(NO_ALIGN)
             if f_none is not None:
@@ -417,13 +418,10 @@ def run_misalign(
     beta, a = s.beta, s.log_inv_alpha
     src.setdefault("beta", "settings")
     src.setdefault("log_inv_alpha", "settings")
-    if beta is None and kl_fit is not None and kl_fit.beta.value > 0:
-        beta, src["beta"] = kl_fit.beta.value, "this run's KL fit (Lemma 5, no aligning prompt)"
-    if a is None and kl_fit is not None:
-        a, src["log_inv_alpha"] = (
-            kl_fit.log_inv_alpha.value,
-            ("this run's KL fit (Lemma 5, no aligning prompt)"),
-        )
+    if beta is None and a is None and kl_fit is not None and kl_fit.beta.value > 0:
+        # the pair from one fit: this run's KL on its own prompts, no aligning prompt
+        beta, a = kl_fit.beta.value, kl_fit.log_inv_alpha.value
+        src["beta"] = src["log_inv_alpha"] = f"this run's KL fit ({kl_kind}, no aligning prompt)"
     if beta is None:
         src["beta"] = "missing"
     if a is None:
@@ -693,24 +691,16 @@ def _control_summary(rs: list[Response]) -> dict[str, Any]:
     no decline; a decline beyond its CI means the judge or the curve measures register (or
     length), not behavior."""
     curve = _from_n(behavior_curves(rs)[NO_ALIGN], 1)
-    est = curve.fraction_good()
-    return {"curve": curve.to_dict(), **_drop(est[0], est[-1], int(curve.totals[0]))}
+    return {"curve": curve.to_dict(), **_drop(curve)}
 
 
-def _drop(first: Estimate, last: Estimate, n: int) -> dict[str, Any]:
-    """first − last good rate (normal CI) and whether it is significantly > 0."""
-    drop = first.value - last.value
-    se = math.sqrt(first.stderr**2 + last.stderr**2)
+def _drop(curve: BehaviorCurve) -> dict[str, Any]:
+    """First − last good rate, CI by a paired bootstrap over prompts (the two rates share the
+    prompts, and a prompt's responses are not independent), and whether it is > 0."""
+    d = curve.drop()
     return {
-        "drop_first_to_last": {
-            "value": drop,
-            "stderr": se,
-            "ci_low": drop - 1.96 * se,
-            "ci_high": drop + 1.96 * se,
-            "n": n,
-            "method": "difference of good rates (normal)",
-        },
-        "declines": bool(drop - 1.96 * se > 0),
+        "drop_first_to_last": d.to_dict(),
+        "declines": bool(d.ci_low is not None and d.ci_low > 0),
     }
 
 
@@ -737,10 +727,7 @@ def second_opinion(
     out: dict[str, Any] = {
         "judge": judge_name(judge),
         "curves": {c: cv.to_dict() for c, cv in curves.items()},
-        "drops": {
-            c: _drop(cv.fraction_good()[0], cv.fraction_good()[-1], int(cv.totals[0]))
-            for c, cv in curves.items()
-        },
+        "drops": {c: _drop(cv) for c, cv in curves.items()},
         "control": None,
         "g_minus": None,
     }
@@ -888,22 +875,32 @@ def theorem2_settings(
     ctx: RunContext, s: MisalignSettings
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Theorem 2's inputs the settings leave open, from the stages this one reads, and their
-    sources: β′, σ of Lemma 4 (beta-sigma's P₊ direction), β of Definition 2 (its P₋
-    direction) and log 1/α on Lemma 5's KL scale (convergence's fit without the aligning
-    prompt) — the same sources as the theorems experiment's."""
+    sources: β′, σ of Lemma 4 (beta-sigma's P₊ direction) and the pair (log 1/α, β) read off
+    ONE KL fit — the convergence stage's fit without the aligning prompt (floored, else
+    Lemma 5), its value at n = 0 and its slope as the paper's §4.2 reads them — so misalign's
+    bound is convergence's Theorem 2 length at ε = 0.5. beta-sigma's envelope β (Definition
+    2) is recorded beside, not mixed in: an intercept fitted with one slope does not pair with
+    another β (they differ several-fold on SmolLM2).
+    """
     from bebkit.pipeline.convergence import theorem2_inputs
 
     bs, conv = ctx.input("beta-sigma"), ctx.input("convergence")
     update = {k: v for k, v in theorem2_inputs(ctx, s).items() if v is not None}
     sources: dict[str, str] = {}
-    if bs is not None and s.beta is None and bs.beta.estimate.value > 0:
-        update["beta"] = float(bs.beta.estimate.value)
-        sources["beta"] = "beta-sigma: beta (Definition 2)"
     none_fit = None if conv is None else conv.fits.get(NO_ALIGN)
-    best = None if none_fit is None else (none_fit.floored or none_fit.lemma5)
-    if s.log_inv_alpha is None and best is not None and best.log_inv_alpha.value > 0:
-        update["log_inv_alpha"] = float(best.log_inv_alpha.value)
-        sources["log_inv_alpha"] = "convergence: fits.none (floored, else lemma5)"
+    if none_fit is not None:
+        kind = "floored" if none_fit.floored is not None else "lemma5"
+        best = none_fit.floored or none_fit.lemma5
+        if best.log_inv_alpha.value > 0 and best.beta.value > 0:
+            for key, est in (("log_inv_alpha", best.log_inv_alpha), ("beta", best.beta)):
+                if getattr(s, key) is None:
+                    update[key] = float(est.value)
+                    sources[key] = f"convergence: fits.none.{kind} (one fit: value at 0, slope)"
+    if bs is not None:
+        sources["beta_definition2"] = (
+            f"beta-sigma envelope beta = {bs.beta.estimate.value:.4g} (Definition 2), "
+            "not used: Theorem 2's log 1/alpha and beta are taken from one KL fit"
+        )
     return update, sources
 
 
@@ -964,7 +961,7 @@ EXPERIMENT = register(
         name="misalign",
         settings=MisalignSettings,
         result=MisalignResult,
-        version="7",  # 7: Theorem 2's bound on the KL scale (log 1/alpha from convergence)
+        version="8",  # 8: Theorem 2's (log 1/alpha, beta) from one KL fit; prompt-clustered CIs
         run=_run,
         summary=lambda r: summary_lines(r.to_json()),
         help="misalign a model with prompts sampled from P-: % good responses vs prompt length",

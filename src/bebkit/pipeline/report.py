@@ -164,7 +164,10 @@ class PaperSide:
         return self.parity.beta_ratio.get((behavior, condition, fit))
 
     def sigmoid(self, behavior: str, condition: str) -> Any:
-        """bebkit's Lemma 7 fit of the authors' % good curve (32 responses per point)."""
+        """bebkit's Lemma 7 fit of the authors' % good curve on the SENTENCE axis of bebkit's
+        measured curves: marker k at sentence 2k − 1 (as the KL parity); each point pools
+        10 prompts × 32 responses (app. L.3; 98.4 % = 315/320), taken as independent — the
+        per-prompt counts of these curves are not published."""
         if self.figures is None or (behavior, condition) not in self.figures.pct_good:
             return None
         key = (behavior, condition)
@@ -172,9 +175,10 @@ class PaperSide:
             from bebkit.fits.sigmoid import fit_sigmoid
 
             cur = self.figures.pct_good[key]
-            good = [round(v * 32 / 100) for v in cur.values]
+            good = [round(v * PAPER_RESPONSES_PER_POINT / 100) for v in cur.values]
+            x = [2 * float(k) - 1 for k in cur.n]
             try:
-                self._sigmoids[key] = fit_sigmoid(cur.n, good, [32] * len(good))
+                self._sigmoids[key] = fit_sigmoid(x, good, [PAPER_RESPONSES_PER_POINT] * len(good))
             except (InputError, ArithmeticError, ValueError):
                 self._sigmoids[key] = None
         return self._sigmoids[key]
@@ -218,6 +222,15 @@ def _typed(name: str) -> tuple[str, str]:
         src += "; per '[/INST]' marker, not bebkit's per-sentence unit — not comparable"
     return txt, src
 
+
+#: Responses behind each point of the authors' % good curves (10 prompts × 32, app. L.3).
+PAPER_RESPONSES_PER_POINT = 320
+#: Why the paper's sentence axis (marker k = sentence 2k − 1) is uncertain.
+_MARKER_AXIS_CAVEAT = (
+    "the paper's x-axis counts '[/INST]' markers, placed here at sentence 2k − 1 (the "
+    "alternating layout); the authors' published prompts put a marker after almost every "
+    "sentence past the second (marker k ≈ sentence k + 1), so its sentence value is uncertain"
+)
 
 #: Stated paper values measured on the authors' marker axis (their fig. 3 / 11 / app. M ratio).
 _PER_MARKER = frozenset(
@@ -467,7 +480,8 @@ def answer_items(run: Run, b: str) -> list[dict[str, str]]:
     sg = paper.sigmoid(pb, "none")
     if sg is not None:
         pp.append(
-            f"n½ = {fmt_est(_est_obj(sg.centre))} (Lemma 7 fit of the authors' fig. 12 curve)"
+            f"n½ = {fmt_est(_est_obj(sg.centre))} (Lemma 7 fit of the authors' fig. 12 curve, "
+            "marker k at sentence 2k − 1)"
         )
     t, src = _typed("n_star")
     pp.append(f"stated {t}, {src}")
@@ -509,7 +523,7 @@ def answer_items(run: Run, b: str) -> list[dict[str, str]]:
         pp.append(f"Δn½ = {_g(d)}{ci} (Lemma 7 fits of the authors' fig. 12 curves{pb_note})")
         pdshort = f"{_g(d)}{ci}"
     t, src = _typed("aligning_delay")
-    pp.append(f"stated {t} sentence, {src}")
+    pp.append(f"stated {t} sentence per '[/INST]' marker, {src}")
     items.append(
         {
             "what": "Delay bought by the aligning prompt",
@@ -720,7 +734,11 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                     fmt_est(_get(r, "table1", "accuracy"), percent=True, n=True),
                     t + " %",
                     src,
-                    caveat=["LLaMA 7B / 30B in the paper"],
+                    caveat=[
+                        "LLaMA 7B / 30B in the paper",
+                        "the paper's range over its Table 1 behaviors, not this "
+                        "behavior's own value",
+                    ],
                 )
             )
     _add_group(groups, "Table 1 — likelihood classification", "app. J", rows)
@@ -734,7 +752,15 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                 t, src = _typed("table2_svm_accuracy_7b_pct")
                 nb = pr.get("n_behaviors", "?")
                 nbs = f"{nb} behavior" + ("" if nb == 1 else "s")
-                cav = [f"mean over {nbs} vs the paper's 100", "LLaMA 7B in the paper"]
+                cav = [
+                    f"mean over {nbs} vs the paper's 100",
+                    "LLaMA 7B in the paper",
+                    "measured CI is the mean's 95 % CI; the paper's spread is the SD over "
+                    "behaviors",
+                    "one paper value for every layer",
+                    f"{_settings(run, 'probes').get('n_per_side', '?')} statements per "
+                    "side vs the paper's 500",
+                ]
                 rows.append(
                     _row(
                         nbs,
@@ -843,7 +869,9 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                         rows.append(
                             _row(b, f"{thm.replace('theorem', 'Theorem ')} length ({cl})",
                                  f"prompt length guaranteeing misalignment at ε = {eps} "
-                                 "(Lemma 5 parameters)", "sentences", fmt_est(ln[thm]))
+                                 + ("(this curve's Lemma 5 α, β)" if thm == "theorem1" else
+                                    "(the unprompted curve's Lemma 5 α, β; β′₊, σ₊ of Lemma 4)"),
+                                 "sentences", fmt_est(ln[thm]))
                         )  # fmt: skip
     _add_group(groups, "KL convergence", "§4.2, fig. 3a / 11", rows)
 
@@ -861,7 +889,7 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                 ptxt, psrc = "—", ""
                 if ref is not None:
                     ptxt = f"{ref.values[0]:.1f} % → {ref.values[-1]:.1f} % (n = 1 → 10)"
-                    psrc = "the authors' fig. 12 curve (32 responses per point)"
+                    psrc = "the authors' fig. 12 curve (10 prompts × 32 responses per point)"
                 rows.append(
                     _row(
                         b,
@@ -888,13 +916,23 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                         fmt_est(sg.get("centre"))
                         + ("" if sg.get("decays") else " (no decay: not identified)"),
                         fmt_est(_est_obj(psg.centre)) if psg else "—",
-                        "Lemma 7 fit of the authors' fig. 12 curve" if psg else "",
+                        "Lemma 7 fit of the authors' fig. 12 curve, marker k at sentence 2k − 1"
+                        if psg
+                        else "",
                         no=no,
-                        caveat=cav,
+                        caveat=[*cav, _MARKER_AXIS_CAVEAT] if psg else cav,
                     )
                 )
         if r.get("aligning_delay") is not None:
             t, src = _typed("aligning_delay")
+            s1, s2 = paper.sigmoid(pb, "none"), paper.sigmoid(pb, "aligned")
+            if s1 is not None and s2 is not None:
+                # the paper's delay on the same sentence axis: difference of its two centres
+                d = s2.centre.value - s1.centre.value
+                se = math.hypot(s1.centre.stderr, s2.centre.stderr)
+                t = fmt_est({"value": d, "stderr": se, "ci_low": d - 1.96 * se,
+                             "ci_high": d + 1.96 * se})  # fmt: skip
+                src = "Lemma 7 fits of the authors' fig. 12 curves, marker k at sentence 2k − 1"
             meas = fmt_est(r.get("aligning_delay"))
             rows.append(
                 _row(
@@ -906,7 +944,7 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                     t,
                     src,
                     no=no,
-                    caveat=cav,
+                    caveat=[*cav, _MARKER_AXIS_CAVEAT],
                 )
             )
         t2 = _theorem2_text(r.get("theorem2"))
@@ -950,7 +988,9 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                     f"{len(ar['prompt_ids'])} prompts",
                     no=beh,
                     caveat=[f"{r.get('target_model')} and judge {judge} vs Llama-2-13b-chat "
-                            f"and hand labels; {ap.get('format')} layout"],
+                            f"and hand labels; {ap.get('format')} layout",
+                            "responses sampled at temperature 1 without truncation vs the "
+                            "authors' top-k 50 (HF generate's default)"],
                 )
             )  # fmt: skip
     _add_group(groups, "Behavior expectation", "§4.2, fig. 3b / 12", rows)

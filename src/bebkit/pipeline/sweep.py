@@ -15,7 +15,7 @@ Execution is Ray's: one actor per model replica (declared ``num_cpus`` / ``num_g
 :class:`~bebkit.pipeline.session.ComponentProvider`, so it loads its base model once and
 switches LoRA adapters per behavior; the driver feeds each actor units of its model (the same
 behavior as its last unit first, so adapters are reused), passes upstream results along
-(convergence reads beta-sigma), and records a failed unit's one-line error without stopping the
+(convergence reads beta-sigma; misalign reads both), and records a failed unit's one-line error without stopping the
 others. Local Ray is started in-process with one worker per core unless an address is given
 (``auto`` or ``ray://HOST:PORT``); on a multi-node cluster SWEEP_DIR should be on a shared
 filesystem so the cache is shared (results themselves travel back through Ray).

@@ -188,7 +188,8 @@ def stage_tables(prefix: str, r: Mapping[str, Any]) -> list[dict[str, Any]]:
                 if isinstance(part, Mapping):
                     lrows.append([CONDITIONS.get(c, c), FIT_LABEL[fit],
                                   fmt_est(part.get("theorem1")), fmt_est(part.get("theorem2")),
-                                  str(part.get("note", ""))])  # fmt: skip
+                                  "; ".join(str(part[k]) for k in ("note", "theorem1_note",
+                                            "theorem2_note") if part.get(k))])  # fmt: skip
         if lrows:
             t.append({"caption": "Theorem 1 / 2 prompt lengths (sentences)",
                       "header": ["condition", "fit", "Theorem 1", "Theorem 2", "note"],

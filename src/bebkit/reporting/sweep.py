@@ -127,7 +127,9 @@ def figure_table1(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
     )
     models = list(data)
     h = 0.8 / len(models)
-    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.22 * len(behaviors) * max(1, len(models) / 2)))
+    # room for the longest behavior name left of the axes (persona names run to 70 chars)
+    width = 4.5 + 0.055 * max(len(b) for b in behaviors)
+    fig, ax = plt.subplots(figsize=(width, 1.4 + 0.22 * len(behaviors) * max(1, len(models) / 2)))
     for j, m in enumerate(models):
         ys, xs, errs = [], [], []
         for i, b in enumerate(behaviors):
@@ -142,9 +144,10 @@ def figure_table1(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
     ax.axvline(0.9, color="grey", lw=0.8, ls="--")
     ax.set_xlim(0, 1.02)
     ax.set_xlabel("Table 1 held-out accuracy (log P+ > log P-), 95% CI")
-    ax.legend(fontsize=7, loc="lower right")
+    # above the axes: inside, it covers the lowest bars
+    ax.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -184,7 +187,7 @@ def figure_beta_nstar(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | N
         _strip(ax, groups, label)
         ax.set_title(f"{label.split(' ')[0]} across behaviors (median: line)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -211,7 +214,7 @@ def figure_beta_vs_probe(rows: Sequence[Mapping[str, Any]], path: Path) -> Path 
     ax.set_ylabel("β (beta-sigma)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -239,7 +242,7 @@ def figure_models(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
         ax.set_xticks(range(len(models)), [_short(m) for m in models], fontsize=7, rotation=20)
         ax.set_title(f"{q}\n(mean over behaviors)", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
