@@ -49,10 +49,11 @@ def _add_field(p: argparse.ArgumentParser, name: str, info: Any) -> None:
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         help_ += f" (default {shown})" if len(str(shown)) < 60 else ""
     if typ is bool:
-        # --x / --no-x: a field that defaults to True (misalign's control) must be switchable off
-        p.add_argument(
-            option_name(name), action=argparse.BooleanOptionalAction, help=_pct(help_), **kw
-        )
+        # a field that defaults to True (misalign's control) gets --x / --no-x so it can be
+        # switched off; others stay plain flags (argparse's --no- prefix would invert a field
+        # named no_train)
+        action = argparse.BooleanOptionalAction if default is True else "store_true"
+        p.add_argument(option_name(name), action=action, help=_pct(help_), **kw)
         return
     if origin is typing.Literal:
         kw["choices"] = typing.get_args(typ)
