@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from statistics import NormalDist
 from typing import Any
 
@@ -94,20 +94,27 @@ def clustered_wilson(
     if clusters >= 2 and 0.0 < p < 1.0:
         v = clusters / (clusters - 1) * float(np.sum((k - p * m) ** 2)) / n**2
         deff = max(1.0, v / (p * (1 - p) / n))
-    n_eff = n / deff
+    est = _wilson(p, n / deff, level, f"wilson_clustered(prompts={clusters}, deff={deff:.3g})")
+    return replace(est, n=int(n))
+
+
+def _wilson(p: float, n: float, level: float, method: str) -> Estimate:
+    """p̂ with stderr √(p̂(1−p̂)/n) and the Wilson score interval at (effective) size n:
+    ``(p̂ + z²/2n ± z·√(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n)``."""
     z = NormalDist().inv_cdf(0.5 + level / 2)
     z2 = z * z
-    denom = 1 + z2 / n_eff
-    centre = (p + z2 / (2 * n_eff)) / denom
-    half = z * math.sqrt(p * (1 - p) / n_eff + z2 / (4 * n_eff * n_eff)) / denom
+    denom = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
     return Estimate(
         value=p,
-        stderr=math.sqrt(p * (1 - p) / n_eff),
+        stderr=math.sqrt(p * (1 - p) / n),
         n=int(n),
+        # At p̂ = 0 (1) the bound is exactly 0 (1); rounding would leave ±1e-17.
         ci_low=0.0 if p == 0.0 else max(0.0, centre - half),
         ci_high=1.0 if p == 1.0 else min(1.0, centre + half),
         ci_level=level,
-        method=f"wilson_clustered(prompts={clusters}, deff={deff:.3g})",
+        method=method,
     )
 
 
@@ -120,19 +127,4 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> Estimate:
         raise ValueError("n must be positive")
     if not 0 <= successes <= n:
         raise ValueError(f"successes must be in [0, n], got {successes} of {n}")
-    z = NormalDist().inv_cdf(0.5 + level / 2)
-    p = successes / n
-    z2 = z * z
-    denom = 1 + z2 / n
-    centre = (p + z2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    return Estimate(
-        value=p,
-        stderr=math.sqrt(p * (1 - p) / n),
-        n=n,
-        # At k = 0 (k = n) the bound is exactly 0 (1); rounding would leave ±1e-17.
-        ci_low=0.0 if successes == 0 else max(0.0, centre - half),
-        ci_high=1.0 if successes == n else min(1.0, centre + half),
-        ci_level=level,
-        method="wilson",
-    )
+    return _wilson(successes / n, n, level, "wilson")
