@@ -355,6 +355,14 @@ def paper_value(name: str) -> PaperValue:
         ) from None
 
 
+def marker_sentences(markers: Any) -> np.ndarray:
+    """The authors' chat x-axis ('[/INST]' marker k) on bebkit's sentence axis: 2k − 1, the
+    sentence that marker closes in an alternating prompt (app. J's layout). The authors'
+    published misaligning prompts put a marker after almost every sentence past the second
+    (marker k ≈ sentence k + 1), so values moved this way carry that uncertainty."""
+    return 2 * np.asarray(markers, dtype=np.float64) - 1
+
+
 __all__ = [
     "AUTHORS_FIGURES_FILE",
     "BASE_LABEL",
@@ -368,5 +376,6 @@ __all__ = [
     "ReferenceCurve",
     "authors_figures_path",
     "load_authors_figures",
+    "marker_sentences",
     "paper_value",
 ]

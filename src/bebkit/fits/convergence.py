@@ -331,6 +331,11 @@ class ConvergenceResult:
         """The whole-curve fit to report: ``floored`` when present, else ``lemma5``."""
         return self.floored if self.floored is not None else self.lemma5
 
+    @property
+    def default_kind(self) -> str:
+        """The name of :attr:`default`: ``"floored"`` or ``"lemma5"``."""
+        return "floored" if self.floored is not None else "lemma5"
+
     def to_dict(self) -> dict[str, Any]:
         d = {"lemma5": self.lemma5.to_dict(), "linear": self.linear.to_dict()}
         if self.floored is not None:

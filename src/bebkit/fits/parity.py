@@ -31,7 +31,7 @@ from bebkit.errors import InputError
 from bebkit.estimate import Estimate
 from bebkit.fits.convergence import ConvergenceFit, _z, fit_convergence
 from bebkit.fits.envelopes import CurveData
-from bebkit.paper import AuthorsFigures
+from bebkit.paper import AuthorsFigures, marker_sentences
 
 #: Figure of each convergence condition in the paper.
 FIGURES = {"none": "fig. 3a / 11", "aligned": "fig. 3a / 11", "pretrained": "fig. 13b / 14b"}
@@ -155,7 +155,7 @@ def paper_parity(
             cur = figures.convergence[(b, cond)]
             n = np.asarray(cur.n, dtype=np.float64)
             if axis == "sentences" and cond != "pretrained":
-                n = 2 * n - 1
+                n = marker_sentences(n)
             data = CurveData.from_points(n, cur.values, np.zeros(n.size))
             res = fit_convergence(
                 data, n_min=n_min, n_max=n_max, n_linear=n_linear, ci_level=ci_level

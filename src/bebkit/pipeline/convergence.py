@@ -402,6 +402,15 @@ class ConditionFits(BaseModel):
     linear: FitSummary
     floored: FitSummary | None = None
 
+    @property
+    def default(self) -> FitSummary:
+        """The whole-curve fit to report, as :attr:`ConvergenceResult.default`."""
+        return self.floored if self.floored is not None else self.lemma5
+
+    @property
+    def default_kind(self) -> str:
+        return "floored" if self.floored is not None else "lemma5"
+
 
 class ConvergenceOutcome(Result):
     """KL(P₋‖P_LLM)(n) per condition and its fits; curves and lengths as extra fields."""

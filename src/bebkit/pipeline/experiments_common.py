@@ -203,7 +203,9 @@ def markers_as_sentences(curves: Mapping[str, Any], layout: str) -> dict[str, An
     the layouts whose markers alternate; unchanged for newline / user-turns."""
     if layout not in MARKER_LAYOUTS:
         return dict(curves)
-    return {k: (2 * np.asarray(n, dtype=np.float64) - 1, v) for k, (n, v) in dict(curves).items()}
+    from bebkit.paper import marker_sentences
+
+    return {k: (marker_sentences(n), v) for k, (n, v) in dict(curves).items()}
 
 
 #: The authors' curves are from these behaviors only (authors-figures.json).

@@ -392,8 +392,7 @@ def run_misalign(
         try:
             # the convergence experiment's n range (n >= 1) and default (floored) fit
             conv = fit_convergence(kc, n_min=1, n_boot=s.n_boot, rng=rng)
-            kl_fit = conv.floored or conv.lemma5
-            kl_kind = "floored" if conv.floored is not None else "lemma5"
+            kl_fit, kl_kind = conv.default, conv.default_kind
             results["kl"] = {"curve": kc.to_dict(), "fit": conv.to_dict()}
             f_none = fits.get(NO_ALIGN)
             if f_none is not None:
@@ -409,8 +408,8 @@ def run_misalign(
     # linear in |s₀|: (log 1/α + log 1/ε + log 4)/β + (β′/β)|s₀| + (σ/β)√(|s₀|/δ) + 1, with
     # β′, σ of the P₊ direction (Lemma 4) and α, β on the KL scale of Lemmas 5-6 (the
     # unprompted model's prior and distinguishability). The sigmoid fitted to % good pins
-    # only its centre log(1/α)/β, not the two apart (on the authors' curves its intercept is
-    # ≈ 3 where the KL's is ≈ 35), so it never supplies them. A difference of two such bounds
+    # only its centre log(1/α)/β, not the two apart (on the authors' agreeableness curves its
+    # intercept is 2.8–3.4 where bebkit's KL fits give 27–35), so it never supplies them. A difference of two such bounds
     # predicts nothing: the bound itself is set next to the measured centre with s₀.
     s0 = s.s0_sentences if s.s0_sentences is not None else count_sentences(s.aligning_prompt)
     f_al = fits.get(ALIGN)
@@ -889,8 +888,7 @@ def theorem2_settings(
     sources: dict[str, str] = {}
     none_fit = None if conv is None else conv.fits.get(NO_ALIGN)
     if none_fit is not None:
-        kind = "floored" if none_fit.floored is not None else "lemma5"
-        best = none_fit.floored or none_fit.lemma5
+        kind, best = none_fit.default_kind, none_fit.default
         if best.log_inv_alpha.value > 0 and best.beta.value > 0:
             for key, est in (("log_inv_alpha", best.log_inv_alpha), ("beta", best.beta)):
                 if getattr(s, key) is None:

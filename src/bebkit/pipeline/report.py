@@ -173,15 +173,28 @@ class PaperSide:
         key = (behavior, condition)
         if key not in self._sigmoids:
             from bebkit.fits.sigmoid import fit_sigmoid
+            from bebkit.paper import marker_sentences
 
             cur = self.figures.pct_good[key]
             good = [round(v * PAPER_RESPONSES_PER_POINT / 100) for v in cur.values]
-            x = [2 * float(k) - 1 for k in cur.n]
+            x = marker_sentences(cur.n)
             try:
                 self._sigmoids[key] = fit_sigmoid(x, good, [PAPER_RESPONSES_PER_POINT] * len(good))
             except (InputError, ArithmeticError, ValueError):
                 self._sigmoids[key] = None
         return self._sigmoids[key]
+
+    def delay(self, behavior: str) -> dict[str, Any] | None:
+        """The paper's aligning-prompt delay on the sentence axis: the difference of its two
+        fitted centres (aligned − none), Wald CI treating them as independent."""
+        s1, s2 = self.sigmoid(behavior, "none"), self.sigmoid(behavior, "aligned")
+        if s1 is None or s2 is None:
+            return None
+        d = s2.centre.value - s1.centre.value
+        se = math.hypot(s1.centre.stderr, s2.centre.stderr)
+        ok = math.isfinite(se)
+        return {"value": d, "stderr": se, "ci_low": d - 1.96 * se if ok else None,
+                "ci_high": d + 1.96 * se if ok else None}  # fmt: skip
 
     def pct_good(self, behavior: str, condition: str) -> Any:
         if self.figures is None:
@@ -377,12 +390,12 @@ def _theorem2_text(t2: Any) -> str:
         return ""
     text = f"Theorem 2 upper bound on the length with the aligning prompt: {_g(t2['length_bound'])}"
     centre = t2.get("measured_centre_aligned")
-    if _num(centre):
+    if isinstance(centre, int | float) and math.isfinite(centre):
         holds = t2.get("bound_holds")
         verdict = (
             "within the bound" if holds is True else "BEYOND the bound" if holds is False else ""
         )
-        text += f" sentences; measured centre {_g(float(str(centre)))}" + (
+        text += f" sentences; measured centre {_g(float(centre))}" + (
             f", {verdict}" if verdict else ""
         )
     else:
@@ -515,13 +528,13 @@ def answer_items(run: Run, b: str) -> list[dict[str, str]]:
         ours, dshort = "not measured in this run.", "—"
     pp = []
     pdshort = ""
-    s1, s2 = paper.sigmoid(pb, "none"), paper.sigmoid(pb, "aligned")
-    if s1 is not None and s2 is not None:
-        d = s2.centre.value - s1.centre.value
-        se = math.hypot(s1.centre.stderr, s2.centre.stderr)
-        ci = f" [{_g(d - 1.96 * se)}, {_g(d + 1.96 * se)}]" if math.isfinite(se) else ""
-        pp.append(f"Δn½ = {_g(d)}{ci} (Lemma 7 fits of the authors' fig. 12 curves{pb_note})")
-        pdshort = f"{_g(d)}{ci}"
+    pdelay = paper.delay(pb)
+    if pdelay is not None:
+        pp.append(
+            f"Δn½ = {fmt_est(pdelay)} (Lemma 7 fits of the authors' fig. 12 curves, marker k "
+            f"at sentence 2k − 1{pb_note})"
+        )
+        pdshort = fmt_est(pdelay)
     t, src = _typed("aligning_delay")
     pp.append(f"stated {t} sentence per '[/INST]' marker, {src}")
     items.append(
@@ -925,13 +938,9 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                 )
         if r.get("aligning_delay") is not None:
             t, src = _typed("aligning_delay")
-            s1, s2 = paper.sigmoid(pb, "none"), paper.sigmoid(pb, "aligned")
-            if s1 is not None and s2 is not None:
-                # the paper's delay on the same sentence axis: difference of its two centres
-                d = s2.centre.value - s1.centre.value
-                se = math.hypot(s1.centre.stderr, s2.centre.stderr)
-                t = fmt_est({"value": d, "stderr": se, "ci_low": d - 1.96 * se,
-                             "ci_high": d + 1.96 * se})  # fmt: skip
+            pdelay = paper.delay(pb)
+            if pdelay is not None:  # the paper's delay on the same sentence axis
+                t = fmt_est(pdelay)
                 src = "Lemma 7 fits of the authors' fig. 12 curves, marker k at sentence 2k − 1"
             meas = fmt_est(r.get("aligning_delay"))
             rows.append(

@@ -281,7 +281,7 @@ def measured_parameters(ctx: RunContext, s: Any, *, sigma_direction: str) -> dic
     a = None
     if conv is not None:
         fit = conv.fits.get("none")
-        best = None if fit is None else (fit.floored or fit.lemma5)
+        best = None if fit is None else fit.default
         a = None if best is None else best.log_inv_alpha.value
     put(
         "log_inv_alpha",
