@@ -135,7 +135,7 @@ def test_all_four_end_to_end_on_a_tiny_model(
                  str(conv_out / "record.json"), "--out", str(tmp_path / "pre")]) == 0  # fmt: skip
     pre = _last_json(capsys)
     assert pre["conditions"] == ["none"] and "different model families" in pre["family_note"]
-    assert set(pre["beta_ratio"]) == {"lemma5", "linear"}
+    assert set(pre["beta_ratio"]) == {"floored", "lemma5", "linear"}  # one window for both
 
     assert main(["prompt-distinguishability", *common, "--undesired-sentence",
                  "i hurt others.", "--out", str(tmp_path / "pd")]) == 0  # fmt: skip

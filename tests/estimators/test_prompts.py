@@ -221,6 +221,29 @@ def test_spans_exclude_forced_text_and_old_records_get_defaults() -> None:
         SampledPrompt(tokens=(1, 2), boundaries=(0, 2), header_len=0, spans=((0, 3),))
 
 
+def test_prompt_free_kl_context_is_the_empty_system_turn_like_every_other_reader() -> None:
+    """The per-sentence KL's "none" target context must be the same text the token unit and
+    the behavior-expectation responses read: an empty system turn where the template would
+    insert its default system prompt (it once kept P-'s default header, so convergence's
+    "none" curve scored a differently prompted model than misalign's "none" responses)."""
+    from bebkit.estimators.kl import sentence_contexts
+    from bebkit.estimators.prompts import alternating_format
+
+    lm = CharLM()
+    fmt = alternating_format(chatml)
+    for pr in sample_prompts(lm, n_prompts=2, n_sentences=3, rng=4, fmt=fmt, stop_ids=[0]):
+        for n in (1, 3):
+            p_ctx, q_ctx = sentence_contexts(pr, lm, lm, n, None)
+            assert q_ctx == pr.target_context(lm, n, None)
+            assert lm.decode(q_ctx).startswith("^<s>\n<e>\n")
+            assert "default" in lm.decode(p_ctx)  # P- keeps the header it sampled under
+        # with an aligning prompt, the same agreement
+        assert sentence_contexts(pr, lm, lm, 1, "tame")[1] == pr.target_context(lm, 1, "tame")
+    newline = sample_prompts(lm, n_prompts=1, n_sentences=2, rng=4, stop_ids=[0])[0]
+    p_ctx, q_ctx = sentence_contexts(newline, lm, lm, 1, None)
+    assert p_ctx == q_ctx  # no default system prompt: both models see the same text
+
+
 def test_stop_tokens_fall_back_to_marker_prefixes() -> None:
     lm = CharLM()
     # no single CharLM token contains "<u>"; "<" is its first character, so it stops

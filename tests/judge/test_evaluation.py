@@ -102,3 +102,25 @@ def test_load_labelled_responses(tmp_path: Path) -> None:
         load_labelled_responses(f)
     with pytest.raises(InputError, match="not found"):
         load_labelled_responses(tmp_path / "missing.jsonl")
+
+
+def test_agreement_bootstrap_resamples_clusters() -> None:
+    """Disagreements concentrated in a few prompts: resampling prompts (clusters) gives a
+    wider κ interval than resampling responses; the point values are the same."""
+    import numpy as np
+
+    from bebkit.judge.evaluation import agreement
+
+    rng = np.random.default_rng(0)
+    truth = rng.choice([-1, 1], size=200)
+    pred = truth.copy()
+    clusters = np.repeat(np.arange(10), 20)
+    pred[clusters < 3] *= -1  # three prompts' responses all misjudged
+    plain = agreement(truth, pred)
+    clus = agreement(truth, pred, clusters=clusters.tolist())
+    assert clus["kappa"].value == plain["kappa"].value
+    assert "clusters=10" in clus["kappa"].method
+    width = lambda e: e.ci_high - e.ci_low  # noqa: E731
+    assert width(clus["kappa"]) > 2 * width(plain["kappa"])
+    with pytest.raises(InputError, match="clusters"):
+        agreement(truth, pred, clusters=[0, 1])

@@ -197,6 +197,13 @@ def test_alternating_pieces_per_template(smollm2_tok: Any) -> None:
     assert llama.header == "" and llama.sentence_prefixes == ("<s>[INST] ", " ")
     assert llama.sentence_suffixes == (" [/INST]", " </s>") and llama.response_prefix == ""
     assert llama.system_in_first_turn and not llama.none_as_empty_system
+    # a reply ends where its assistant slot closes: Llama-2's "</s>" (not the user turn's
+    # "[/INST]", whose '['-prefix fallback would cut replies); the others' end-of-turn
+    from bebkit.estimators.behavior import response_format
+    from bebkit.estimators.prompts import LLAMA2_INST
+
+    assert response_format(llama).stop_strings == ("</s>",)
+    assert response_format(LLAMA2_INST).stop_strings == ("</s>",)
     assert llama.system_template == "<s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n"
     gemma = prompt_format("alternating", kinds["gemma"].tokenizer)
     assert gemma.header == "<bos>" and gemma.system_in_first_turn
@@ -206,6 +213,8 @@ def test_alternating_pieces_per_template(smollm2_tok: Any) -> None:
     assert smol.header.startswith("<|im_start|>system\nYou are a helpful AI assistant")
     assert smol.none_as_empty_system and not smol.system_in_first_turn
     assert smol.system_template == "<|im_start|>system\n{system}<|im_end|>\n"
+    assert response_format(smol).stop_strings == ("<|im_end|>",)
+    assert response_format(gemma).stop_strings == ("<end_of_turn>",)
     # the old layout is kept by name; Llama-2's template refuses it (roles must alternate)
     assert prompt_format("user-turns", kinds["smollm2"].tokenizer).sentence_prefix == (
         "<|im_start|>user\n"

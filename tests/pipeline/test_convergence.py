@@ -93,7 +93,10 @@ def test_fits_lengths_and_outputs(run: tuple[object, dict, Path]) -> None:
         # both conditions (the aligned intercept already holds s₀; taking it counts s₀ twice)
         f0 = r["fits"]["none"]["lemma5"]
         a0, b0 = f0["log_inv_alpha"]["value"], f0["beta"]["value"]
-        s0 = 2.0 if c == "aligned" else 0.0
+        if c == "none":  # no s0: Theorem 2 would be Theorem 1 + 1, so none is given
+            assert "theorem2" not in ln
+            continue
+        s0 = 2.0
         t2 = theorem2_length(math.exp(-a0), b0, 0.1, t.beta_prime, t.sigma_pos, 0.1, s0)
         assert ln["theorem2"]["value"] == pytest.approx(t2)
         assert ln["theorem2"]["ci_low"] <= t2 <= ln["theorem2"]["ci_high"]
@@ -158,3 +161,28 @@ def test_misalign_takes_theorem2_inputs_from_the_stages_it_reads(
     update, sources = theorem2_settings(SimpleNamespace(input=lambda _n: None),  # type: ignore[arg-type]
                                         MisalignSettings(behavior="synthetic"))  # fmt: skip
     assert update == {} and sources == {}
+
+
+def test_kl_falls_pairs_the_two_ends_on_the_same_prompts() -> None:
+    """Every prompt's KL drops by exactly 0.5 while prompts differ by SD 4: a paired CI sees
+    the fall; treating the two ends as independent samples (the old CI) cannot."""
+    from bebkit.estimators.kl import KLCurve
+    from bebkit.pipeline.convergence import _falls
+
+    rng = np.random.default_rng(0)
+    level = rng.normal(10.0, 4.0, size=10)
+    per_prompt = np.stack([level + 0.3, level, level - 0.5], axis=1)  # n = 0, 1, 19
+    cv = KLCurve(
+        n=np.array([0, 1, 19]), per_prompt=per_prompt,
+        per_prompt_stderr=np.full_like(per_prompt, 0.01), n_samples=64, method="mc",
+    )  # fmt: skip
+    f = _falls(cv)
+    assert f["from_n"] == 1 and f["to_n"] == 19
+    assert f["drop"]["value"] == pytest.approx(0.5, abs=1e-12)
+    assert f["drop"]["stderr"] == pytest.approx(0.0, abs=1e-9)
+    assert f["drop"]["method"] == "paired_prompt_difference"
+    assert f["falls"] is True
+    # one prompt: the Monte-Carlo stderrs are all there is
+    one = KLCurve(n=cv.n, per_prompt=per_prompt[:1], per_prompt_stderr=cv.per_prompt_stderr[:1],
+                  n_samples=64, method="mc")  # fmt: skip
+    assert _falls(one)["drop"]["method"] == "first_minus_last_normal"

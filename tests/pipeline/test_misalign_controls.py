@@ -136,3 +136,47 @@ def test_a_finished_judging_pass_is_reused_and_other_responses_are_rejudged(
     other = [*rs, Response(1, 1, "none", "hate", "hate", 1, True)]
     third = judged(Checkpoint(tmp_path), "judge", other, judge, "first_sentence")
     assert calls == [2, 3] and [r.label for r in third] == [-1, 1, -1]
+
+
+def test_good_rates_are_clustered_by_prompt() -> None:
+    """g- and g+ are rates over responses of a few prompts: two prompts whose responses are
+    all good and two all bad are four observations, not 128, so the interval must be wider
+    than the plain Wilson interval of 64/128 (the old one)."""
+    from bebkit.estimate import wilson_interval
+    from bebkit.pipeline.misalign import _rate
+
+    rs = [_r(p, 19, "x", 1 if p < 2 else -1) for p in range(4) for _ in range(32)]
+    g = _rate(rs, "g-")
+    plain = wilson_interval(64, 128)
+    assert g.value == 0.5 and "clustered" in g.method and g.n == 128
+    assert g.ci_low is not None and plain.ci_low is not None
+    assert g.ci_high - g.ci_low > 3 * (plain.ci_high - plain.ci_low)
+    # independent-looking prompts (each half good): no design effect
+    mixed = [_r(p, 19, "x", 1 if k % 2 else -1) for p in range(4) for k in range(32)]
+    assert _rate(mixed, "g-").ci_low == pytest.approx(plain.ci_low)
+
+
+def test_p_minus_responds_in_its_own_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """g- is P-'s good rate on its own prompts: its responses are drawn in the prompt's own
+    text (the header it sampled under), the target's in the target view."""
+    import bebkit.estimators.behavior as behavior
+    from bebkit.estimators.behavior import ResponseConfig, sample_responses
+
+    seen: list[list[int]] = []
+
+    def fake(model: Any, ctxs: Any, n: int, stop: Any, **kw: Any) -> list[list[list[int]]]:
+        seen.extend(list(c) for c in ctxs)
+        return [[[1]] * n for _ in ctxs]
+
+    monkeypatch.setattr(behavior, "sample_many", fake)
+    from bebkit.estimators.prompts import SampledPrompt
+
+    pr = SampledPrompt(tokens=(1, 2), boundaries=(0, 2), header_len=0)
+    monkeypatch.setattr(SampledPrompt, "context", lambda self, m, n: [7, 7, n])
+    monkeypatch.setattr(SampledPrompt, "target_context", lambda self, m, n, s: [9, n])
+    lm = SimpleNamespace(decode=lambda ids: "a", name="m")
+    for own, want in ((True, [7, 7, 1]), (False, [9, 1])):
+        seen.clear()
+        cfg = ResponseConfig(n_responses=2, ns=(1,), conditions=("none",), own_context=own)
+        sample_responses(lm, [pr], rng=0, config=cfg, stop_ids=[0])  # type: ignore[arg-type]
+        assert seen == [want]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,3 +68,55 @@ def test_aligned_betas_from_record() -> None:
         aligned_betas_from_record({"kind": "beta-sigma", "results": {}})
     with pytest.raises(InputError):
         aligned_betas_from_record({"kind": "convergence", "results": {"fits": {"none": None}}})
+
+
+def _curve(ns: list[int], seed: int) -> Any:
+    """10 prompts of one per-sentence law (floored Lemma 5: a = 2.5, β = 0.8, floor 1: it
+    bends within the first five sentences, as the paper's curves) with a small per-prompt
+    offset and Monte-Carlo noise."""
+    import numpy as np
+
+    from bebkit.estimators.kl import KLCurve
+    from bebkit.fits.convergence import floored_curve
+
+    rng = np.random.default_rng(seed)
+    n = np.asarray(ns)
+    law = floored_curve(n, 2.5, 0.8, 1.0)
+    pp = law[None, :] + rng.normal(0, 0.15, size=(10, 1)) + rng.normal(0, 0.05, (10, n.size))
+    return KLCurve(n=n, per_prompt=pp, per_prompt_stderr=np.full_like(pp, 0.05), n_samples=64,
+                   method="rb", unit="sentence")  # fmt: skip
+
+
+def test_equal_per_sentence_beta_gives_ratio_one_over_one_window() -> None:
+    """An alternating-layout curve (read at n = 1, 3, …, 19) and a newline curve (n = 1 … 10)
+    of the SAME per-sentence law must give β ratios ≈ 1; fitting each over its own points (the
+    old way: the line on sentences 1–5 vs 1–3, the whole curves on 1–19 vs 1–10) does not."""
+    from bebkit.fits.convergence import fit_convergence, matched_windows
+    from bebkit.pipeline.convergence import ConvergenceSettings
+    from bebkit.pipeline.pretrained import matched_ratio
+
+    alt = [0, *range(1, 20, 2)]
+    new = list(range(0, 11))
+    assert matched_windows([alt, new], n_min=1, n_linear=3) == (10.0, 5.0)
+    s = ConvergenceSettings(behavior="x", n_boot=100)
+    ratios = []
+    for seed in range(3):
+        a, p = _curve(alt, seed), _curve(new, 100 + seed)
+        r = matched_ratio(a, p, s, rng=seed)
+        assert r["window"] == {"whole_curve": [1, 10.0], "straight_line": [1, 5.0]}
+        for m in ("linear", "floored"):
+            assert r["beta_ratio"][m]["value"] == pytest.approx(1.0, abs=0.12), (seed, m)
+        own = (fit_convergence(a, n_min=1).linear.beta.value
+               / fit_convergence(p, n_min=1).linear.beta.value)  # fmt: skip
+        ratios.append(own)
+    assert max(ratios) < 0.9  # what the unmatched windows gave
+
+
+def test_family_is_decided_from_the_model_names() -> None:
+    from bebkit.pipeline.pretrained import same_family_names
+
+    assert same_family_names("meta-llama/Llama-2-13b-chat-hf", "meta-llama/Llama-2-13b-hf")
+    assert same_family_names("google/gemma-3-270m-it", "google/gemma-3-270m")
+    assert not same_family_names("smollm2-135m-instruct", "gemma-3-270m")
+    assert not same_family_names("Qwen2.5-0.5B-Instruct", "Qwen2.5-1.5B")
+    assert not same_family_names(None, "gemma-3-270m")

@@ -30,7 +30,8 @@ def test_kl_along_s0_and_prompts_matches_exact(tmp_path: Path) -> None:
     # the default unit is the sentence (Definition 2's); n_tokens = 8 (almost three of this
     # world's 3-token sentences) must not enter, so a run that measured tokens fails below
     s = PromptDistSettings(behavior="synthetic", fmt="newline", neutral=neutral, n_prompts=4,
-                           n_sentences=3, n_samples=48, n_boot=200, seed=2)  # fmt: skip
+                           n_sentences=3, n_samples=48, n_boot=200, seed=2,
+                           undesired_source="sampled")  # fmt: skip
     assert s.unit == "sentence" and s.n_tokens != w.codec.code_length + 1
     r = run_prompt_dist(neg, pos, s, tmp_path, stop_ids=stops)
     assert r["unit"] == "sentence" and r["kl"]["unit"] == "sentence"
@@ -76,3 +77,36 @@ def test_given_undesired_sentence_and_unit_text(tmp_path: Path) -> None:
     assert r["s0"]["undesired_source"] == "given" and r["s0"]["text"] == "a.\nb.\n"
     with pytest.raises(ValueError):
         PromptDistSettings(behavior="s", neutral=(" ",))
+
+
+def test_s0_ends_in_a_held_out_undesired_statement_by_default(tmp_path: Path) -> None:
+    """Definition 3 needs s0's last sentence to be undesired: by default it is one of the
+    behavior's held-out undesired statements (chosen by seed, independent of their order),
+    never an unchecked draw of P-; without such statements the run stops before sampling."""
+    from bebkit.errors import InputError
+
+    w = world_from_params(0.01, 1.0, n_sentences=4, seed=0, markov=True)
+    neg, pos = w.component_model("neg"), w.component_model("pos")
+    sents = [neg.decode(w.encode_sentences([x], bos=False)) for x in range(4)]
+    pool = [x.strip() for x in sents[:3]]
+    s = PromptDistSettings(behavior="s", fmt="newline", neutral=(sents[3].strip(),),
+                           n_prompts=2, n_sentences=1, n_samples=4, n_boot=100, seed=5)  # fmt: skip
+    assert s.undesired_source == "heldout"
+    r = run_prompt_dist(neg, pos, s, tmp_path / "a", stop_ids=w.sentence_end_token_ids,
+                        undesired_pool=pool)  # fmt: skip
+    assert r["s0"]["undesired_sentence"] in pool
+    assert r["s0"]["undesired_source"].startswith("held-out undesired statement")
+    assert r["s0"]["text"].endswith(r["s0"]["undesired_sentence"] + "\n")
+    again = run_prompt_dist(neg, pos, s, tmp_path / "b", stop_ids=w.sentence_end_token_ids,
+                            undesired_pool=pool[::-1])  # fmt: skip
+    assert again["s0"]["undesired_sentence"] == r["s0"]["undesired_sentence"]
+    with pytest.raises(InputError, match="held-out undesired"):
+        run_prompt_dist(neg, pos, s, tmp_path / "c", stop_ids=w.sentence_end_token_ids)
+    assert r["paper"] is None  # the paper gives beta_prompt for agreeableness only
+
+
+def test_prompt_dist_refuses_alternating_layouts() -> None:
+    for layout in ("alternating", "chat", "llama2-inst"):
+        with pytest.raises(ValueError, match="laid out alike"):
+            PromptDistSettings(behavior="s", fmt=layout)
+    assert PromptDistSettings(behavior="s", fmt="user-turns").fmt == "user-turns"

@@ -38,6 +38,7 @@ from bebkit.errors import InputError
 from bebkit.estimate import Estimate, clustered_wilson
 from bebkit.estimators.prompts import (
     DEFAULT_ALIGNING_PROMPT,
+    LLAMA2_INST,
     PromptFormat,
     SampledPrompt,
     prompt_reads,
@@ -137,6 +138,9 @@ class ResponseConfig:
         aligning_prompt: the system prompt of the ``"aligned"`` condition.
         judge_unit: what the judge is shown: the first sentence (paper) or the full text.
         temperature, top_k, top_p: sampling shape (default: pure ancestral sampling).
+        own_context: respond in the prompt's own text (``prompt.context``: the header the
+            prompt was sampled under) instead of the target view — for P₋'s own responses
+            (Lemma 7's g₋), whose native context keeps the template's default system turn.
     """
 
     n_responses: int = 32
@@ -148,6 +152,7 @@ class ResponseConfig:
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
+    own_context: bool = False
 
     def __post_init__(self) -> None:
         if self.n_responses < 1:
@@ -180,6 +185,15 @@ def response_format(fmt: PromptFormat) -> PromptFormat:
     """
     if fmt.keep_stop_token:
         return fmt
+    if fmt.response_period == 2 and fmt.sentence_suffixes:
+        # alternating layouts: the reply fills the assistant slot, which its close ends
+        # (Llama-2: "</s>", not the user turn's "[/INST]", which no single token holds, so
+        # stopping at it would cut a reply at any "["). The authors' literal layout closes
+        # that slot with the next "[INST]"; their `generate` ended a reply at "</s>".
+        close = fmt.suffix_for(2).strip()
+        literal = fmt.header == LLAMA2_INST.header and close == "[INST]"
+        if literal or close:
+            return replace(fmt, stop_strings=("</s>",) if literal else (close,))
     return replace(fmt, stop_strings=fmt.stop_strings[:1])
 
 
@@ -247,7 +261,12 @@ def sample_responses(
             # Several contexts of one prompt per call: a model with `sample_many` decodes
             # their rows together (bigger decode batches); others loop over `sample`.
             group = cells[start : start + per_call]
-            ctxs = [pr.target_context(model, n, _system_prompt(c, cfg)) for n, c in group]
+            ctxs = [
+                pr.context(model, n)
+                if cfg.own_context
+                else pr.target_context(model, n, _system_prompt(c, cfg))
+                for n, c in group
+            ]
             drawn = sample_many(
                 model,
                 ctxs,

@@ -672,6 +672,23 @@ class KLCurve:
             "continuations_total": int(self.per_prompt.size * self.n_samples),
         }
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> KLCurve:
+        """The curve :meth:`to_dict` wrote (its derived fields are recomputed, not read)."""
+        trunc = d.get("n_truncated")
+        return cls(
+            n=np.asarray(d["n"], dtype=np.int64),
+            per_prompt=np.asarray(d["per_prompt"], dtype=np.float64),
+            per_prompt_stderr=np.asarray(d["per_prompt_stderr"], dtype=np.float64),
+            n_samples=int(d["n_samples"]),
+            method=str(d["method"]),
+            label=str(d.get("label", "")),
+            unit=str(d.get("unit", "tokens")),
+            max_tokens=int(d.get("max_tokens", 0)),
+            n_truncated=None if trunc is None else np.asarray(trunc, dtype=np.int64),
+            direction=str(d.get("direction", "")),
+        )
+
 
 def _encode(model: LanguageModel, text: str) -> list[int]:
     return list(model.encode(text)) if text else []
@@ -702,17 +719,32 @@ def sentence_contexts(
 ) -> tuple[list[int], list[int]]:
     """``(P's, Q's)`` contexts whose continuation is sentence n+1 of the prompt.
 
-    ``prefix(n) ⊕ opener`` for P; without ``system_prompt`` Q sees exactly the same text,
-    with one Q sees its target view (the aligning system turn replacing the format header,
-    Theorem 2's aligning prefix) with the same body and the next sentence's opener.
+    ``prefix(n) ⊕ opener`` for P (its own header: the text it sampled the prompt in). Q sees
+    its target view with the same body and the next sentence's opener: with ``system_prompt``
+    the aligning system turn replaces the format header (Theorem 2's aligning prefix);
+    without one Q sees P's text, except where the chat template would insert a default system
+    prompt (SmolLM2's "You are a helpful AI assistant…"): the prompt-free condition is then
+    an empty system turn, exactly as :meth:`SampledPrompt.target_context` (the token unit)
+    and the behavior-expectation responses read it — one "no aligning prompt" everywhere.
     """
     if not 0 <= n <= prompt.n_sentences:
         raise InputError(f"n must be in [0, {prompt.n_sentences}], got {n}")
     p_ctx = list(prompt.tokens[: prompt.boundaries[n]]) + sentence_opener(prompt, p, n)
-    if system_prompt is None:
+    system = target_system(prompt, system_prompt)
+    if system is None:
         return p_ctx, list(p_ctx)
-    toks, bounds, _ = prompt_layout(prompt, q, system_prompt)
-    return p_ctx, list(toks[: bounds[n]]) + sentence_opener(prompt, q, n, system_prompt)
+    toks, bounds, _ = prompt_layout(prompt, q, system)
+    return p_ctx, list(toks[: bounds[n]]) + sentence_opener(prompt, q, n, system)
+
+
+def target_system(prompt: SampledPrompt, system_prompt: str | None) -> str | None:
+    """The system text of the target's view: ``system_prompt``, or for the prompt-free
+    condition ``""`` (an empty system turn) when the format's template would otherwise insert
+    a default system prompt, else None (the prompt's own text)."""
+    fmt = getattr(prompt, "fmt", None)
+    if system_prompt is None and getattr(fmt, "none_as_empty_system", False):
+        return ""
+    return system_prompt
 
 
 def kl_curves(

@@ -5,6 +5,7 @@ from bebkit.fits.convergence import (
     ConvergenceResult,
     fit_convergence,
     lemma5_curve,
+    matched_windows,
     theorem_lengths,
 )
 from bebkit.fits.envelopes import CurveData, EnvelopeFit, fit_beta, fit_beta_prime, fit_sigma2
@@ -19,5 +20,6 @@ __all__ = [
     "fit_convergence",
     "fit_sigma2",
     "lemma5_curve",
+    "matched_windows",
     "theorem_lengths",
 ]

@@ -362,6 +362,7 @@ def fit_convergence(
     ci_level: float = 0.95,
     rng: np.random.Generator | int | None = 0,
     floored: bool = True,
+    linear_max: float | None = None,
 ) -> ConvergenceResult:
     """Fit eq. 7 with and without a floor to the whole curve and a line to its first points.
 
@@ -375,6 +376,9 @@ def fit_convergence(
         n_boot: > 0 → percentile-bootstrap CIs (prompts resampled when available,
             otherwise a parametric normal bootstrap of the points); 0 → delta method.
         floored: also fit the floored curve (default True).
+        linear_max: the straight line uses every point with n ≤ this instead of the first
+            ``n_linear`` (a window in sentences shared with another curve,
+            :func:`matched_windows`).
     """
     check_range("ci_level", ci_level, low=0, high=1)
     curve = data if isinstance(data, CurveData) else CurveData.from_kl_curve(data)
@@ -404,12 +408,34 @@ def fit_convergence(
         gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         boot = curve.bootstrap(n_boot, gen)[:, mask]
     lem = _fit("lemma5", n, y, se, boot, ci_level, n_units)
-    k = min(n_linear, n.size)
+    k = min(n_linear, n.size) if linear_max is None else int(np.sum(n <= linear_max))
+    if k < 2:
+        raise InputError(f"the straight line needs >= 2 points, got {k}")
     lin = _fit(
         "linear", n[:k], y[:k], se[:k], None if boot is None else boot[:, :k], ci_level, n_units
     )
     flo = _fit("floored", n, y, se, boot, ci_level, n_units) if floored and n.size >= 3 else None
     return ConvergenceResult(lemma5=lem, linear=lin, floored=flo)
+
+
+def matched_windows(
+    ns: Sequence[Sequence[float]], *, n_min: float = 1, n_linear: int = 3
+) -> tuple[float, float]:
+    """``(W, L)``: one sentence window shared by several curves read at different n.
+
+    A KL curve flattens with n, so a slope fitted over a wider window is smaller: comparing
+    the β of an alternating-layout curve (read at n = 1, 3, 5, …, 19) with a newline curve
+    (n = 1 … 10) fitted each over its own points compares different windows (two curves with
+    the same per-sentence β give a straight-line ratio of ≈ 0.8). ``W`` is the last n every
+    curve reaches (the whole-curve fits use n_min ≤ n ≤ W); ``L`` is the sentence of the
+    ``n_linear``-th point of the sparsest curve (the straight line uses n_min ≤ n ≤ L).
+    """
+    used = [np.sort(np.asarray([x for x in n if x >= n_min], dtype=np.float64)) for n in ns]
+    if any(u.size < 2 for u in used):
+        raise InputError(f"each curve needs >= 2 points from n = {n_min:g}")
+    w = float(min(u[-1] for u in used))
+    lin = float(max(u[min(n_linear, u.size) - 1] for u in used))
+    return w, min(lin, w)
 
 
 def theorem_lengths(

@@ -15,7 +15,11 @@ degree of freedom: an honest but very rough interval. n on the authors' axis cou
 ``[/INST]``-terminated sentences of the prompt, starting at 1.
 
 The chat/base β ratio (§4.2, app. M: "a factor of 5") is the ratio of the two fits' β with a
-delta-method stderr (independent curves) and a CI on the log scale.
+delta-method stderr (independent curves) and a CI on the log scale. On the sentence axis both
+curves are fitted over one sentence window (:func:`~bebkit.fits.convergence.matched_windows`,
+as bebkit's measured ratio): the chat curve sits at sentences 1, 3, …, 19 and the base curve at
+1 … 10, and fits over each curve's own points would compare different windows of curves that
+flatten. On the marker axis the ratio is per marker over per sentence, the paper's own.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
-from bebkit.fits.convergence import ConvergenceFit, _z, fit_convergence
+from bebkit.fits.convergence import ConvergenceFit, _z, fit_convergence, matched_windows
 from bebkit.fits.envelopes import CurveData
 from bebkit.paper import AuthorsFigures, marker_sentences
 
@@ -148,6 +152,7 @@ def paper_parity(
         raise ValueError(f"axis must be 'markers' or 'sentences', got {axis!r}")
     rows: list[ParityRow] = []
     fits: dict[tuple[str, str, str], ConvergenceFit] = {}
+    data: dict[tuple[str, str], CurveData] = {}
     for b in behaviors:
         for cond in ("none", "aligned", "pretrained"):
             if (b, cond) not in figures.convergence:
@@ -156,9 +161,9 @@ def paper_parity(
             n = np.asarray(cur.n, dtype=np.float64)
             if axis == "sentences" and cond != "pretrained":
                 n = marker_sentences(n)
-            data = CurveData.from_points(n, cur.values, np.zeros(n.size))
+            data[(b, cond)] = CurveData.from_points(n, cur.values, np.zeros(n.size))
             res = fit_convergence(
-                data, n_min=n_min, n_max=n_max, n_linear=n_linear, ci_level=ci_level
+                data[(b, cond)], n_min=n_min, n_max=n_max, n_linear=n_linear, ci_level=ci_level
             )
             for name in FITS:
                 f = getattr(res, name)
@@ -167,10 +172,25 @@ def paper_parity(
                 fits[(b, cond, name)] = f
                 rows.append(_row(b, cond, name, f))
     ratios: dict[tuple[str, str, str], Estimate] = {}
-    for (b, cond, name), f in fits.items():
-        base = fits.get((b, "pretrained", name))
-        if cond != "pretrained" and base is not None:
-            ratios[(b, cond, name)] = beta_ratio(f.beta, base.beta, ci_level)
+    for (b, cond), chat in data.items():
+        base = data.get((b, "pretrained"))
+        if cond == "pretrained" or base is None:
+            continue
+        if axis == "sentences":  # one sentence window for both curves
+            lo = 1.0 if n_min is None else float(n_min)
+            w, lin = matched_windows(
+                [chat.n.tolist(), base.n.tolist()], n_min=lo, n_linear=n_linear
+            )
+            w = w if n_max is None else min(w, float(n_max))
+            kw: dict[str, Any] = {"n_min": lo, "n_max": w, "linear_max": lin, "ci_level": ci_level}
+            pair = (fit_convergence(chat, **kw), fit_convergence(base, **kw))
+        else:  # per marker over per sentence, each curve on its own points: the paper's
+            kw = {"n_min": n_min, "n_max": n_max, "n_linear": n_linear, "ci_level": ci_level}
+            pair = (fit_convergence(chat, **kw), fit_convergence(base, **kw))
+        for name in FITS:
+            fc, fb = getattr(pair[0], name), getattr(pair[1], name)
+            if fc is not None and fb is not None:
+                ratios[(b, cond, name)] = beta_ratio(fc.beta, fb.beta, ci_level)
     return ParityTable(tuple(rows), ratios, n_linear)
 
 

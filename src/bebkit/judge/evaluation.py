@@ -104,18 +104,36 @@ def agreement(
     n_boot: int = 2000,
     ci_level: float = 0.95,
     seed: int = 0,
+    clusters: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """Agreement metrics with bootstrap stderr and percentile CIs, plus the confusion matrix.
 
     Also reports the human and judged behavior expectations B̄ = 2·(good rate) − 1 (the
     quantity plotted in fig. 3b of the paper) with their CIs.
+
+    ``clusters`` (one key per response, e.g. its misaligning prompt): the bootstrap resamples
+    whole clusters, as responses to one prompt are not independent; without it, responses.
     """
     counts = confusion_counts(y_true, y_pred)
     n = int(counts.sum())
     if n == 0:
         raise InputError("no labelled responses to evaluate")
     point = metrics_from_counts(counts)
-    boots = metrics_from_counts(np.random.default_rng(seed).multinomial(n, counts / n, size=n_boot))
+    rng = np.random.default_rng(seed)
+    method = f"bootstrap-percentile(B={n_boot})"
+    if clusters is not None:
+        keys = list(clusters)
+        if len(keys) != n:
+            raise InputError(f"clusters has {len(keys)} keys for {n} responses")
+        t, p = np.asarray(y_true), np.asarray(y_pred)
+        ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        rows = np.asarray([ids[k] for k in keys])
+        per = np.stack([confusion_counts(t[rows == i], p[rows == i]) for i in range(len(ids))])
+        draws = rng.integers(len(ids), size=(n_boot, len(ids)))
+        boots = metrics_from_counts(per[draws].sum(axis=1))
+        method = f"cluster-bootstrap-percentile(B={n_boot}, clusters={len(ids)})"
+    else:
+        boots = metrics_from_counts(rng.multinomial(n, counts / n, size=n_boot))
     lo_q, hi_q = 100 * (1 - ci_level) / 2, 100 * (1 + ci_level) / 2
     out: dict[str, Any] = {"n": n}
     for key in ("accuracy", "balanced_accuracy", "kappa", "human_good_rate", "judge_good_rate"):
@@ -131,7 +149,7 @@ def agreement(
             float(np.percentile(b, lo_q)),
             float(np.percentile(b, hi_q)),
             ci_level,
-            f"bootstrap-percentile(B={n_boot})",
+            method,
         )
     for who in ("human", "judge"):
         g: Estimate = out[f"{who}_good_rate"]

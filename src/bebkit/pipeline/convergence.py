@@ -38,6 +38,7 @@ from bebkit.fits.convergence import ConvergenceResult, fit_convergence
 from bebkit.fits.derived import delta_estimate, fit_curve_data
 from bebkit.models.protocol import LanguageModel
 from bebkit.pipeline.experiments_common import (
+    MARKER_LAYOUTS,
     PAPER_LABEL,
     KLSettings,
     aligning_prompt_field,
@@ -254,7 +255,7 @@ def run_convergence(
         c: lengths_from_fit(
             f,
             s,
-            s0_len=s0 if c == ALIGN else 0.0,
+            s0_len=s0 if c == ALIGN else None,  # no s0: Theorem 2 is Theorem 1 (+1)
             beta_prime=s.beta_prime,
             sigma=s.sigma,
             # Theorem 2 bounds P(·|s₀) with the unprompted model's α, β (see above)
@@ -280,7 +281,7 @@ def run_convergence(
         "s0_sentences": s0,
         "truncated_prompt_sentences": int(sum(sum(p.truncated) for p in prompts)),
         "unit": s.unit,
-        "n_counting": n_counting(s.fmt),
+        "n_counting": n_counting(s.fmt) + _n0_note(s),
         "condition_contexts": condition_contexts(fmt, s.aligning_prompt),
         "extrapolation": _extrapolation(curves, s, rng),
     }
@@ -297,6 +298,18 @@ def run_convergence(
     results["files"] = kl_files(out, figs)
     write_run_record(out, kind, s, results, timings, extra_config)
     return results
+
+
+def _n0_note(s: ConvergenceSettings) -> str:
+    """What the n = 0 point of a per-sentence curve measures where the layout alternates: the
+    next sentence there is the prompt's first (user-slot) sentence, not the model's reply."""
+    if s.unit != "sentence" or s.fmt not in MARKER_LAYOUTS:
+        return ""
+    return (
+        " At n = 0 the per-sentence KL is that of the prompt's first sentence (the user's "
+        "opening message), not of a reply; the fits use n >= "
+        f"{s.fit_n_min}."
+    )
 
 
 def _extrapolation(
@@ -322,11 +335,27 @@ def _extrapolation(
 
 
 def _falls(cv: KLCurve) -> dict[str, Any]:
-    """Does the KL fall with n? First-vs-last difference with its CI and the OLS slope sign."""
+    """Does the KL fall with n? First-vs-last difference with its CI and the OLS slope sign.
+
+    Both ends are measured on the same prompts, so the difference's stderr is that of the
+    per-prompt differences (paired: sd(d_p)/√P); treating the two ends as independent would
+    add the between-prompt spread twice and hide a fall every prompt shows. With one prompt,
+    the two Monte-Carlo stderrs (independent continuation sets) are combined instead.
+    """
     est = cv.estimates
-    first, last = est[1] if len(est) > 1 else est[0], est[-1]
+    i = 1 if len(est) > 1 else 0
+    first, last = est[i], est[-1]
     diff = first.value - last.value
-    se = math.sqrt(first.stderr**2 + last.stderr**2) if math.isfinite(first.stderr) else math.nan
+    pp = np.asarray(cv.per_prompt, dtype=float)
+    if pp.ndim == 2 and pp.shape[0] >= 2:
+        d = pp[:, i] - pp[:, -1]
+        diff = float(np.mean(d))
+        se, method = float(np.std(d, ddof=1) / math.sqrt(d.size)), "paired_prompt_difference"
+    else:
+        se = (
+            math.sqrt(first.stderr**2 + last.stderr**2) if math.isfinite(first.stderr) else math.nan
+        )
+        method = "first_minus_last_normal"
     x = cv.n.astype(float)
     slope = float(np.polyfit(x, cv.means, 1)[0]) if x.size >= 2 else math.nan
     return {
@@ -339,7 +368,7 @@ def _falls(cv: KLCurve) -> dict[str, Any]:
             "ci_high": diff + 1.96 * se,
             "ci_level": 0.95,
             "n": int(cv.per_prompt.shape[0]),
-            "method": "first_minus_last_normal",
+            "method": method,
         },
         "ols_slope": slope,
         "falls": bool(diff - 1.96 * se > 0) if math.isfinite(se) else bool(diff > 0),
@@ -455,7 +484,7 @@ EXPERIMENT = register(
         name="convergence",
         settings=ConvergenceSettings,
         result=ConvergenceOutcome,
-        version="5",  # 5: the aligned curve's Theorem 2 length takes the unprompted alpha, beta
+        version="6",  # 6: the prompt-free target sees the empty system turn (as misalign); paired kl_falls
         run=_run,
         summary=lambda r: summary_lines(r.to_json()),
         help="KL(P- || P_LLM) vs prompt length with and without an aligning prompt (fig. 3a)",

@@ -282,7 +282,9 @@ def report_resume(log: Callable[[str], None] | None, checkpoint: Any) -> None:
             f"computed {checkpoint.computed}")  # fmt: skip
 
 
-def run_pminus_vs_pplus(ctx: Any, s: Any, run: Callable[..., dict[str, Any]], result: Any) -> Any:
+def run_pminus_vs_pplus(
+    ctx: Any, s: Any, run: Callable[..., dict[str, Any]], result: Any, **kwargs: Any
+) -> Any:
     """Run a P₋-against-P₊ experiment (β/σ², prompt-distinguishability) on the run's
     components: P₊ is the ``pos`` adapter or the model itself (``p_plus``), the paper's
     curves overlaid; returns the typed ``result``."""
@@ -295,6 +297,7 @@ def run_pminus_vs_pplus(ctx: Any, s: Any, run: Callable[..., dict[str, Any]], re
         target=s.p_plus,
         reference=paper_kl(ctx.paper_figures, s.behavior),
         reference_label=PAPER_LABEL,
+        **kwargs,
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -285,7 +285,8 @@ def run_misalign(
         target, prompts, rng=rng, config=cfg, progress=progress, checkpoint=ckpt
     )
     # g₋ (Lemma 7's floor): P₋'s own responses after the whole prompt, judged the same way.
-    own_cfg = replace(cfg, ns=(positions[-1],), conditions=(NO_ALIGN,))
+    # in P₋'s own context: the header its prompts were sampled (and it was trained) under
+    own_cfg = replace(cfg, ns=(positions[-1],), conditions=(NO_ALIGN,), own_context=True)
     own = sample_responses(
         neg, prompts, rng=rng, config=own_cfg, checkpoint=ckpt, checkpoint_name="own"
     )
@@ -338,9 +339,9 @@ def run_misalign(
         )  # fmt: skip
         timings[f"second_judge_{name}"] = time.perf_counter() - t1
     t0 = time.perf_counter()
-    g_minus = _rate(sum(r.label == 1 for r in own), len(own), "judge good rate of P-'s responses")
+    g_minus = _rate(own, "judge good rate of P-'s responses")
     g_plus = {
-        c: _rate(int(cv.good_counts[0]), int(cv.totals[0]), "good rate at n = 0")
+        c: _rate([r for r in responses if r.n == 0 and r.condition == c], "good rate at n = 0")
         for c, cv in all_curves.items()
         if int(cv.n[0]) == 0
     }
@@ -716,7 +717,7 @@ def second_opinion(
     """Re-judge the same responses with another judge: its curves per condition (n ≥ 1) with
     each curve's first-to-last drop, its control curve and drop, its good rate on P₋'s own
     responses (g₋), and its agreement with the main judge (Cohen's κ, accuracy; bootstrap
-    CIs over responses). A decline that the main judge sees on the control but an
+    CIs over prompts). A decline that the main judge sees on the control but an
     independent judge does not is the main judge's, not the model's."""
     from bebkit.judge.evaluation import agreement
 
@@ -732,16 +733,20 @@ def second_opinion(
     }
     if own:
         own2 = judged(ckpt, f"{checkpoint_name}-own", own, judge, unit)
-        k = sum(r.label == 1 for r in own2)
-        out["g_minus"] = _rate(k, len(own2), "second judge's good rate of P-'s responses").to_dict()
+        out["g_minus"] = _rate(own2, "second judge's good rate of P-'s responses").to_dict()
     both = list(responses)
     again = list(mine)
+    clusters = [("main", r.prompt_id) for r in responses]
     if control:
         ctl = judged(ckpt, f"{checkpoint_name}-control", control, judge, unit)
         out["control"] = _control_summary(ctl)
         both += control
         again += ctl
-    a = agreement([int(r.label or 0) for r in both], [int(r.label or 0) for r in again])
+        clusters += [("control", r.prompt_id) for r in control]
+    # responses to one prompt are not independent: the κ bootstrap resamples prompts
+    a = agreement(
+        [int(r.label or 0) for r in both], [int(r.label or 0) for r in again], clusters=clusters
+    )
     out["agreement_with_main"] = {
         k: (v.to_dict() if isinstance(v, Estimate) else v)
         for k, v in a.items()
@@ -774,11 +779,13 @@ def copy_audit(responses: list[Any], prompts: list[Any], threshold: float = 0.5)
     def share(sel: list[bool]) -> dict[str, Any] | None:
         k = sum(b for b, c in zip(bad, copied, strict=True) if c == sel[0])
         n = sum(1 for c in copied if c == sel[0])
-        return None if n == 0 else _rate(k, n, "judged bad").to_dict()
+        return None if n == 0 else _count_rate(k, n, "judged bad").to_dict()
 
     return {
         "threshold": threshold,
-        "copied": _rate(sum(copied), len(copied), "share of responses copying the prompt").to_dict()
+        "copied": _count_rate(
+            sum(copied), len(copied), "share of responses copying the prompt"
+        ).to_dict()
         if copied
         else None,
         "bad_among_copied": share([True]),
@@ -798,13 +805,28 @@ def _from_n(curve: BehaviorCurve, n_min: int) -> BehaviorCurve:
     )
 
 
-def _rate(good: int, total: int, method: str) -> Estimate:
-    """A judged good rate with its Wilson 95 % interval."""
+def _count_rate(good: int, total: int, method: str) -> Estimate:
+    """A share with its plain Wilson 95 % interval (a diagnostic: responses as independent)."""
     from bebkit.estimate import wilson_interval
 
-    if total == 0:
-        return Estimate(float("nan"), float("nan"), 0, None, None, 0.95, method)
     return replace(wilson_interval(int(good), int(total)), method=f"{method} (Wilson)")
+
+
+def _rate(rs: Sequence[Response], method: str) -> Estimate:
+    """The judged good rate of ``rs`` with a Wilson 95 % interval clustered by prompt
+    (:func:`bebkit.estimate.clustered_wilson`: responses to one prompt are not independent)."""
+    from bebkit.estimate import clustered_wilson
+
+    if not rs:
+        return Estimate(float("nan"), float("nan"), 0, None, None, 0.95, method)
+    counts: dict[int, list[int]] = {}
+    for r in rs:
+        c = counts.setdefault(r.prompt_id, [0, 0])
+        c[0] += int(r.label == 1)
+        c[1] += 1
+    good, total = zip(*counts.values(), strict=True)
+    est = clustered_wilson(good, total)
+    return replace(est, method=f"{method} ({est.method})")
 
 
 def _bounded(
@@ -959,7 +981,7 @@ EXPERIMENT = register(
         name="misalign",
         settings=MisalignSettings,
         result=MisalignResult,
-        version="8",  # 8: Theorem 2's (log 1/alpha, beta) from one KL fit; prompt-clustered CIs
+        version="9",  # 9: P- responds in its own context (g-); g+-, kappa clustered by prompt
         run=_run,
         summary=lambda r: summary_lines(r.to_json()),
         help="misalign a model with prompts sampled from P-: % good responses vs prompt length",

@@ -1,7 +1,11 @@
 """β-prompt-distinguishability (Definition 3, appendix N, fig. 15).
 
-The prefix ``s₀`` is a neutral text followed by ONE undesired sentence (sampled from
-``P₋(·|neutral)`` unless given). Then prompts ``s ~ P₋(·|s₀)`` are sampled and
+The prefix ``s₀`` is a neutral text followed by ONE undesired sentence. Definition 3 needs
+that sentence to have negative behavior (the paper's fig. 15 ends s₀ with a fixed hand-written
+one); by default it is a held-out undesired statement of the behavior's split (labelled,
+never trained on; chosen by seed), else given, or sampled from ``P₋(·|neutral)`` on request
+(a small P₋ may continue neutrally, which would lower β_prompt unseen). Then prompts
+``s ~ P₋(·|s₀)`` are sampled and
 
     KL(P₋(·|s₀ ⊕ s₁…sₙ) ‖ P₊(·|s₀ ⊕ s₁…sₙ))
 
@@ -15,9 +19,9 @@ sentence on.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -73,12 +77,31 @@ class PromptDistSettings(KLSettings):
         "of Italy? The capital of Italy is Rome.')",
     )
     undesired_sentence: str | None = Field(
-        None, description="the undesired sentence ending s0 (default: sampled from P-)"
+        None, description="the undesired sentence ending s0 (default: see undesired_source)"
+    )
+    undesired_source: Literal["heldout", "sampled"] = Field(
+        "heldout",
+        description="where the undesired sentence ending s0 comes from when not given: "
+        "heldout = a held-out undesired statement of the behavior's split (labelled, never "
+        "trained on; chosen by seed), sampled = one draw of P-(.|neutral), unchecked",
     )
     n_prefix_samples: int | None = Field(
         None, ge=2, description="continuations per prefix inside s0 (default: 4 x n_samples)"
     )
     p_plus: PPlus = p_plus_field()
+
+    @field_validator("fmt")
+    @classmethod
+    def _layout(cls, v: str) -> str:
+        # s0's units and the prompts after it must share one per-sentence unit: a layout whose
+        # slots alternate (user / assistant) would restart its positions after s0
+        if v not in ("newline", "user-turns"):
+            raise ValueError(
+                "prompt-distinguishability runs in the newline layout (the paper's) or "
+                f"user-turns, not {v!r}: its s0 sentences and prompt sentences must be "
+                "laid out alike"
+            )
+        return v
 
     @field_validator("undesired_sentence")
     @classmethod
@@ -117,8 +140,12 @@ def run_prompt_dist(
     log: Callable[[str], None] | None = None,
     extra_config: dict[str, Any] | None = None,
     checkpoint: Checkpoint | None = None,
+    undesired_pool: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Fig. 15 with P₋ = ``neg``, P₊ = ``pos``; write outputs into ``out_dir``.
+
+    ``undesired_pool``: the behavior's held-out undesired statements, for the default
+    ``undesired_source="heldout"`` (InputError without them, unless a sentence is given).
 
     Files: ``prompts.jsonl`` (the prompts after s₀), ``record.json``,
     ``prompt_dist.png`` / ``.svg``.
@@ -139,6 +166,21 @@ def run_prompt_dist(
         undesired_unit = unit_text(fmt, s.undesired_sentence)
         undesired = s.undesired_sentence
         source = "given"
+    elif s.undesired_source == "heldout":
+        pool = sorted({x.strip() for x in undesired_pool or () if x.strip()})
+        if not pool:
+            raise InputError(
+                "prompt-distinguishability: no held-out undesired statements to end s0 with; "
+                "give --undesired-sentence, or --undesired-source sampled"
+            )
+        # its own generator: the choice does not shift the prompts' random draws
+        i = int(np.random.default_rng([s.seed, 15]).integers(len(pool)))
+        undesired = pool[i]
+        undesired_unit = unit_text(fmt, undesired)
+        source = (
+            f"held-out undesired statement {i + 1} of {len(pool)} of the behavior's split "
+            "(labelled, never trained on)"
+        )
     else:
         one = sample_prompts(neg, n_prompts=1, n_sentences=1, rng=rng, fmt=fmt,
                              prefix_text=neutral_text, stop_ids=stops,
@@ -233,7 +275,7 @@ def run_prompt_dist(
         "beta_prompt": None if beta is None else beta.to_dict(),
         "neutral_kl_max": None if neutral_max is None else neutral_max.to_dict(),
         "undesired_kl": und.to_dict(),
-        "paper": {"beta_prompt": 20.0, "model": "Llama-2-13B-chat, agreeableness (fig. 15)"},
+        "paper": _paper(s.behavior),
     }
     title = f"{pos.name} vs P₋ = {neg.name} — {s.behavior} ({s.fmt}); {s.n_prompts} prompts"
     figs = plot_prompt_dist(
@@ -253,16 +295,28 @@ def run_prompt_dist(
     return results
 
 
+def _paper(behavior: str) -> dict[str, Any] | None:
+    """The paper's β_prompt where it gives one (fig. 15: agreeableness only)."""
+    from bebkit.paper import PAPER_VALUES
+
+    v = PAPER_VALUES.get(f"beta_prompt_dist_{behavior.replace('-', '_')}")
+    if v is None:
+        return None
+    return {"beta_prompt": v.value, "model": "Llama-2-13B-chat", "where": v.where}
+
+
 def summary_lines(r: Mapping[str, Any]) -> list[str]:
     """Human-readable summary of :func:`run_prompt_dist`'s results (no model text)."""
     pre = " ".join(f"{e['value']:.2f}" for e in r["prefix_kl"]["estimates"])
     vals = " ".join(f"{e['value']:.2f}" for e in r["kl"]["estimates"])
     bp = r["beta_prompt"]
+    paper = r.get("paper") or {}
+    ref = f"   (paper ~{paper['beta_prompt']:g})" if paper.get("beta_prompt") else ""
     return [
         f"{r['behavior']} ({r['format']}): P- = {r['neg_model']}, P+ = {r['pos_model']}",
         f"  KL inside s0 (neutral ..., undesired) at x = {r['prefix_kl']['x']}: {pre}",
         f"  KL after s0 + n sentences, x = {r['kl']['x'][0]}..{r['kl']['x'][-1]}: {vals}",
-        f"  beta_prompt = {fmt_ci(None if bp is None else bp['estimate'])}   (paper ~20)",
+        f"  beta_prompt = {fmt_ci(None if bp is None else bp['estimate'])}{ref}",
         f"  outputs in {Path(r['files']['record']).parent}",
     ]
 
@@ -276,7 +330,12 @@ class PromptDistResult(Result):
 
 
 def _run(ctx: RunContext, s: PromptDistSettings) -> PromptDistResult:
-    out: PromptDistResult = run_pminus_vs_pplus(ctx, s, run_prompt_dist, PromptDistResult)
+    pool: tuple[str, ...] = ()
+    if s.undesired_sentence is None and s.undesired_source == "heldout":
+        pool = tuple(ctx.provider.data(ctx.model, s.behavior, s.fmt).split.heldout_undesired)
+    out: PromptDistResult = run_pminus_vs_pplus(
+        ctx, s, run_prompt_dist, PromptDistResult, undesired_pool=pool
+    )
     return out
 
 
@@ -285,14 +344,14 @@ EXPERIMENT = register(
         name="prompt-distinguishability",
         settings=PromptDistSettings,
         result=PromptDistResult,
-        version="5",  # 5: the s0 prefix points and the curve measured in the settings' unit
+        version="6",  # 6: s0 ends in a held-out undesired statement by default
         stage="prompt-dist",
         run=_run,
         summary=lambda r: summary_lines(r.to_json()),
         help="beta-prompt-distinguishability: KL after a neutral prefix and one undesired "
         "sentence (fig. 15)",
-        description="Build s0 = neutral sentences + one undesired sentence (sampled from "
-        "P-(.|neutral) unless given), sample prompts s ~ P-(.|s0) and estimate "
+        description="Build s0 = neutral sentences + one undesired sentence (a held-out "
+        "undesired statement of the behavior by default), sample prompts s ~ P-(.|s0) and estimate "
         "KL(P-(.|s0+s) || P+(.|s0+s)) along s0 and then after every sentence of s; "
         "beta_prompt is the lower envelope from the undesired sentence on. Writes record.json "
         "and prompt_dist.png/.svg.",

@@ -245,6 +245,11 @@ _MARKER_AXIS_CAVEAT = (
     "sentence past the second (marker k ≈ sentence k + 1), so its sentence value is uncertain"
 )
 
+_SAMPLING_CAVEAT = (
+    "responses sampled at temperature 1 without truncation vs the authors' top-k 50 (HF "
+    "generate's default)"
+)
+
 #: Stated paper values measured on the authors' marker axis (their fig. 3 / 11 / app. M ratio).
 _PER_MARKER = frozenset(
     {"n_star", "beta_eff_agreeableness", "beta_eff_anti_immigration", "beta_ratio_chat_over_base"}
@@ -813,6 +818,12 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
     rows = []
     for b, r, s, pb, no in _per_behavior(run, "prompt-dist"):
         t, src = _typed(f"beta_prompt_dist_{_bkey(pb)}")
+        s0 = r.get("s0") or {}
+        cav = [f"format: P₋ and P₊ both {r.get('format', fmt)}; the paper: newline P₋, "
+               "[INST] chat P₊",
+               "s₀ ends in " + (f"'{s0['undesired_sentence']}' ({s0.get('undesired_source')})"
+                                if s0.get("undesired_sentence") else "an undesired sentence")
+               + "; the paper: 'I enjoy hurting others' feelings.'"]  # fmt: skip
         rows.append(
             _row(
                 b,
@@ -823,6 +834,7 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                 t,
                 src,
                 no=no + _tokens_reason(s, r),
+                caveat=cav,
             )
         )
     _add_group(groups, "Prompt distinguishability", "app. N, fig. 15", rows)
@@ -832,6 +844,7 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
     for b, r, s, pb, beh in _per_behavior(run, "convergence"):
         no = beh + _layout_reason(r, fmt)
         unit = _kl_unit(s, r)
+        axis = [_MARKER_AXIS_CAVEAT] if r.get("format", fmt) in _PAPER_LAYOUTS else []
         for cond in r.get("conditions") or list((r.get("fits") or {}).keys()):
             fits = _get(r, "fits", cond)
             if not isinstance(fits, Mapping):
@@ -856,6 +869,7 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                         pn,
                         psrc,
                         no=no,
+                        caveat=axis if prow else [],
                     )
                 )
                 pbeta = fmt_est(_est_obj(prow.beta)) if prow else "—"
@@ -872,6 +886,7 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                         pbeta,
                         bsrc,
                         no=no + _tokens_reason(s, r),
+                        caveat=axis if prow else [],
                     )
                 )
             ln = _get(r, "lengths", cond, "lemma5")
@@ -893,7 +908,7 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
     for b, r, _s, pb, beh in _per_behavior(run, "misalign"):
         no = beh + _layout_reason(r, fmt)
         judge = r.get("judge", "?")
-        cav = [f"automatic judge ({judge}) vs the authors' labels"]
+        cav = [f"automatic judge ({judge}) vs the authors' labels", _SAMPLING_CAVEAT]
         for cond, cv in (r.get("curves") or {}).items():
             cl = _CONDITIONS.get(cond, cond)
             good, ns = cv.get("fraction_good"), cv.get("n")
@@ -998,8 +1013,7 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                     no=beh,
                     caveat=[f"{r.get('target_model')} and judge {judge} vs Llama-2-13b-chat "
                             f"and hand labels; {ap.get('format')} layout",
-                            "responses sampled at temperature 1 without truncation vs the "
-                            "authors' top-k 50 (HF generate's default)"],
+                            _SAMPLING_CAVEAT],
                 )
             )  # fmt: skip
     _add_group(groups, "Behavior expectation", "§4.2, fig. 3b / 12", rows)
@@ -1035,6 +1049,14 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                     no=no + _tokens_reason(s, r),
                 )
             )
+        window = r.get("window") or {}
+        wtext = (
+            f"both curves fitted over sentences {window['whole_curve'][0]}–"
+            f"{window['whole_curve'][1]:g} (straight line {window['straight_line'][0]}–"
+            f"{window['straight_line'][1]:g})"
+            if window.get("whole_curve") and window.get("straight_line")
+            else r.get("beta_ratio_method") or ""
+        )
         for fit, e in (r.get("beta_ratio") or {}).items():
             pr = paper.ratio(pb, "none", fit)
             if pr is not None:
@@ -1045,12 +1067,14 @@ def paper_groups(run: Run) -> list[dict[str, Any]]:
                 _row(
                     b,
                     f"β_aligned / β_pretrained ({_FIT_LABEL.get(fit, fit)})",
-                    "ratio of the KL decay rates of the aligned and the pretrained model",
+                    "ratio of the KL decay rates of the aligned and the pretrained model, per "
+                    "sentence" + (f"; {wtext}" if wtext else ""),
                     "—",
                     fmt_est(e),
                     pt,
                     psrc,
                     no=no + fam,
+                    caveat=[_MARKER_AXIS_CAVEAT] if pr is not None else [],
                 )
             )
     _add_group(groups, "Pretrained vs aligned", "§4.2, app. M", rows)
