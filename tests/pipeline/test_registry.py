@@ -661,3 +661,19 @@ def test_provider_reports_the_weights_of_the_adapters_it_loaded(
     assert provider.weights_sha256("tiny", "alpha", "newline", "neg", "generator") == (
         hashlib.sha256(b"generator_neg").hexdigest()
     )
+
+
+def test_an_estimator_revision_changes_only_the_keys_that_use_that_estimator() -> None:
+    """rb_cv's definition changed (leave-one-out coefficient, jackknife stderr): stages run
+    with it get a new key, so no result of the old definition is reused; the default rb's key
+    material is untouched, so the stages cached with it stay valid."""
+    from bebkit.estimators.kl import ESTIMATOR_REVISIONS
+    from bebkit.pipeline.beta_sigma import BetaSigmaSettings
+
+    rb = BetaSigmaSettings(behavior="alpha").key_material()
+    cv = BetaSigmaSettings(behavior="alpha", estimator="rb_cv").key_material()
+    assert rb["estimator"] == "rb"
+    assert cv["estimator"] == f"rb_cv@{ESTIMATOR_REVISIONS['rb_cv']}"
+    assert {k: v for k, v in cv.items() if k != "estimator"} == {
+        k: v for k, v in rb.items() if k != "estimator"
+    }

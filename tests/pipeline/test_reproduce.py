@@ -467,3 +467,84 @@ def test_bad_config_is_one_line(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "beta_sigma.n_prompt" in proc.stderr
+
+
+def test_report_only_reads_the_finished_stages_of_a_run_in_progress(
+    clean_run: tuple[Path, dict[str, str], Path, Any], tmp_path: Path
+) -> None:
+    """`reproduce --report-only` on a copy of the clean run with its last stage unpublished
+    (and one unit of it checkpointed): the finished stages are read with their numbers, the
+    missing one is listed as in progress, nothing is run or deleted, the run's own record and
+    report are left as they are; with every stage present the status is complete."""
+    import shutil
+
+    cfg, env, clean_dir, _ = clean_run
+    run = tmp_path / "run"
+    shutil.copytree(clean_dir, run)
+    rec = json.loads((run / "record.json").read_text())
+    stages = rec["results"]["stages"]
+    last = list(stages)[-1]
+    key = stages[last]["key"]
+    shutil.rmtree(run / "stages" / last / key)
+    units = run / "stages" / last / f".partial-{key}" / "units"
+    units.mkdir(parents=True)
+    (units / "u-0.json").write_text("{}")
+    # another stage finished under a key this config and code do not plan (other flags/code)
+    other = list(stages)[-2]
+    (run / "stages" / other / stages[other]["key"]).rename(run / "stages" / other / ("f" * 16))
+    (run / "record.json").write_text("do not touch")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+    def report_only() -> dict[str, Any]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bebkit.cli", "reproduce", str(cfg), "--out", str(run),
+             "--report-only", "--json"],
+            capture_output=True, text=True, env=env, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        return out
+
+    d = report_only()
+    assert d["status"] == "partial"
+    assert d["pending"] == [
+        f"{other} (not started for this config and code; finished under other key(s) "
+        + "f" * 16
+        + ")",
+        f"{last} (in progress: 1 unit(s) checkpointed)",
+    ]
+    assert d["finished"] == sorted(set(stages) - {last, other})
+    part = json.loads((run / "record-partial.json").read_text())
+    for name in d["finished"]:  # the same numbers as the finished run's record
+        assert part["results"]["stages"][name]["result"] == stages[name]["result"]
+        assert part["results"]["stages"][name]["key"] == stages[name]["key"]
+    html = (run / "report-partial.html").read_text()
+    assert "Partial run" in html and last in html
+    assert "Partial run" in (run / "report-partial.md").read_text()
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    new = {p.name for p in set(after) - set(before)}
+    assert new == {"record-partial.json", "report-partial.md", "report-partial.html"}
+    assert all(after[p] == b for p, b in before.items())  # nothing else written or removed
+
+    # every stage finished: complete, and the partial record holds them all
+    for name in (last, other):
+        shutil.rmtree(run / "stages" / name)
+        shutil.copytree(clean_dir / "stages" / name, run / "stages" / name)
+    d = report_only()
+    assert d["status"] == "complete" and d["pending"] == [] and d["finished"] == sorted(stages)
+
+
+def test_report_only_refuses_run_options_and_an_empty_folder(
+    clean_run: tuple[Path, dict[str, str], Path, Any], tmp_path: Path
+) -> None:
+    cfg, env, _, _ = clean_run
+    for extra, msg in ((["--no-recompute"], "--report-only runs nothing"),
+                       ([], "nothing to report")):  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "bebkit.cli", "reproduce", str(cfg), "--out",
+             str(tmp_path / "empty"), "--report-only", *extra],
+            capture_output=True, text=True, env=env, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 2 and msg in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "empty").exists()

@@ -16,7 +16,9 @@ import pytest
 from bebkit.cli import main
 from bebkit.theory import bounds
 
-BETA, BETA_POS, SIGMA_POS, SIGMA_NEG, LOG_INV_ALPHA = 1.5, 0.8, 0.6, 0.9, 2.0
+# beta-sigma's envelope β (BETA) differs from the convergence fit's β (FIT_BETA) on purpose:
+# the theorem lengths must take the fit's pair (FIT_BETA, LOG_INV_ALPHA), never BETA with it
+BETA, BETA_POS, SIGMA_POS, SIGMA_NEG, LOG_INV_ALPHA, FIT_BETA = 1.5, 0.8, 0.6, 0.9, 2.0, 0.5
 ALPHA = math.exp(-LOG_INV_ALPHA)
 
 
@@ -33,7 +35,7 @@ def _records(root: Path) -> tuple[Path, Path]:
         "sigma2": {"estimate": _est(SIGMA_NEG**2)}, "sigma": _est(SIGMA_NEG),
         "beta_prime_pos": {"estimate": _est(BETA_POS)}, "sigma_pos": _est(SIGMA_POS),
     }}))  # fmt: skip
-    fit = {"log_inv_alpha": _est(LOG_INV_ALPHA), "beta": _est(0.5), "n_star": _est(4.0)}
+    fit = {"log_inv_alpha": _est(LOG_INV_ALPHA), "beta": _est(FIT_BETA), "n_star": _est(4.0)}
     conv = root / "convergence.json"
     conv.write_text(json.dumps({"kind": "convergence", "results": {
         "behavior": "cooperativeness", "format": "alternating", "target_model": "m",
@@ -88,13 +90,17 @@ def test_conversation_end_to_end(tiny: dict[str, Path], capsys: pytest.CaptureFi
     assert d["conversation_curve"]["reply_sentences"] == [0, 1, 2]
     assert d["single_curve"]["reply_sentences"] == [0, 0, 0]
     t3 = d["theorem3"]
-    assert t3["sources"]["beta"] == "beta-sigma: beta"
-    assert t3["sources"]["beta_prime"].startswith("beta-sigma: beta_prime_pos")
-    assert t3["sources"]["log_inv_alpha"].startswith("convergence")
+    # β and log 1/α: one pair off the convergence fit; β′, σ: beta-sigma's P₊ direction
+    assert t3["sources"]["beta"] == t3["sources"]["log_inv_alpha"]
+    assert t3["sources"]["beta"].startswith("convergence (alternating layout)")
+    assert t3["sources"]["pair"] == "one fit"
+    assert t3["sources"]["beta_prime"].startswith("beta-sigma (newline layout): beta_prime_pos")
+    assert t3["params"]["beta"] == FIT_BETA and t3["params"]["log_inv_alpha"] == LOG_INV_ALPHA
     assert t3["params"]["sigma"] == pytest.approx(SIGMA_POS)
-    want = bounds.theorem3_total_length(ALPHA, BETA, 0.1, BETA_POS, SIGMA_POS, 0.1, [1.0, 1.0])
+    want = bounds.theorem3_total_length(ALPHA, FIT_BETA, 0.1, BETA_POS, SIGMA_POS, 0.1,
+                                        [1.0, 1.0])  # fmt: skip
     assert t3["length"] == pytest.approx(want)
-    assert t3["detail"]["theorem1"] == pytest.approx(bounds.theorem1_length(ALPHA, BETA, 0.1))
+    assert t3["detail"]["theorem1"] == pytest.approx(bounds.theorem1_length(ALPHA, FIT_BETA, 0.1))
     # model text stays out of the record
     assert "conversations" not in d["conversation_curve"]
     assert (out / "conversations.jsonl").is_file()
@@ -107,6 +113,8 @@ def test_best_of_n_end_to_end(tiny: dict[str, Path], capsys: pytest.CaptureFixtu
     assert d["ns"] == [1, 2, 4] and d["lengths"] == [0, 1, 3]  # alternating: n = 0 and odd n
     assert set(d["good_fraction"]) == {"1", "2", "4"}
     assert d["beta_source"] == "settings"
+    # a β given in the settings is paired with the fit's log 1/α, and the record says so
+    assert d["theorem4"]["4"]["sources"]["pair"].startswith("mixed: beta from settings")
     assert d["predicted_shift"]["4"] == pytest.approx(math.log(4) / 2.0)
     assert d["theorem4"]["4"]["length"] == pytest.approx(bounds.theorem4_length(ALPHA, 2.0, 0.1, 4))
     assert d["curve"]["n_groups"] == {"1": 4, "2": 2, "4": 1}
@@ -123,7 +131,9 @@ def test_fraction_misaligned_end_to_end(
     assert all(e["ci_low"] <= e["value"] <= e["ci_high"] for e in d["fraction"])
     t5 = d["theorem5"]
     assert t5["params"]["sigma"] == pytest.approx(SIGMA_NEG)  # P- direction for Theorem 5
-    assert t5["length"] == pytest.approx(bounds.theorem5_length(ALPHA, BETA, 0.1, SIGMA_NEG, 0.1))
+    want = bounds.theorem5_length(ALPHA, FIT_BETA, 0.1, SIGMA_NEG, 0.1)
+    assert t5["length"] == pytest.approx(want)
+    assert t5["params"]["beta"] == FIT_BETA
 
 
 def test_bounds_are_missing_without_inputs(
@@ -182,3 +192,77 @@ def test_powers_of_two_and_consistency() -> None:
     assert consistency(None, 5.0, 10.0) is False  # never crossed although the bound was reached
     assert consistency(None, 20.0, 10.0) is None  # bound beyond the measured range
     assert consistency(3.0, None, 10.0) is None
+
+
+def _ns_est(v: float) -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(value=v)
+
+
+class _Ctx:
+    """The one RunContext method measured_parameters uses: the typed inputs by name."""
+
+    def __init__(self, **inputs: Any) -> None:
+        self._inputs = inputs
+
+    def input(self, name: str) -> Any:
+        return self._inputs.get(name)
+
+
+def _bs_result(beta: float = BETA) -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        format="newline", beta=SimpleNamespace(estimate=_ns_est(beta)), sigma=_ns_est(SIGMA_NEG),
+        beta_prime_pos=SimpleNamespace(estimate=_ns_est(BETA_POS)), sigma_pos=_ns_est(SIGMA_POS),
+    )  # fmt: skip
+
+
+def _conv_result(a: float = LOG_INV_ALPHA, b: float = FIT_BETA) -> Any:
+    from types import SimpleNamespace
+
+    best = SimpleNamespace(log_inv_alpha=_ns_est(a), beta=_ns_est(b))
+    return SimpleNamespace(format="alternating", fits={"none": SimpleNamespace(default=best)})
+
+
+@pytest.mark.parametrize(
+    ("inputs", "given", "want_beta", "want_a", "pair"),
+    [
+        # both results: the fit's pair, never beta-sigma's envelope β next to the fit's α
+        ({"bs": True, "conv": True}, {}, FIT_BETA, LOG_INV_ALPHA, "one fit"),
+        # no fit: beta-sigma's β, log 1/α missing -> no bound
+        ({"bs": True, "conv": False}, {}, BETA, None, "incomplete"),
+        # no fit, log 1/α given: beta-sigma's β with the given α, said to be mixed
+        ({"bs": True, "conv": False}, {"log_inv_alpha": 3.0}, BETA, 3.0, "mixed"),
+        # the settings' β replaces the fit's, the fit's α stays: mixed
+        ({"bs": True, "conv": True}, {"beta": 2.5}, 2.5, LOG_INV_ALPHA, "mixed"),
+        ({"bs": False, "conv": True}, {"beta": 2.5, "log_inv_alpha": 1.0}, 2.5, 1.0, "settings"),
+        # a fit with a non-positive β supplies neither (beta-sigma's β, α missing)
+        ({"bs": True, "conv": "flat"}, {}, BETA, None, "incomplete"),
+    ],
+)
+def test_measured_parameters_take_beta_and_alpha_as_one_pair(
+    inputs: dict[str, Any], given: dict[str, float], want_beta: float, want_a: float | None,
+    pair: str,
+) -> None:  # fmt: skip
+    from bebkit.pipeline.theorems import FractionSettings, measured_parameters
+
+    conv = {True: _conv_result(), False: None, "flat": _conv_result(b=-0.1)}[inputs["conv"]]
+    ctx = _Ctx(**{"beta-sigma": _bs_result() if inputs["bs"] else None, "convergence": conv})
+    s = FractionSettings(behavior="cooperativeness", **given)
+    mp = measured_parameters(ctx, s, sigma_direction="neg")  # type: ignore[arg-type]
+    p, src = mp["params"], mp["sources"]
+    assert p["beta"] == want_beta and p["log_inv_alpha"] == want_a
+    assert src["pair"].startswith(pair)
+    assert p["alpha"] == (None if want_a is None else math.exp(-want_a))
+    if inputs["bs"]:
+        assert p["sigma"] == SIGMA_NEG and src["sigma"] == "beta-sigma (newline layout): sigma"
+    else:
+        assert p["sigma"] is None and src["sigma"] == "missing"
+    # β from the fit next to beta-sigma's σ is said to be a mixed (β, σ) pair
+    assert ("beta_sigma_pair" in src) == (src["beta"].startswith("convergence") and inputs["bs"])
+    if inputs["conv"] == "flat":
+        assert src["log_inv_alpha"].startswith("missing (the convergence fit")
+    elif want_a is None:
+        assert src["log_inv_alpha"] == "missing (no convergence fit)"

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bebkit.estimate import Estimate
 from bebkit.estimators.behavior import CONDITIONS
-from bebkit.estimators.kl import Estimator
+from bebkit.estimators.kl import ESTIMATOR_REVISIONS, Estimator
 from bebkit.estimators.prompts import DEFAULT_ALIGNING_PROMPT
 from bebkit.pipeline.registry import EstimateField, Settings
 
@@ -138,7 +138,9 @@ class KLSettings(Settings):
     estimator: Estimator = Field(
         "rb",
         description="KL estimator: rb = Rao-Blackwellised (exact next-token KL summed along "
-        "each path), rb_cv = with control variate, mc = the paper's plain Monte Carlo",
+        "each path), rb_cv = with a leave-one-out control variate (jackknife stderr; plain rb "
+        "below 5 samples), mc = the paper's plain Monte Carlo",
+        json_schema_extra={"key_revisions": dict(ESTIMATOR_REVISIONS)},
     )
     max_sentence_tokens: int = max_sentence_tokens_field(
         "prompt sentence and per continuation sentence"

@@ -115,17 +115,24 @@ class Settings(BaseModel):
         return tuple(out)
 
     def key_material(self) -> dict[str, Any]:
+        """The key fields' values; a value with a revision in its field's ``key_revisions``
+        (e.g. an estimator whose definition changed) enters as ``"value@revision"``, so that a
+        stage cached under the old definition is recomputed while other values keep their
+        keys."""
         dumped: dict[str, Any] = self.model_dump(mode="json")
         fields = type(self).model_fields
-        return {
-            k: dumped[k]
-            for k in self.key_fields()
-            if not (
-                isinstance(extra := fields[k].json_schema_extra, dict)
-                and extra.get("key") == "unless_default"
-                and getattr(self, k) == fields[k].default
-            )
-        }
+        out: dict[str, Any] = {}
+        for k in self.key_fields():
+            extra = fields[k].json_schema_extra
+            extra = extra if isinstance(extra, dict) else {}
+            if extra.get("key") == "unless_default" and getattr(self, k) == fields[k].default:
+                continue
+            v = dumped[k]
+            revs = extra.get("key_revisions")
+            if isinstance(revs, dict) and isinstance(v, str) and v in revs:
+                v = f"{v}@{revs[v]}"
+            out[k] = v
+        return out
 
 
 class Result(BaseModel):

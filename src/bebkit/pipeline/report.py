@@ -332,9 +332,15 @@ class Run:
         return out
 
 
-def load_run(run_dir: str | Path, paper_figures: str | Path | None = None) -> Run:
+def load_run(
+    run_dir: str | Path,
+    paper_figures: str | Path | None = None,
+    *,
+    record: dict[str, Any] | None = None,
+) -> Run:
+    """The run in ``run_dir``; ``record`` replaces its ``record.json`` (a partial run's)."""
     run = Path(run_dir)
-    record = _read_record(run)
+    record = _read_record(run) if record is None else record
     return Run(run, record, PaperSide.load(paper_figures_path(record, paper_figures)))
 
 
@@ -1349,6 +1355,7 @@ def report_context(run: Run, base: Path | None = None) -> dict[str, Any]:
         "run_path": str(run.path),
         "status": run.record.get("status"),
         "error": _get(run.record, "results", "error"),
+        "pending": list(_get(run.record, "results", "pending") or []),
         "created": run.record.get("created"),
         "model": model,
         "pretrained_model": cfg.get("pretrained_model"),
@@ -1365,24 +1372,33 @@ def report_context(run: Run, base: Path | None = None) -> dict[str, Any]:
 
 
 def build_report(
-    run_dir: str | Path, *, paper_figures: str | Path | None = None
+    run_dir: str | Path,
+    *,
+    paper_figures: str | Path | None = None,
+    record: dict[str, Any] | None = None,
 ) -> tuple[str, str]:
-    """(markdown, html) for a run directory."""
-    ctx = report_context(load_run(run_dir, paper_figures))
+    """(markdown, html) for a run directory (``record``: see :func:`load_run`)."""
+    ctx = report_context(load_run(run_dir, paper_figures, record=record))
     return render("report.md.j2", ctx), render("report.html.j2", ctx)
 
 
 def write_report(
-    run_dir: str | Path, *, paper_figures: str | Path | None = None
+    run_dir: str | Path,
+    *,
+    paper_figures: str | Path | None = None,
+    record: dict[str, Any] | None = None,
+    suffix: str = "",
 ) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``report.html`` into the run directory (atomically)."""
+    """Write ``report{suffix}.md`` and ``report{suffix}.html`` into the run directory
+    (atomically); a partial run's report passes its ``record`` and ``suffix="-partial"``."""
     run = Path(run_dir)
-    md, page = build_report(run, paper_figures=paper_figures)
-    with atomic_open(run / "report.md") as fh:
+    md, page = build_report(run, paper_figures=paper_figures, record=record)
+    md_path, html_path = run / f"report{suffix}.md", run / f"report{suffix}.html"
+    with atomic_open(md_path) as fh:
         fh.write(md)
-    with atomic_open(run / "report.html") as fh:
+    with atomic_open(html_path) as fh:
         fh.write(page)
-    return run / "report.md", run / "report.html"
+    return md_path, html_path
 
 
 # --------------------------------------------------------------------------------------------

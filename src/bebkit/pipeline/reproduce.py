@@ -18,6 +18,7 @@ name is held in memory with named LoRA adapters; a stage found on disk never loa
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import time
@@ -180,10 +181,7 @@ def reproduce(
     say = log or (lambda _m: None)
     cfg = config.with_quick() if quick else config
     run_dir = Path(out)
-    for m in (cfg.aligned_model, cfg.pretrained_model):  # bad input fails before any write
-        path_like = m is not None and (m.startswith(("/", "./", "../", "~")) or m.endswith(".gguf"))
-        if m is not None and path_like and not Path(m).expanduser().exists():
-            raise InputError(f"model path {m!r} does not exist")
+    _check_model_paths(cfg)  # bad input fails before any write
     provider = ComponentProvider(
         cfg.components, say, persona_dir=cfg.persona_dir, split_on_oom=cfg.split_on_oom
     )
@@ -249,6 +247,99 @@ def reproduce(
         from bebkit.errors import RunError
 
         raise RunError(f"stage failed ({error}); finished stages are kept in {run_dir}")
+    return record
+
+
+def _check_model_paths(cfg: ReproduceConfig) -> None:
+    for m in (cfg.aligned_model, cfg.pretrained_model):
+        path_like = m is not None and (m.startswith(("/", "./", "../", "~")) or m.endswith(".gguf"))
+        if m is not None and path_like and not Path(m).expanduser().exists():
+            raise InputError(f"model path {m!r} does not exist")
+
+
+def report_partial(
+    config: ReproduceConfig,
+    out: str | Path,
+    *,
+    quick: bool = False,
+    log: Log | None = None,
+    config_path: str | None = None,
+) -> dict[str, Any]:
+    """The record and report of the stages of ``config`` already published in ``out``; runs
+    nothing and takes no lock, so it is safe beside a ``reproduce`` running into ``out``.
+
+    The planned key of every stage is derived as for a run (settings, versions, data hashes,
+    inputs' keys), so only stages finished *for this config and code* are read; a stage whose
+    folder fails its integrity check counts as not finished (nothing is deleted). Writes
+    ``record-partial.json`` and ``report-partial.md/.html`` (status ``partial`` while any
+    stage is not finished, else ``complete``); the run's own ``record.json`` and report are
+    never touched. Returns the record.
+    """
+    from bebkit.integrity import IntegrityError, verify
+    from bebkit.pipeline.report import write_report
+    from bebkit.pipeline.stages import PARTIAL_PREFIX, RESULT_FILE
+
+    say = log or (lambda _m: None)
+    cfg = config.with_quick() if quick else config
+    run_dir = Path(out)
+    _check_model_paths(cfg)
+    if not (run_dir / "stages").is_dir():
+        raise InputError(f"no run folder with stages at {run_dir}: nothing to report")
+    provider = ComponentProvider(
+        cfg.components, say, persona_dir=cfg.persona_dir, split_on_oom=cfg.split_on_oom
+    )
+    stages = build_stages(cfg, provider, say)
+    keys = plan_keys(stages, cfg.seed)
+    outcomes: dict[str, StageOutcome] = {}
+    pending: list[str] = []
+    detail: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    for stage in stages:
+        key = keys[stage.name]
+        folder = run_dir / "stages" / stage.name / key
+        why = "not started"
+        if (folder / RESULT_FILE).is_file():
+            try:
+                verify(folder, deep=True, name=f"stage {stage.name}")
+            except IntegrityError as exc:
+                why = f"fails its integrity check ({exc})"
+            else:
+                with (folder / RESULT_FILE).open(encoding="utf-8") as fh:
+                    payload = json.load(fh)
+                outcomes[stage.name] = StageOutcome(
+                    stage.name, key, folder, payload["result"], True, float(payload["seconds"])
+                )
+                continue
+        units = folder.parent / f"{PARTIAL_PREFIX}{key}" / "units"
+        n_units = sum(1 for _ in units.glob("*.json")) if units.is_dir() else 0
+        if n_units and why == "not started":
+            why = f"in progress: {n_units} unit(s) checkpointed"
+        others = sorted(
+            f.parent.name for f in folder.parent.glob(f"*/{RESULT_FILE}")
+            if not f.parent.name.startswith(".") and f.parent.name != key
+        )  # fmt: skip
+        if others and why == "not started":
+            # finished, but for other settings, data, flags (--quick?) or code than planned
+            why = f"not started for this config and code; finished under other key(s) {', '.join(others)}"
+        pending.append(f"{stage.name} ({why})")
+        detail[stage.name] = {"key": key, "status": why, "units_checkpointed": n_units}
+    status = "partial" if pending else "complete"
+    record = build_record(
+        cfg, outcomes, status=status, error=None, quick=quick, config_path=config_path,
+        wall=time.perf_counter() - t0,
+    )  # fmt: skip
+    record["results"]["pending"] = pending
+    record["results"]["pending_detail"] = detail
+    record["results"]["written_by"] = (
+        "reproduce --report-only: machine, determinism and wall_this_invocation describe the "
+        "reporting process; each stage's seconds is the stage's own"
+    )
+    # never leave an older partial report beside this record (a failed write below)
+    for name in ("report-partial.md", "report-partial.html"):
+        (run_dir / name).unlink(missing_ok=True)
+    write_record(run_dir / "record-partial.json", record)
+    write_report(run_dir, record=record, suffix="-partial")
+    say(f"report of {len(outcomes)} finished stage(s); {len(pending)} not finished")
     return record
 
 

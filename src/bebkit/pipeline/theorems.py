@@ -16,11 +16,12 @@ P₋ (the ``neg`` LoRA component) writes the misaligning text, the aligned model
   behavior estimate lies below a threshold vs length (Wilson CIs over prompts), next to
   Theorem 5's length for the measured β, σ (P₋ direction) and α.
 
-Parameters come from the settings when given, else from the typed results read:
-``beta-sigma`` (β = ``.beta.estimate``; Theorem 3's β′, σ from the P₊ direction, Lemma 4:
-``.beta_prime_pos.estimate``, ``.sigma_pos``; Theorem 5's σ from the P₋ direction ``.sigma``)
-and ``convergence`` (log 1/α of the no-aligning-prompt KL fit, floored Lemma 5 else Lemma 5).
-Every record says where each parameter came from.
+Parameters come from the settings when given, else from the typed results read: β and
+log 1/α as one pair off ``convergence``'s no-aligning-prompt KL fit (floored Lemma 5 else
+Lemma 5; beta-sigma's β only when there is no fit), and from ``beta-sigma`` Theorem 3's β′, σ
+of the P₊ direction (Lemma 4: ``.beta_prime_pos.estimate``, ``.sigma_pos``) and Theorem 5's
+σ of the P₋ direction (``.sigma``). Every record says where each parameter came from and
+whether β and log 1/α form one pair (``sources["pair"]``).
 
 The judge is the misalign experiment's (:func:`bebkit.pipeline.misalign.build_judge_for`),
 ``mixture`` by default so that these curves are read on the same scale as fig. 3b / 12:
@@ -105,7 +106,10 @@ class TheoremSettings(Settings):
     epsilon: float = Field(0.1, gt=0, lt=1, description="the theorem's epsilon")
     delta: float = Field(0.1, gt=0, lt=1, description="the theorem's delta")
     beta: float | None = Field(
-        None, gt=0, description="beta (default: the beta-sigma result's lower envelope)"
+        None,
+        gt=0,
+        description="beta (default: the convergence result's no-aligning-prompt fit, paired "
+        "with its log 1/alpha; without a fit, the beta-sigma result's lower envelope)",
     )
     log_inv_alpha: float | None = Field(
         None,
@@ -260,8 +264,18 @@ def measured_parameters(ctx: RunContext, s: Any, *, sigma_direction: str) -> dic
     """``{"params": {...}, "sources": {...}}``: β, log 1/α and (per ``sigma_direction``) β′, σ
     from the settings, else from the ``beta-sigma`` and ``convergence`` results read.
 
+    β and log 1/α are taken as **one pair** off the convergence result's no-aligning-prompt
+    KL fit (floored Lemma 5, else Lemma 5), as misalign and convergence do: along the fit's
+    ridge only their ratio n* = log(1/α)/β is well determined, so a β from another estimate
+    (beta-sigma's lower envelope, in beta-sigma's own layout) next to the fit's log 1/α gives
+    a length that neither measurement supports. Beta-sigma's β is used only when there is no
+    convergence fit (log 1/α must then come from the settings), and a β or log 1/α given in
+    the settings is paired with the other from the fit; ``sources["pair"]`` says which case
+    holds ("one fit", "settings", or "mixed: …").
+
     ``sigma_direction="pos"``: Lemma 4's β′, σ (prompts from P₊; Theorems 2 and 3, where the
     text to undo is the model's own); ``"neg"``: Definition 2's σ (prompts from P₋, Theorem 5).
+    Both always come from beta-sigma (no KL fit supplies them).
     """
     bs = ctx.input("beta-sigma")
     conv = ctx.input("convergence")
@@ -276,30 +290,63 @@ def measured_parameters(ctx: RunContext, s: Any, *, sigma_direction: str) -> dic
         else:
             params[name], sources[name] = None, "missing"
 
-    beta = None if bs is None else bs.beta.estimate.value
-    put("beta", s.beta, beta if beta is not None and beta > 0 else None, "beta-sigma: beta")
-    a = None
+    def positive(x: float | None) -> float | None:
+        return x if x is not None and math.isfinite(x) and x > 0 else None
+
+    fit_a = fit_b = None
+    no_fit = "missing (no convergence fit)"
+    conv_layout = "" if conv is None else f" ({conv.format} layout)"
     if conv is not None:
         fit = conv.fits.get("none")
         best = None if fit is None else fit.default
-        a = None if best is None else best.log_inv_alpha.value
-    put(
-        "log_inv_alpha",
-        s.log_inv_alpha,
-        a if a is not None and a > 0 else None,
-        "convergence: fits.none (floored, else lemma5)",
-    )
+        if best is not None:
+            fit_a, fit_b = positive(best.log_inv_alpha.value), positive(best.beta.value)
+            if fit_a is None or fit_b is None:
+                no_fit = "missing (the convergence fit's log 1/alpha or beta is not positive)"
+    fit_src = f"convergence{conv_layout}: fits.none (floored, else lemma5)"
+    bs_beta = None if bs is None else positive(bs.beta.estimate.value)
+    bs_layout = "" if bs is None else f" ({bs.format} layout)"
+    if fit_a is not None and fit_b is not None:
+        # the fit's pair, unless the settings replace one of them
+        put("beta", s.beta, fit_b, fit_src)
+        put("log_inv_alpha", s.log_inv_alpha, fit_a, fit_src)
+    else:
+        put("beta", s.beta, bs_beta, f"beta-sigma{bs_layout}: beta")
+        put("log_inv_alpha", s.log_inv_alpha, None, fit_src)
+        if params["log_inv_alpha"] is None:
+            sources["log_inv_alpha"] = no_fit
+    pair = {sources["beta"], sources["log_inv_alpha"]}
+    if any(x.startswith("missing") for x in pair):
+        sources["pair"] = "incomplete"
+    elif pair == {"settings"}:
+        sources["pair"] = "settings"
+    elif len(pair) == 1:
+        sources["pair"] = "one fit"
+    else:
+        sources["pair"] = (
+            f"mixed: beta from {sources['beta']}, log 1/alpha from {sources['log_inv_alpha']}"
+        )
     if sigma_direction == "pos":
         bp = sg = None
         if bs is not None and bs.beta_prime_pos is not None and bs.sigma_pos is not None:
             bp, sg = bs.beta_prime_pos.estimate.value, bs.sigma_pos.value
         put("beta_prime", s.beta_prime, bp if bp is not None and bp >= 0 else None,
-            "beta-sigma: beta_prime_pos (Lemma 4)")  # fmt: skip
+            f"beta-sigma{bs_layout}: beta_prime_pos (Lemma 4)")  # fmt: skip
         put("sigma", s.sigma, sg if sg is not None and sg >= 0 else None,
-            "beta-sigma: sigma_pos (Lemma 4)")  # fmt: skip
+            f"beta-sigma{bs_layout}: sigma_pos (Lemma 4)")  # fmt: skip
     elif sigma_direction == "neg":
         sg = None if bs is None else bs.sigma.value
-        put("sigma", s.sigma, sg if sg is not None and sg >= 0 else None, "beta-sigma: sigma")
+        put("sigma", s.sigma, sg if sg is not None and sg >= 0 else None,
+            f"beta-sigma{bs_layout}: sigma")  # fmt: skip
+    if sources.get("sigma", "").startswith("beta-sigma") and sources["beta"].startswith(
+        "convergence"
+    ):
+        # No measurement gives all three: the length's log(1/α)/β term needs the fit's pair,
+        # its σ/β (Cantelli) term β and σ of one per-sentence distribution; the record says so.
+        sources["beta_sigma_pair"] = (
+            f"mixed: beta from {sources['beta']}, sigma from {sources['sigma']} (no fit "
+            "supplies sigma; beta-sigma's own beta is not paired with log 1/alpha)"
+        )
     a_val = params["log_inv_alpha"]
     params["alpha"] = None if a_val is None else math.exp(-a_val)
     sources["alpha"] = "exp(-log_inv_alpha)"
@@ -695,7 +742,9 @@ def _register(
             name=name,
             settings=settings,
             result=result,
-            version="3",  # 3: KL draws batched under the 2 GiB distributions budget (BEBKIT_DIST_BUDGET_MB)
+            # 3: KL draws batched under the 2 GiB distributions budget (BEBKIT_DIST_BUDGET_MB);
+            # 4: β and log 1/α as one pair off the convergence fit (measured_parameters)
+            version="4",
             run=lambda ctx, s: result.from_json(run(ctx, s)),
             summary=lambda r: summary(r.to_json()),
             sides=("neg", "pos"),

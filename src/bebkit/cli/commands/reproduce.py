@@ -37,6 +37,12 @@ def register(sub: Any) -> None:
         help="fail on out-of-memory instead of rerunning the batch in halves "
         "(config: split_on_oom: false)",
     )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: write record-partial.json and report-partial.md/.html from the "
+        "stages already finished for this config (safe beside a run in progress)",
+    )
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -45,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from bebkit.errors import InputError
     from bebkit.pipeline.config import load_config
     from bebkit.pipeline.report import console_lines, headline_rows
-    from bebkit.pipeline.reproduce import reproduce
+    from bebkit.pipeline.reproduce import report_partial, reproduce
 
     cfg = load_config(args.config)
     updates: dict[str, Any] = {}
@@ -62,6 +68,24 @@ def run(args: argparse.Namespace) -> int:
     if updates:
         cfg = cfg.model_copy(update=updates)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
+    if args.report_only:
+        if args.no_recompute or args.no_split_on_oom:
+            raise InputError("--report-only runs nothing: it takes no --no-recompute or "
+                             "--no-split-on-oom")  # fmt: skip
+        rec = report_partial(cfg, out, quick=args.quick, log=logger(args.json, clock=True),
+                             config_path=args.config)  # fmt: skip
+        res = rec["results"]
+        summary = {
+            "run_dir": str(out), "status": rec["status"],
+            "record": str(out / "record-partial.json"),
+            "report": str(out / "report-partial.html"),
+            "finished": sorted(res["stages"]), "pending": res["pending"],
+        }  # fmt: skip
+        human = [f"{out}: {len(res['stages'])} stage(s) finished, {len(res['pending'])} not"]
+        human += [f"  not finished: {p}" for p in res["pending"]]
+        human.append(f"report: {summary['report']}")
+        emit(summary, as_json=args.json, human="\n".join(human))
+        return 0
     record = reproduce(
         cfg,
         out,
