@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -257,6 +258,35 @@ def test_report_reference_redraws_convergence_with_the_papers_curves(tmp_path: P
     shutil.rmtree(run / "figures")
     assert main(["report", str(run)]) == 0
     assert "stages/convergence-agreeableness/k1/convergence.png" in (run / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("layout", "expected_x"), [("alternating", [1.0, 3.0]), ("newline", [1.0, 2.0])]
+)
+def test_redrawn_convergence_puts_the_papers_markers_on_the_stage_figures_axis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str, expected_x: list[float]
+) -> None:
+    """The redrawn figure must place the authors' curve where the stage's own figure and the
+    report's table do: marker k at sentence 2k − 1 in the alternating layout, k otherwise."""
+    from bebkit.pipeline.report import redraw_kl_figures
+    from bebkit.reporting import kl_figures
+
+    run = tmp_path / "run"
+    _convergence_stage(run)
+    rec_path = run / "stages" / "convergence-agreeableness" / "k1" / "record.json"
+    rec = json.loads(rec_path.read_text())
+    rec["results"]["format"] = layout
+    rec_path.write_text(json.dumps(rec))
+    seen: dict[str, Any] = {}
+
+    def capture(results: Any, path: Any, **kw: Any) -> dict[str, str]:
+        seen.update(kw)
+        return {}
+
+    monkeypatch.setattr(kl_figures, "convergence_figure", capture)
+    redraw_kl_figures(run, authors_figures(tmp_path / "ref.json"))
+    x, _ = seen["reference"]["none"]
+    assert np.asarray(x, dtype=float).tolist()[:2] == expected_x
 
 
 def test_report_reference_needs_a_run_dir(tmp_path: Path) -> None:

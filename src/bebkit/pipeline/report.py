@@ -1541,6 +1541,8 @@ def redraw_kl_figures(run_dir: str | Path, reference_file: str | Path) -> list[P
         load_reference_kl,
     )
 
+    from .experiments_common import markers_as_sentences
+
     run = Path(run_dir)
     stages = _get(_read_record(run), "results", "stages") or {}
     written: list[Path] = []
@@ -1554,7 +1556,12 @@ def redraw_kl_figures(run_dir: str | Path, reference_file: str | Path) -> list[P
             folder / "record.json" if folder.is_absolute() else run / folder / "record.json"
         )
         res, cfg = rec.get("results") or {}, rec.get("config") or {}
-        ref = condition_reference(load_reference_kl(reference_file, str(res.get("behavior"))), kind)
+        # the same x-axis as the stage's own figure and the report's table: in an alternating
+        # layout the authors' '[/INST]' marker k closes sentence 2k − 1
+        ref = markers_as_sentences(
+            condition_reference(load_reference_kl(reference_file, str(res.get("behavior"))), kind),
+            str(res.get("format", "")),
+        )
         if not ref:
             continue
         family = res.get("family_note")

@@ -216,7 +216,9 @@ def plot_convergence(
     reference: Mapping[str, Curve] | None = None,
     reference_label: str = "paper",
 ) -> dict[str, str]:
-    """Fig. 3a / 11 / 13b: KL(P₋‖P_LLM) vs n, Lemma 5 fits (dashed), first-sentences line (dotted).
+    """Fig. 3a / 11 / 13b: KL(P₋‖P_LLM) vs n with the floored Lemma 5 fit that the report's n*
+    comes from (dash-dot, when present), the plain Lemma 5 fit (dashed) and the
+    first-sentences line (dotted).
 
     ``fits[label]`` is a :class:`~bebkit.fits.convergence.ConvergenceResult` or None;
     ``reference`` maps the same labels to the paper's ``(n, KL)``.
@@ -229,7 +231,13 @@ def plot_convergence(
         res = fits.get(label)
         if res is not None:
             grid = np.linspace(float(x.min()), float(x.max()), 200)
-            lem, lin = res.lemma5, res.linear
+            lem, lin, flo = res.lemma5, res.linear, res.floored
+            if flo is not None:
+                c = flo.floor.value if flo.floor is not None else 0.0
+                ax.plot(grid, flo.predict(grid), "-.", color=col, lw=1.6,
+                        label=f"floored Lemma 5 fit (reported): log 1/α = "
+                        f"{flo.log_inv_alpha.value:.3g}, β = {flo.beta.value:.3g}, "
+                        f"c = {c:.3g}, n* = {flo.n_star.value:.3g}")  # fmt: skip
             ax.plot(grid, lem.predict(grid), "--", color=col, lw=1.1,
                     label=f"Lemma 5 fit: log 1/α = {lem.log_inv_alpha.value:.3g}, "
                     f"β = {lem.beta.value:.3g}, n* = {lem.n_star.value:.3g}")  # fmt: skip
@@ -245,8 +253,8 @@ def plot_convergence(
     ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6.5)
-    if title:
-        ax.set_title(title, fontsize=8.5)
+    if title:  # wrapped: a long model pair otherwise runs off the figure's edge
+        ax.set_title("\n".join(textwrap.wrap(title, 110)), fontsize=8.5)
     lines = textwrap.wrap(note, 140) if note else []
     if lines:
         fig.text(0.01, 0.005, "\n".join(lines), fontsize=6.5, color="dimgray")
@@ -294,10 +302,14 @@ def convergence_figure(
         for c, f in (results.get("fits") or {}).items()
     }
     first: Mapping[str, Any] = next(iter(results["curves"].values()), {})
+    # what one KL sample is: a whole next sentence (capped) or a fixed number of tokens
+    if first.get("unit") == "sentence":
+        per = f"{first.get('n_samples', '?')} sentences (≤ {first.get('max_tokens', '?')} tok) per point"
+    else:
+        per = f"{first.get('n_samples', '?')}×{n_tokens} tok per point"
     title = (
         f"{results['target_model']} vs P₋ = {results['neg_model']} — {results['behavior']} "
-        f"({results['format']}); {n_prompts} prompts, {results['estimator']} "
-        f"{first.get('n_samples', '?')}×{n_tokens} tok"
+        f"({results['format']}); {n_prompts} prompts, {results['estimator']}, {per}"
     )
     ref = {CONDITION_LABELS[c]: v for c, v in (reference or {}).items() if c in CONDITION_LABELS}
     return plot_convergence(
