@@ -192,14 +192,14 @@ def _control_variate(g: np.ndarray, d: np.ndarray) -> Estimate:
     ``c₋ᵢ = Cov(g, d)/Var(d)`` over the other n − 1 samples; jackknife stderr.
 
     Why leave-one-out: with one ``c`` fitted on all samples, ``E[c·d̄] = Cov(c, d̄) ≠ 0`` and the
-    estimate carries an O(1/n) bias (``benchmarks/cv_bias.py``: up to 1.7× an estimate's own
+    estimate carries an O(1/n) bias (``benchmarks/cv_bias.py``: up to 1.8× an estimate's own
     sd at n = 4 on exact synthetic worlds). ``c₋ᵢ`` is independent of ``d_i``, so
     ``E[c₋ᵢ d_i] = E[c₋ᵢ]·E[d_i] = 0``: unbiased wherever the mean exists, which needs
     n ≥ 5 in general (``CV_MIN_SAMPLES``; fewer samples give plain ``rb``). A bias does not
     average away over prompts and prefixes; noise does. Why the jackknife: the adjusted terms
-    share data through the c₋ᵢ, and the old residual sd/√n reported 0.35–0.95 of the true
+    share data through the c₋ᵢ, and the old residual sd/√n reported 0.01–0.94 of the true
     spread at n = 64 on those worlds; the delete-one jackknife of the whole estimator reports
-    0.63–1.21 of it — still too small in worlds with a few distinct continuations, where
+    0.61–1.21 of it — still too small in worlds with a few distinct continuations, where
     rb_cv's intervals are anti-conservative (``rb`` has no such problem: it is the default).
     """
     n = g.size
