@@ -192,3 +192,38 @@ def test_a_unit_computed_with_other_weights_is_recomputed(tmp_path: Path) -> Non
     weights["agreeableness/newline/neg/shared"] = "bb22"
     ck, calls = run()
     assert ck.summary() == {"reused": 0, "computed": 1, "discarded": 1} and calls == ["u"]
+
+
+def test_units_record_their_cpu_outside_the_fingerprint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A unit stored on one CPU is reused on another (same code, versions, threads and
+    weights); each stored file names the CPU that computed it, and units written before
+    the CPU was recorded count as ``not recorded``."""
+    from bebkit import checkpoint
+    from bebkit.checkpoint import UNRECORDED_MACHINE, units_provenance
+
+    monkeypatch.setattr(checkpoint, "machine_identity", lambda: "CPU A")
+    calls: list[str] = []
+    _chain(tmp_path, calls, ["a", "b"])
+    assert json.loads((tmp_path / "a.json").read_text())["machine"] == "CPU A"
+    monkeypatch.setattr(checkpoint, "machine_identity", lambda: "CPU B")
+    calls.clear()
+    _chain(tmp_path, calls, ["a", "b", "c"])
+    assert calls == ["c"]  # a and b reused across the change of CPU
+    old = json.loads((tmp_path / "b.json").read_text())
+    del old["machine"]
+    (tmp_path / "b.json").write_text(json.dumps(old))
+    (tmp_path / "junk.json").write_text("{ not json")
+    assert units_provenance(tmp_path) == {
+        "units": 3,
+        "machines": {"CPU A": 1, UNRECORDED_MACHINE: 1, "CPU B": 1},
+    }
+    assert units_provenance(tmp_path / "absent") is None
+
+
+def test_machine_identity_names_a_cpu() -> None:
+    from bebkit.checkpoint import machine_identity
+
+    name = machine_identity()
+    assert isinstance(name, str) and name.strip() == name and name

@@ -17,8 +17,8 @@ A unit is reused only when its fingerprint equals the stored one. The fingerprin
   taken for this one),
 * the code and numerics that computed it (:func:`code_identity`: a hash of bebkit's source,
   the numpy / torch versions and torch's thread count, since the thread count changes float
-  rounding) — a unit computed before a bug fix or on another machine is recomputed, never mixed
-  with units of the fixed code,
+  rounding) — a unit computed before a bug fix is recomputed, never mixed with units of the
+  fixed code,
 * the weights it was computed with, when the owner passes ``identity`` (a callable read at
   each unit: the stage runner passes the SHA-256 of the LoRA adapters in memory, so a unit
   stored before its adapters were retrained — e.g. in another session, on another CPU — is
@@ -26,6 +26,16 @@ A unit is reused only when its fingerprint equals the stored one. The fingerprin
   is reached, so a computation must load every adapter its units use *before* its first unit
   (all of bebkit's experiments do): an adapter loaded inside a unit's computation would be
   skipped on resume and change the keys of the units after it (they would be recomputed).
+
+The CPU is deliberately *not* in the fingerprint: with the same code, versions, thread count
+and weights, a unit computed on another CPU model is reused (its float rounding may differ in
+the last bits, so a stage resumed across machines is a valid sample of the same estimand but
+not bit-identical to an uninterrupted run on either one). Long runs move between machines, and
+recomputing hours of units for last-bit rounding would buy nothing statistically; instead each
+unit stores the CPU that computed it (:func:`machine_identity`) and the stage runner publishes
+the count per CPU with the stage (:func:`units_provenance`), so a reader sees which stages were
+computed on more than one machine. (Adapters retrained on another CPU have other weights and
+so other units: those are recomputed.)
 
 Anything else is recomputed and overwritten (and counted as ``discarded``). Values keep
 non-finite floats (``NaN``, ``±inf``: a KL estimate can be +inf) exactly. Whoever owns the
@@ -68,6 +78,41 @@ def _source_hash() -> str:
         h.update(str(path.relative_to(root)).encode("utf-8") + b"\0")
         h.update(path.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def machine_identity() -> str:
+    """The CPU model (``/proc/cpuinfo``'s ``model name``; else the platform's processor)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.lower().startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+#: the machine of units stored before their CPU was recorded
+UNRECORDED_MACHINE = "not recorded"
+
+
+def units_provenance(folder: str | Path | None) -> dict[str, Any] | None:
+    """``{"units": n, "machines": {cpu: count}}`` over the units stored below ``folder`` (None
+    when there are none): which CPUs computed a stage that was resumed across machines."""
+    if folder is None or not Path(folder).is_dir():
+        return None
+    machines: dict[str, int] = {}
+    for path in sorted(Path(folder).rglob("*.json")):
+        stored = Checkpoint._read(path)
+        if stored is None:
+            continue
+        m = str(stored.get("machine") or UNRECORDED_MACHINE)
+        machines[m] = machines.get(m, 0) + 1
+    if not machines:
+        return None
+    return {"units": sum(machines.values()), "machines": machines}
 
 
 def code_identity() -> dict[str, Any]:
@@ -145,6 +190,7 @@ class Checkpoint:
             "format": FORMAT,
             "unit": name,
             "fingerprint": key,
+            "machine": machine_identity(),  # provenance only, not in the fingerprint (above)
             "rng_state": None if rng is None else to_jsonable(rng.bit_generator.state),
             "value": to_jsonable(dump(value), keep_non_finite=True),
         }
@@ -179,4 +225,11 @@ class Checkpoint:
         return {"reused": self.reused, "computed": self.computed, "discarded": self.discarded}
 
 
-__all__ = ["Checkpoint", "code_identity", "fingerprint"]
+__all__ = [
+    "UNRECORDED_MACHINE",
+    "Checkpoint",
+    "code_identity",
+    "fingerprint",
+    "machine_identity",
+    "units_provenance",
+]

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from bebkit.checkpoint import machine_identity
 from bebkit.io import to_jsonable, write_json
 
 SCHEMA_VERSION = 1
@@ -54,6 +55,7 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": machine_identity(),
         "cpu_count": os.cpu_count(),
         # decides how KL draws are batched (bebkit.estimators.kl.dist_budget_bytes); None = default
         "dist_budget_mb": os.environ.get("BEBKIT_DIST_BUDGET_MB") or None,

@@ -325,3 +325,19 @@ def test_paper_centre_is_fitted_on_the_sentence_axis_of_320_responses() -> None:
     assert PAPER_RESPONSES_PER_POINT == 320
     assert fit.centre.value == pytest.approx(9.0, abs=0.15)
     assert fit.beta.value == pytest.approx(0.8, rel=0.1)
+
+
+def test_report_names_the_cpus_of_a_stage_resumed_across_machines(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run")
+    payloads = sorted((run / "stages").glob("*/*/result.json"))
+    target = payloads[0]
+    stage = target.parent.parent.name
+    data = json.loads(target.read_text())
+    data["units"] = {"units": 3, "machines": {"CPU A": 2, "CPU B": 1}}
+    target.write_text(json.dumps(data))
+    md, _ = build_report(run)
+    rows = [line for line in md.splitlines() if "2 on CPU A; 1 on CPU B" in line]
+    assert len(rows) == 1 and rows[0].startswith(f"| {stage} |")
+    assert "| stored units (CPU) |" in md
+    # only the stage that stored units names CPUs
+    assert "CPU A" not in md.replace(rows[0], "") and "CPU B" not in md.replace(rows[0], "")

@@ -411,3 +411,25 @@ def test_run_context_checkpoints_carry_the_weights_of_the_adapters_it_asked_for(
     assert ck.identity is not None and ck.identity() == ctx.weights_identity()
     ctx.components("b", "newline", ("pos",), "judge")
     assert set(ck.identity()) == {"b/newline/neg/shared", "b/newline/pos/judge"}
+
+
+def test_a_stage_resumed_on_another_cpu_publishes_which_cpus_computed_its_units(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CPU is not in a unit's fingerprint (last-bit rounding is no reason to recompute
+    hours of units), so a stage resumed on another machine reuses them; the published stage
+    then says how many units each CPU computed."""
+    from bebkit import checkpoint
+
+    stage = Stage("s", _units, {"n": 1, "fail": True})
+    monkeypatch.setattr(checkpoint, "machine_identity", lambda: "CPU A")
+    with pytest.raises(RuntimeError, match="killed between units"):
+        StageRunner(tmp_path / "run", seed=4).run(stage)
+    monkeypatch.setattr(checkpoint, "machine_identity", lambda: "CPU B")
+    done = StageRunner(tmp_path / "run", seed=4).run(stage)
+    assert done.result["reused"] == 2
+    payload = json.loads((done.folder / "result.json").read_text())
+    assert payload["units"] == {"units": 3, "machines": {"CPU A": 2, "CPU B": 1}}
+    # a stage that stores no units says nothing about them
+    plain = StageRunner(tmp_path / "run2", seed=4).run(Stage("d", _draw, {"n": 3}))
+    assert "units" not in json.loads((plain.folder / "result.json").read_text())

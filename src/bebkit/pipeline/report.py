@@ -322,6 +322,17 @@ class Run:
         except InputError:
             return {}
 
+    def stage_units(self, stage: str) -> str:
+        """Which CPUs computed the stage's stored units ("" when it stored none): a stage
+        resumed on another machine reuses units computed there (:mod:`bebkit.checkpoint`)."""
+        p = self.folder(stage) / "result.json"
+        try:
+            units = _read_json(p).get("units") if p.is_file() else None
+        except InputError:
+            units = None
+        machines = (units or {}).get("machines") or {}
+        return "; ".join(f"{int(n)} on {cpu}" for cpu, n in machines.items())
+
     def figures(self, stage: str) -> list[Path]:
         """The stage's PNG figures (a redrawn one, with the paper's curves, replaces its own)."""
         folder = self.folder(stage)
@@ -1232,13 +1243,17 @@ def methods(run: Run) -> list[dict[str, Any]]:
         inner = run.stage_record(name).get("timings_s") or {}
         detail = ", ".join(f"{k} {float(v):.1f}" for k, v in inner.items() if _num(v))
         trows.append([name, f"{float(sec or 0):.1f}", "yes" if st.get("cached") else "no",
-                      str(st.get("key", "")), detail])  # fmt: skip
+                      str(st.get("key", "")), detail, run.stage_units(name) or "—"])  # fmt: skip
     wall = timings.get("wall_this_invocation")
     secs.append({
         "title": "Timings",
         "items": [("wall time of the last invocation", f"{float(wall or 0):.1f} s")] if _num(wall) else [],
         "tables": [{"caption": "Seconds per stage (cached stages: the time of the run that "
-                    "computed them)", "header": ["stage", "seconds", "cached", "key", "parts (s)"],
+                    "computed them; a resumed stage: its last attempt only). Stored units: the "
+                    "CPUs that computed a checkpointed stage's units — one stage resumed on "
+                    "two machines is a valid sample, not bit-identical to an uninterrupted run",
+                    "header": ["stage", "seconds", "cached", "key", "parts (s)",
+                               "stored units (CPU)"],
                     "rows": trows}],
     })  # fmt: skip
     for sec in secs:

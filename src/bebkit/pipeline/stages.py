@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bebkit.checkpoint import units_provenance
 from bebkit.errors import DiskFullError, InputError
 from bebkit.integrity import IntegrityError, disk_error, verify, write_manifest
 from bebkit.io import to_jsonable, write_json
@@ -191,6 +192,10 @@ class StageRunner:
                 "seconds": seconds,
                 "result": to_jsonable(result),
             }
+            # which CPUs computed the stored units (a stage resumed on another machine)
+            units = units_provenance(partial)
+            if units is not None:
+                payload["units"] = units
             write_json(tmp / RESULT_FILE, payload)
             write_manifest(tmp)  # content hashes of every file, checked when the stage is reused
         except BaseException as exc:
