@@ -223,7 +223,12 @@ def test_units_record_their_cpu_outside_the_fingerprint(
 
 
 def test_machine_identity_names_a_cpu() -> None:
-    from bebkit.checkpoint import machine_identity
+    from bebkit.checkpoint import cpu_model_from, machine_identity
 
+    text = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654\n"
+    assert cpu_model_from(text) == "AMD EPYC 9654"
+    assert cpu_model_from(text + "model name\t: other\n") == "AMD EPYC 9654"  # first one
+    assert cpu_model_from("processor\t: 0\nmodel name\t:   \n") is None  # empty: fall back
+    assert cpu_model_from("processor\t: 0\n") is None
     name = machine_identity()
     assert isinstance(name, str) and name.strip() == name and name

@@ -80,18 +80,24 @@ def _source_hash() -> str:
     return h.hexdigest()
 
 
+def cpu_model_from(cpuinfo: str) -> str | None:
+    """The first ``model name`` of a ``/proc/cpuinfo`` text (None when it names none)."""
+    for line in cpuinfo.splitlines():
+        if line.lower().startswith("model name") and ":" in line:
+            return line.split(":", 1)[1].strip() or None
+    return None
+
+
 @functools.lru_cache(maxsize=1)
 def machine_identity() -> str:
     """The CPU model (``/proc/cpuinfo``'s ``model name``; else the platform's processor)."""
     import platform
 
     try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.lower().startswith("model name") and ":" in line:
-                return line.split(":", 1)[1].strip()
+        name = cpu_model_from(Path("/proc/cpuinfo").read_text(encoding="utf-8"))
     except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+        name = None
+    return name or platform.processor() or platform.machine() or "unknown"
 
 
 #: the machine of units stored before their CPU was recorded
@@ -229,6 +235,7 @@ __all__ = [
     "UNRECORDED_MACHINE",
     "Checkpoint",
     "code_identity",
+    "cpu_model_from",
     "fingerprint",
     "machine_identity",
     "units_provenance",

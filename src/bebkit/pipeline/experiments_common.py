@@ -278,7 +278,8 @@ def run_on_components(
 
 
 def report_resume(log: Callable[[str], None] | None, checkpoint: Any) -> None:
-    """One line on what a resumed stage skipped (its numbers equal a fresh run's)."""
+    """One line on what a resumed stage skipped (its numbers equal a fresh run's on the same
+    CPU; units from another CPU differ in last-bit rounding only: :mod:`bebkit.checkpoint`)."""
     if checkpoint.reused:
         say(log, f"resumed: reused {checkpoint.reused} finished units of an earlier attempt, "
             f"computed {checkpoint.computed}")  # fmt: skip
