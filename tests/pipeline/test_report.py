@@ -341,3 +341,18 @@ def test_report_names_the_cpus_of_a_stage_resumed_across_machines(tmp_path: Path
     assert "| stored units (CPU) |" in md
     # only the stage that stored units names CPUs
     assert "CPU A" not in md.replace(rows[0], "") and "CPU B" not in md.replace(rows[0], "")
+
+
+def test_long_value_cells_wrap_and_short_ones_stay_on_one_line(tmp_path: Path) -> None:
+    """A sentence in a value column (e.g. the Theorem 2 bound row) must wrap: kept on one line
+    (``white-space:nowrap``) it widened the table past the page and hid the paper column."""
+    run = make_run(tmp_path / "run")
+    _, page = build_report(run, paper_figures=authors_figures(tmp_path / "authors-figures.json"))
+    assert "td.num.long{white-space:normal" in page
+    cells = re.findall(r'<td class="(num(?: long)?)">(.*?)</td>', page, flags=re.S)
+    assert cells
+    for cls, text in cells:
+        # the class follows the text's length exactly: long ⇔ more than 36 characters
+        assert (cls == "num long") == (len(html.unescape(text)) > 36), (cls, text)
+    bound = [t for c, t in cells if t.startswith("Theorem 2 upper bound")]
+    assert bound and all(c == "num long" for c, t in cells if t.startswith("Theorem 2 upper bound"))

@@ -1219,6 +1219,8 @@ def methods(run: Run) -> list[dict[str, Any]]:
             v = per[stage].get(k, "")
             if isinstance(v, list | tuple):
                 v = ", ".join(str(x) for x in v)
+            elif isinstance(v, float):  # a derived input such as β′: 6 digits (record: exact)
+                v = f"{v:.6g}"
             vals.append("" if v is None else str(v))
         rows.append([k, *vals])
     secs.append({
