@@ -68,10 +68,13 @@ FIGURE_CAPTIONS = {
     "prompt_dist": "KL(P₋‖P₊) along the neutral prefix s₀, its undesired sentence and the "
     "sentences of s ~ P₋(·|s₀); β_prompt is the lower envelope from the undesired sentence on.",
     "convergence": "KL(P₋‖P_LLM | s₁…sₙ) vs misaligning sentences n, without and with the "
-    "aligning prompt; whole-curve Lemma 5 fits and the paper's straight line on the first "
-    "sentences; the paper's curves where available. Error bars: 95 % CIs.",
-    "pretrained": "KL(P₋‖P_pretrained | s₁…sₙ) vs n on the base model with Lemma 5 and "
-    "straight-line fits; the paper's base-model curve where available.",
+    "aligning prompt; the floored Lemma 5 fit that the reported n* comes from (dash-dot; a "
+    "stage figure drawn before that fit existed lacks it, and `bebkit report --paper-figures` "
+    "redraws it from the record), the plain Lemma 5 fit (dashed) and the paper's "
+    "straight line on the first sentences (dotted); the paper's curves where available. "
+    "Error bars: 95 % CIs.",
+    "pretrained": "KL(P₋‖P_pretrained | s₁…sₙ) vs n on the base model with the floored and "
+    "plain Lemma 5 fits and the straight line; the paper's base-model curve where available.",
     "misalign": "% good responses vs misaligning sentences n (Wilson 95 % bands), without and "
     "with the aligning prompt, fitted Lemma 7 reverse sigmoids, the paper's curves and the "
     "control (prompts from P₊, grey), which should stay flat.",
