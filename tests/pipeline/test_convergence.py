@@ -186,3 +186,15 @@ def test_kl_falls_pairs_the_two_ends_on_the_same_prompts() -> None:
     one = KLCurve(n=cv.n, per_prompt=per_prompt[:1], per_prompt_stderr=cv.per_prompt_stderr[:1],
                   n_samples=64, method="mc")  # fmt: skip
     assert _falls(one)["drop"]["method"] == "first_minus_last_normal"
+
+
+def test_the_log_names_the_kl_unit_it_measures() -> None:
+    """The paper-sized run's log said "64 x 8 tokens" for a KL of the next sentence."""
+    from bebkit.pipeline.experiments_common import kl_sample_text
+
+    per_sentence = ConvergenceSettings(behavior="b", unit="sentence", n_samples=64, n_tokens=8)
+    fixed = ConvergenceSettings(behavior="b", unit="tokens", n_samples=64, n_tokens=8)
+    assert kl_sample_text(per_sentence) == (
+        f"64 next sentences (<= {per_sentence.max_sentence_tokens} tokens)"
+    )
+    assert kl_sample_text(fixed) == "64 continuations x 8 tokens"

@@ -42,6 +42,7 @@ from bebkit.pipeline.experiments_common import (
     kl_files,
     kl_options,
     kl_progress,
+    kl_sample_text,
     p_plus_field,
     results_head,
     run_pminus_vs_pplus,
@@ -147,7 +148,7 @@ def run_beta_sigma(
     t0 = time.perf_counter()
     ns = range(0, s.n_sentences + 1)
     total = s.n_prompts * (s.n_sentences + 1)
-    say(log, f"KL with {s.n_samples} continuations x {s.n_tokens} tokens at {total} prefixes")
+    say(log, f"KL with {kl_sample_text(s)} at {total} prefixes")
     progress = kl_progress(log, total)
     common: dict[str, Any] = {"ns": ns, **kl_options(s), "stop_ids": stop_ids, "rng": rng}
     kl = kl_curves(

@@ -49,6 +49,7 @@ from bebkit.pipeline.experiments_common import (
     kl_files,
     kl_options,
     kl_progress,
+    kl_sample_text,
     markers_as_sentences,
     n_counting,
     paper_kl,
@@ -241,8 +242,8 @@ def run_convergence(
     )
 
     t0 = time.perf_counter()
-    say(log, f"KL(P- || {target.name}) [{', '.join(s.conditions)}], {s.n_samples} x "
-             f"{s.n_tokens} tokens ({s.estimator})")  # fmt: skip
+    say(log, f"KL(P- || {target.name}) [{', '.join(s.conditions)}], {kl_sample_text(s)} "
+             f"({s.estimator})")  # fmt: skip
     curves = convergence_curves(
         neg, target, prompts, s, rng=rng, log=log, stop_ids=stop_ids, checkpoint=checkpoint
     )

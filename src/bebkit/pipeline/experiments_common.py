@@ -150,6 +150,13 @@ class KLSettings(Settings):
     seed: int = seed_field()
 
 
+def kl_sample_text(s: Any) -> str:
+    """What one KL sample is, for logs: the next sentence (capped) or a fixed token count."""
+    if getattr(s, "unit", "tokens") == "sentence":
+        return f"{s.n_samples} next sentences (<= {s.max_sentence_tokens} tokens)"
+    return f"{s.n_samples} continuations x {s.n_tokens} tokens"
+
+
 def kl_options(s: KLSettings) -> dict[str, Any]:
     """The options of :func:`~bebkit.estimators.kl.kl_curves` that a KL experiment's settings
     fix (estimator, continuation unit and sizes)."""
@@ -500,6 +507,7 @@ __all__ = [
     "kl_files",
     "kl_options",
     "kl_progress",
+    "kl_sample_text",
     "markers_as_sentences",
     "max_response_tokens_field",
     "max_sentence_tokens_field",
