@@ -137,6 +137,8 @@ def test_headline_rows_and_console_lines(tmp_path: Path) -> None:
     assert headline_rows({}, ["agreeableness"]) == []
     lines = console_lines(rec, run)
     assert len(lines) == 4 and lines[0].startswith("tiny-chat / agreeableness: sentences to")
+    # the β part names its symbol once (it read "β β 6 [5.8, 6.2]")
+    assert "; β 6 [5.8, 6.2] (paper" in lines[0] and "β β" not in lines[0]
     assert lines[-2].endswith("record.json") and "report.html" in lines[-1]
 
 

@@ -642,8 +642,9 @@ def console_lines(record: Mapping[str, Any], run_dir: str | Path) -> list[str]:
         label = {
             "Misaligning sentences until misbehaviour": "sentences to misbehave",
             "Delay bought by the aligning prompt": "aligning delay",
-        }.get(q, "β")
-        by_b.setdefault(b, []).append(f"{label} {ours} (paper {paper})")
+        }.get(q)
+        # the β row's value already starts with its symbol ("β 6.24 […]" or "β_eff …")
+        by_b.setdefault(b, []).append(f"{label + ' ' if label else ''}{ours} (paper {paper})")
     model = _get(record, "config", "aligned_model") or "?"
     for b, parts in by_b.items():
         lines.append(f"{model} / {b}: " + "; ".join(parts))
