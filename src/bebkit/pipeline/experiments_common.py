@@ -150,9 +150,9 @@ class KLSettings(Settings):
     seed: int = seed_field()
 
 
-def kl_sample_text(s: Any) -> str:
+def kl_sample_text(s: KLSettings) -> str:
     """What one KL sample is, for logs: the next sentence (capped) or a fixed token count."""
-    if getattr(s, "unit", "tokens") == "sentence":
+    if s.unit == "sentence":
         return f"{s.n_samples} next sentences (<= {s.max_sentence_tokens} tokens)"
     return f"{s.n_samples} continuations x {s.n_tokens} tokens"
 
