@@ -57,6 +57,8 @@ class Sizes:
     scaling_samples: tuple[int, ...] = (16, 32)
     train_sizes: tuple[int, ...] = (8, 16)
     memory_batch: tuple[int, int] = (8, 64)
+    #: benchmark 11: KL prefixes, sentences per prefix, log-ratio prompts, sentences per prompt
+    precision: tuple[int, int, int, int] = (4, 32, 12, 6)
 
 
 QUICK = Sizes(
@@ -89,6 +91,7 @@ FULL = Sizes(
     scaling_ns=(0, 2, 4, 6),
     scaling_samples=(16, 32, 64, 128),
     train_sizes=(16, 32, 64, 128),
+    precision=(10, 64, 30, 10),
 )
 TINY = Sizes(
     n_prompts=2,
@@ -109,6 +112,7 @@ TINY = Sizes(
     scaling_samples=(4, 8),
     train_sizes=(4, 8),
     memory_batch=(2, 8),
+    precision=(2, 4, 4, 2),
 )
 
 

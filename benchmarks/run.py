@@ -26,6 +26,7 @@ from benchmarks import (
     ceiling,
     end_to_end,
     memory,
+    precision,
     profile_kl,
     scaling,
     sentence_kl,
@@ -45,6 +46,7 @@ BENCHMARKS: dict[str, Callable[[BenchContext], BenchResult]] = {
     "blank": blank_skip.run,
     "sentence_kl": sentence_kl.run,
     "sweep": sweep_workers.run,
+    "precision": precision.run,
 }
 #: run only when named with --only (two whole sweeps from an empty cache: minutes each)
 OPT_IN = {"sweep"}

@@ -207,3 +207,24 @@ def test_sentence_kl_benchmark_restores_the_sampler_and_compares_both(
     assert hf._with_decode_room is room
     assert budget == kl._DIST_BUDGET_BYTES
     assert "sentence_kl" in BENCHMARKS
+
+
+def test_precision_benchmark_compares_bf16_with_float32_and_leaves_the_source_alone(
+    ctx: BenchContext,
+) -> None:
+    import torch
+
+    from benchmarks import precision
+
+    res = precision.run(ctx)
+    assert [r[0] for r in res.rows] == ["float32", "bf16"]
+    d = res.data
+    assert {p.dtype for p in ctx.components.torch_model.parameters()} == {torch.float32}
+    for name in ("float32", "bf16"):
+        assert math.isfinite(d["kl"][name]["kl"]) and d["kl"][name]["se"] > 0
+    # the log-ratio comparison is paired on the same prompts: bf16 moves it, a little
+    assert d["d_logratio"] != 0.0 and abs(d["d_logratio"]) < 1.0
+    assert d["kl_ok"] == (abs(d["d_kl"]) <= 2 * d["se_kl"])
+    assert d["logratio_ok"] == (abs(d["d_logratio"]) <= d["se_logratio"])
+    assert [g.met for g in res.goals] == [d["kl_ok"], d["logratio_ok"]]
+    assert "precision" in BENCHMARKS

@@ -33,6 +33,18 @@ def test_bad_input_exits_2_with_one_line(
     assert len(err) == 1 and msg in err[0] and "Traceback" not in err[0]
 
 
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_unknown_precision_is_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    args = [command, "--model", "nowhere", "--behavior", "cooperativeness"]
+    with pytest.raises(SystemExit) as exc:  # argparse's choices: our parser's one-line error
+        main([*args, "--precision", "float16"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--precision" in err[0] and "float16" in err[0]
+
+
 @pytest.mark.parametrize(
     ("command", "extra", "msg"),
     [
@@ -113,6 +125,16 @@ def test_all_four_end_to_end_on_a_tiny_model(
     assert {"value", "stderr", "n", "ci_low", "ci_high"} <= set(bs["beta"]["estimate"])
     assert (tmp_path / "bs" / "beta_sigma.png").is_file()
     assert (tmp_path / "bs" / "beta_sigma.svg").is_file()
+    # bf16 arithmetic on an inference copy: the float32-trained adapters are reused as they are
+    assert main(["beta-sigma", *common, "--n-var-prompts", "4", "--precision", "bfloat16",
+                 "--out", str(tmp_path / "bs16")]) == 0  # fmt: skip
+    bs16 = _last_json(capsys)
+    rec32, rec16 = (json.loads((tmp_path / d / "record.json").read_text()) for d in ("bs", "bs16"))
+    assert (rec32["config"]["precision"], rec16["config"]["precision"]) == ("float32", "bfloat16")
+    sha = {k: v["weights_sha256"] for k, v in rec32["config"]["components"].items()}
+    assert {k: v["weights_sha256"] for k, v in rec16["config"]["components"].items()} == sha
+    assert all(v["reused"] for v in rec16["config"]["components"].values())
+    assert bs16["beta"]["estimate"]["value"] != bs["beta"]["estimate"]["value"]
 
     conv_out = tmp_path / "conv"
     args = ["convergence", *common, "--n-sentences", "5",

@@ -233,3 +233,43 @@ def test_save_load_round_trip_into_the_same_base(comps: ComponentSet, tmp_path: 
     assert fresh.adapters == ("neg", "other")
     fresh.delete_adapter("other")
     assert fresh.adapters == ("neg",)
+
+
+def test_inference_copy_is_a_reduced_precision_twin_that_cannot_be_trained(
+    comps: ComponentSet, tmp_path: Any
+) -> None:
+    """The bf16 copy computes every component close to float32 (its arithmetic is bf16, the
+    log-softmax float32), leaves the source's weights and dtype untouched, keeps the active
+    component, and refuses every weight change."""
+    from bebkit.errors import RunError
+
+    _two_adapters(comps)
+    with comps.activated("neg"):
+        half = comps.inference_copy("bfloat16")
+    assert half.active == "neg" and comps.active == "base"  # the state at copy time, kept
+    assert half.adapters == comps.adapters and half.inference_dtype == "bfloat16"
+    assert half.fingerprint == comps.fingerprint
+    assert {p.dtype for p in half.torch_model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in comps.torch_model.parameters()} == {torch.float32}
+    for name in ("base", "neg", "pos"):
+        full, low = _lp(comps.model(name)), _lp(half.model(name))
+        for a, b in zip(full, low, strict=True):
+            assert b.dtype == np.float64
+            # bf16 keeps 8 mantissa bits: log-probs move by a few hundredths, not by nats
+            assert np.max(np.abs(a - b)) < 0.15
+            assert not np.array_equal(a, b)  # the copy really computes in bf16
+    # components stay distinct in the copy (adapters were copied, not dropped)
+    assert not np.allclose(_lp(half.model("neg"))[0], _lp(half.model("pos"))[0])
+    comps.save_adapter("neg", tmp_path / "neg")
+    with pytest.raises(RunError, match="inference copy"):
+        half.add_adapter("other", get_preset("small"))
+    with pytest.raises(RunError, match="inference copy"):
+        half.load_adapter("other", tmp_path / "neg")
+    with pytest.raises(RunError, match="inference copy"):
+        half.delete_adapter("pos")
+    with pytest.raises(RunError, match="inference copy"):
+        half.trainable_parameters("neg")
+    with pytest.raises(RunError, match="copied again"):
+        half.inference_copy("bfloat16")
+    with pytest.raises(InputError, match="float dtype"):
+        comps.inference_copy("int8")

@@ -193,6 +193,34 @@ def test_misalign_key_includes_the_aligning_prompt_with_convergence_disabled(
     assert a["beta-sigma-alpha"] == b["beta-sigma-alpha"]
 
 
+def test_precision_enters_exactly_the_keys_of_the_stages_that_call_a_model(
+    tmp_path: Path,
+) -> None:
+    """bf16 arithmetic moves every stage that calls a model (and their readers); float32 adds
+    nothing to any key, so float32 runs made before the option keep theirs."""
+    _persona(tmp_path)
+    _figures(tmp_path)
+    cfg = _config(tmp_path)
+    keys0, stages = _keys(cfg)
+    same, _ = _keys(_config(tmp_path, precision="float32"))
+    assert same == keys0
+    half, _ = _keys(_config(tmp_path, precision="bfloat16"))
+    by_stage = {
+        e.stage_name(b): e
+        for e in experiments().values()
+        for b in (None, *cfg.behaviors)
+        if (b is None) != e.per_behavior
+    }
+    calls = {s.name for s in stages if cfg.model_for(by_stage[s.name]) is not None}
+    assert calls
+    changed = {k for k in keys0 if keys0[k] != half[k]}
+    assert changed == _downstream(stages, calls)
+    bad = tmp_path / "c.yaml"
+    bad.write_text(yaml.safe_dump({"precision": "float16"}))
+    with pytest.raises(InputError, match="precision"):
+        load_config(bad)
+
+
 def test_persona_data_enters_keys_by_content(tmp_path: Path) -> None:
     persona = _persona(tmp_path)
     _figures(tmp_path)

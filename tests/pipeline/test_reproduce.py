@@ -548,3 +548,38 @@ def test_report_only_refuses_run_options_and_an_empty_folder(
         assert proc.returncode == 2 and msg in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "empty").exists()
+
+
+@pytest.mark.slow
+def test_a_bfloat16_run_reuses_the_float32_adapters_and_records_its_precision(
+    clean_run: tuple[Path, dict[str, str], Path, Any], tmp_path: Path
+) -> None:
+    """``precision: bfloat16`` computes on an inference copy: the adapters the float32 run
+    trained are reused as they are (same weights: training never runs in bf16), every stage
+    gets a new key (all of them call a model), and each stage's record says bfloat16."""
+    cfg, env, clean, _ = clean_run
+    half_cfg = tmp_path / "half.yaml"
+    half_cfg.write_text(cfg.read_text() + "precision: bfloat16\n")
+    _run(half_cfg, tmp_path / "half", env)
+    rec16 = json.loads((tmp_path / "half" / "record.json").read_text())
+    rec32 = json.loads((clean / "record.json").read_text())
+    assert rec16["status"] == "complete"
+    st16, st32 = rec16["results"]["stages"], rec32["results"]["stages"]
+    assert st16.keys() == st32.keys()
+    assert all(st16[k]["key"] != st32[k]["key"] for k in st16)
+
+    def adapters(run: Path) -> dict[str, Any]:
+        rec = json.loads(next((run / "stages").glob("components-*/*/record.json")).read_text())
+        comps = rec["config"]["components"]
+        return {side: (v["weights_sha256"], v["reused"]) for side, v in comps.items()}
+
+    a16, a32 = adapters(tmp_path / "half"), adapters(clean)
+    assert {k: v[0] for k, v in a16.items()} == {k: v[0] for k, v in a32.items()}
+    assert all(reused for _, reused in a16.values())
+    checked = 0
+    for rec_path in (tmp_path / "half" / "stages").glob("*/*/record.json"):
+        conf = json.loads(rec_path.read_text())["config"]
+        if "components" in conf:  # the stages that used the components
+            assert conf["precision"] == "bfloat16", rec_path
+            checked += 1
+    assert checked >= 4  # components, β/σ², prompt-dist, convergence, misalign

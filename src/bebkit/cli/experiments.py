@@ -122,6 +122,13 @@ def register_experiment(sub: Any, exp: Any) -> None:
     p.add_argument("--persona-dir", default=None, help="persona folder ($BEBKIT_PERSONA_DIR)")
     p.add_argument("--out", default=None, help=f"output folder (default ./{exp.name}-<behavior>)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    p.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="arithmetic of the model calls; bfloat16 runs an inference copy (adapters are "
+        "trained in float32; fast only on CPUs with native bf16; see benchmarks/precision.py)",
+    )
     add_json_flag(p)
     p.set_defaults(func=lambda args: run_experiment(exp, args))
 
@@ -198,7 +205,9 @@ def run_experiment(exp: Any, args: argparse.Namespace) -> int:
                 raise InputError(f"--{name.replace('_', '-')} {path} is not a file")
             check_prompts_file(Path(path))
     say = logger(args.json)
-    provider = ComponentProvider(options, say, persona_dir=args.persona_dir, threads=args.threads)
+    provider = ComponentProvider(
+        options, say, persona_dir=args.persona_dir, threads=args.threads, precision=args.precision
+    )
     results: dict[str, Any] = {}
     human: list[str] = []
     with torch_threads(args.threads):

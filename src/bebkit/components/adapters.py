@@ -17,6 +17,7 @@ silently switched model.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -111,6 +112,8 @@ class ComponentSet:
         self._fingerprint: str | None = None
         self._lms: dict[str, Any] = {}
         self._split_on_oom = bool(split_on_oom)
+        #: the dtype of an :meth:`inference_copy` (None: the set adapters are trained in)
+        self.inference_dtype: str | None = None
         model.eval()
 
     @property
@@ -161,6 +164,40 @@ class ComponentSet:
         """Number of base-model parameters (LoRA excluded)."""
         return sum(p.numel() for n, p in self.torch_model.named_parameters() if "lora_" not in n)
 
+    def inference_copy(self, dtype: str) -> ComponentSet:
+        """A copy of the base weights and of every adapter held, cast to ``dtype`` (``"bfloat16"``
+        or ``"float16"``), switched like this set, for inference only.
+
+        Only the network's arithmetic is reduced: :class:`~bebkit.models.hf.HFLanguageModel`
+        takes every log-softmax in float32. This set stays the one adapters are trained,
+        loaded and saved in (a reduced-precision master would lose the LoRA updates), so the
+        copy refuses :meth:`add_adapter`, :meth:`load_adapter`, :meth:`delete_adapter` and
+        training (:class:`RunError`). One deep copy: the PEFT wrapper and the base it wraps
+        stay linked in the copy.
+        """
+        import torch
+
+        if self.inference_dtype is not None:
+            raise RunError("an inference copy cannot be copied again; copy its source set")
+        dt = getattr(torch, str(dtype), None)
+        if not isinstance(dt, torch.dtype) or not dt.is_floating_point:
+            raise InputError(f"inference dtype must be a torch float dtype, got {dtype!r}")
+        base, peft = copy.deepcopy((self._base, self._peft))
+        (peft if peft is not None else base).to(dt)
+        out = ComponentSet(base, self.tokenizer, name=self.name, split_on_oom=self._split_on_oom)
+        out._peft = peft
+        # the weights' identity is the source's (adapter manifests are checked against it)
+        out._fingerprint = self.fingerprint
+        out.inference_dtype = str(dtype)
+        out._apply(self._state)
+        return out
+
+    def _writable(self, what: str) -> None:
+        if self.inference_dtype is not None:
+            raise RunError(
+                f"cannot {what} on a {self.inference_dtype} inference copy; use its float32 source"
+            )
+
     # -- adapter management -------------------------------------------------------------
     def _check_new_name(self, name: str) -> None:
         if name == BASE or not _NAME_RE.match(name):
@@ -175,6 +212,7 @@ class ComponentSet:
         """
         from peft import get_peft_model
 
+        self._writable("add an adapter")
         self._check_new_name(name)
         self.fingerprint  # noqa: B018 -- fingerprint the pristine base before wrapping
         cfg = lora_config(config)
@@ -196,6 +234,7 @@ class ComponentSet:
         from peft import PeftModel
         from safetensors.torch import load_file
 
+        self._writable("load an adapter")
         self._check_new_name(name)
         p = Path(path)
         if not (p / ADAPTER_CONFIG).is_file() or not (p / ADAPTER_WEIGHTS).is_file():
@@ -244,6 +283,7 @@ class ComponentSet:
         merging: the LoRA layers are replaced by the original modules, same weight tensors),
         because a ``PeftModel`` left with no adapter cannot even run the base model.
         """
+        self._writable("delete an adapter")
         self._require(name)
         if name == BASE:
             raise InputError("cannot delete the base model")
@@ -264,6 +304,7 @@ class ComponentSet:
 
     def trainable_parameters(self, name: str) -> list[Any]:
         """The LoRA parameters of one adapter (its A and B matrices)."""
+        self._writable("train")
         self._require(name)
         marker = f".{name}."
         return [p for n, p in self._peft.named_parameters() if "lora_" in n and marker in n]

@@ -489,6 +489,9 @@ def run_align(ctx: RunContext, s: AlignSettings) -> dict[str, Any]:
 
     if ctx.model is None:
         raise InputError("this experiment needs --model (the pretrained model to align)")
+    if getattr(ctx.provider, "precision", "float32") != "float32":
+        # it trains models and measures them beside the loaded one: one arithmetic for all
+        raise InputError("align runs in float32 only (precision: float32)")
     out = Path(ctx.out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

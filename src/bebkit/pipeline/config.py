@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -49,6 +49,12 @@ class ReproduceConfig(BaseModel):
     #: a scoring or prefix-encoding batch that runs out of memory is rerun in halves, same
     #: numbers up to float32 rounding (:mod:`bebkit.models.hf`); false: the run fails instead
     split_on_oom: bool = True
+    #: the arithmetic of the experiments' model calls. ``bfloat16`` runs them on an inference
+    #: copy of the weights and adapters (log-softmax still float32; adapters are trained in
+    #: float32 either way) — ~3× faster on CPUs with native bf16 (AMX / AVX512-BF16), checked
+    #: against float32 by ``benchmarks/precision.py``. Enters the key of every stage that calls
+    #: a model; float32 adds nothing, so float32 runs keep their keys.
+    precision: Literal["float32", "bfloat16"] = "float32"
     #: experiment sections by experiment name (YAML: their ``section`` names at top level)
     sections: dict[str, dict[str, Any]] = Field(default_factory=dict)
     quick: dict[str, dict[str, Any]] = Field(

@@ -227,7 +227,7 @@ class RunContext:
     def base(self) -> Any:
         if self.model is None:
             raise InputError("this experiment needs --model")
-        return self.provider.base(self.model)
+        return self.provider.inference(self.model)
 
     def input(self, name: str) -> Any:
         """The typed result of the experiment ``name`` this one reads, or None."""

@@ -75,6 +75,8 @@ def _data_fingerprint(
     out: dict[str, Any] = {"model": model}
     if model is not None:  # a local folder by content, a name by name
         out["model"] = memo(("model", model), functools.partial(model_identity, model))
+        if cfg.precision != "float32":  # (absent at float32: float32 runs keep their keys)
+            out["precision"] = cfg.precision
     fmt = getattr(settings, "fmt", None)
     if exp.uses_components and model is not None and behavior is not None and fmt is not None:
         inp = component_inputs(model, behavior, fmt, cfg.components, cfg.persona_dir)
@@ -183,7 +185,11 @@ def reproduce(
     run_dir = Path(out)
     _check_model_paths(cfg)  # bad input fails before any write
     provider = ComponentProvider(
-        cfg.components, say, persona_dir=cfg.persona_dir, split_on_oom=cfg.split_on_oom
+        cfg.components,
+        say,
+        persona_dir=cfg.persona_dir,
+        split_on_oom=cfg.split_on_oom,
+        precision=cfg.precision,
     )
     stages = build_stages(cfg, provider, say)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -286,7 +292,11 @@ def report_partial(
     if not (run_dir / "stages").is_dir():
         raise InputError(f"no run folder with stages at {run_dir}: nothing to report")
     provider = ComponentProvider(
-        cfg.components, say, persona_dir=cfg.persona_dir, split_on_oom=cfg.split_on_oom
+        cfg.components,
+        say,
+        persona_dir=cfg.persona_dir,
+        split_on_oom=cfg.split_on_oom,
+        precision=cfg.precision,
     )
     stages = build_stages(cfg, provider, say)
     keys = plan_keys(stages, cfg.seed)

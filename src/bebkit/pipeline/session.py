@@ -109,7 +109,11 @@ class ComponentProvider:
     threads: int | None = None
     #: out-of-memory batches of the models it loads are split in halves (``split_on_oom``)
     split_on_oom: bool = True
+    #: the arithmetic experiments compute in: ``float32``, or ``bfloat16`` — then they get an
+    #: inference copy (:meth:`inference`); adapters are always trained and kept in float32
+    precision: str = "float32"
     _sets: dict[str, Any] = field(default_factory=dict)
+    _copies: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     _loaded: dict[str, tuple[ComponentInputs, frozenset[str]]] = field(default_factory=dict)
     _status: dict[ComponentInputs, dict[str, Any]] = field(default_factory=dict)
     _prepared: dict[tuple[ComponentInputs, str], Prepared] = field(default_factory=dict)
@@ -124,6 +128,21 @@ class ComponentProvider:
             comps.split_on_oom = self.split_on_oom
             self._sets[model] = comps
         return self._sets[model]
+
+    def inference(self, model: str) -> Any:
+        """The set experiments compute with: the loaded set at float32; otherwise its
+        :meth:`~bebkit.components.adapters.ComponentSet.inference_copy` in ``precision``, made
+        again whenever the adapters loaded into the float32 set change (a new behavior)."""
+        comps = self.base(model)
+        if self.precision == "float32":
+            return comps
+        tag = self._loaded.get(model)
+        have = self._copies.get(model)
+        if have is None or have[0] != tag:
+            self._copies.pop(model, None)  # free the old copy before making the new one
+            self.log(f"{model}: {self.precision} inference copy")
+            self._copies[model] = (tag, comps.inference_copy(self.precision))
+        return self._copies[model][1]
 
     def add_model(self, name: str, components: Any) -> None:
         """Serve an in-memory ComponentSet (a model an experiment made itself) as ``name``;
@@ -168,7 +187,8 @@ class ComponentProvider:
         role: str = "shared",
     ) -> Any:
         """The ComponentSet of ``model`` with the ``sides`` adapters of ``behavior`` loaded, named
-        :func:`~bebkit.components.workflow.adapter_name` (side, ``role``)."""
+        :func:`~bebkit.components.workflow.adapter_name` (side, ``role``) — the set experiments
+        compute with (:meth:`inference`: an inference copy unless ``precision`` is float32)."""
         from bebkit.components.training import torch_threads
         from bebkit.components.workflow import adapter_name, ensure_components
 
@@ -199,7 +219,7 @@ class ComponentProvider:
                 )
             self._loaded[model] = (inp, want)
             self._status.setdefault(inp, {}).update({k: v.to_dict() for k, v in status.items()})
-        return comps
+        return self.inference(model)
 
     def weights_sha256(
         self, model: str, behavior: str, fmt: str, side: str, role: str = "shared"
@@ -220,6 +240,7 @@ class ComponentProvider:
             "preset": prep.config.name,
             "components": self._status.get(prep.inputs, {}),
             "threads": self.threads,
+            "precision": self.precision,
         }
 
 

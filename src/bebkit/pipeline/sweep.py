@@ -399,7 +399,7 @@ def execute_unit(
         inner = stage.fn
 
         def on_base(ctx: Any) -> dict[str, Any]:
-            with provider.base(model).activated("base"):
+            with provider.inference(model).activated("base"):
                 return inner(ctx)
 
         stage = dataclasses.replace(stage, fn=on_base)
@@ -441,6 +441,7 @@ class ModelReplica:
             persona_dir=cfg.run.persona_dir,
             threads=threads,
             split_on_oom=cfg.run.split_on_oom,
+            precision=cfg.run.precision,
         )
 
     def pid(self) -> int:
