@@ -6,9 +6,11 @@ the quantities bebkit reports, each on the bundled model with the benchmark's P�
 
 * **KL per sentence** (what β, β′ and the convergence curves are made of):
   :func:`~bebkit.estimators.kl.kl_samples_grid` with the Rao-Blackwell terms, newline prefixes
-  of the embedded behavior's statements, the same seed in both precisions. The samples are
-  drawn from each precision's own P₋, so the two estimates are independent draws: they agree
-  when ``|KL₁₆ − KL₃₂| ≤ 2·√(se₁₆² + se₃₂²)`` (the issue's "within their stderr", at 95 %).
+  of the embedded behavior's statements, the same seed in both precisions (each draws from its
+  own P₋). The comparison is paired by prefix — the prefixes' spread is shared by both — and
+  passes when the mean difference is within the float32 estimate's own stderr over prefixes
+  (the issue's "within their stderr"); the paired difference's own stderr says whether a bias
+  is detectable at all.
 * **log-ratio trajectories** ``r(n) = log P₋(s₁…sₙ) − log Q(s₁…sₙ)`` (σ² and Theorem 2's
   inputs): prompts sampled once from the float32 P₋, scored by both precisions — a paired
   comparison, so the bias of bf16 is measured directly against the estimator's stderr over
@@ -29,9 +31,12 @@ from benchmarks.blank_skip import _newline_prefixes
 from benchmarks.common import BenchContext, BenchResult, Goal
 
 
-def _kl(p: Any, q: Any, prefixes: Any, n: int, stops: Any, seed: int) -> dict[str, float]:
+def _kl(p: Any, q: Any, prefixes: Any, n: int, stops: Any, seed: int) -> dict[str, Any]:
     from bebkit.estimators.kl import kl_samples_grid
 
+    # warm-up (first-call allocations, per-tokenizer scans) so neither precision pays for it
+    kl_samples_grid(p, prefixes[:1], {"q": (q, prefixes[:1])}, n_samples=2, unit="sentence",
+                    stop_ids=stops, rng=np.random.default_rng(seed), max_sentence_tokens=4)  # fmt: skip
     t0 = time.perf_counter()
     out = kl_samples_grid(
         p,
@@ -51,6 +56,7 @@ def _kl(p: Any, q: Any, prefixes: Any, n: int, stops: Any, seed: int) -> dict[st
     se = float(per.std(ddof=1) / np.sqrt(per.size)) if per.size > 1 else float("nan")
     return {
         "seconds": secs,
+        "per_prefix": per,
         "kl": float(per.mean()),
         "se": se,
         "mc": float(mc.mean()),
@@ -77,8 +83,10 @@ def run(ctx: BenchContext) -> BenchResult:
     stops = stop_token_ids(p32, NEWLINE)
 
     kl = {name: _kl(p, q, prefixes, n_samples, stops, ctx.seed) for name, (p, q) in models.items()}
-    d_kl = kl["bf16"]["kl"] - kl["float32"]["kl"]
-    se_kl = float(np.hypot(kl["bf16"]["se"], kl["float32"]["se"]))
+    d_pre = kl["bf16"].pop("per_prefix") - kl["float32"].pop("per_prefix")  # paired by prefix
+    d_kl = float(d_pre.mean())
+    se_dkl = float(d_pre.std(ddof=1) / np.sqrt(d_pre.size))
+    se_kl = kl["float32"]["se"]
 
     prompts = sample_prompts(
         p32,
@@ -100,11 +108,12 @@ def run(ctx: BenchContext) -> BenchResult:
     diff = last16 - last32
     d_r = float(diff.mean())
     se_d = float(diff.std(ddof=1) / np.sqrt(diff.size))
-    # σ² per sentence: the variance of one sentence's log-ratio increment across prompts
+    # σ² per sentence: the variance of the one-sentence log-ratio increments (prompts and
+    # positions pooled); reported, not a pass/fail check
     inc32, inc16 = np.diff(r32, axis=1), np.diff(r16, axis=1)
     s2_32, s2_16 = float(inc32.var(ddof=1)), float(inc16.var(ddof=1))
 
-    kl_ok = abs(d_kl) <= 2 * se_kl
+    kl_ok = abs(d_kl) <= se_kl
     lr_ok = abs(d_r) <= se_r  # paired: the bias must sit inside the estimator's own stderr
     speed = kl["float32"]["seconds"] / kl["bf16"]["seconds"]
     rows = [
@@ -122,8 +131,9 @@ def run(ctx: BenchContext) -> BenchResult:
     notes = [
         f"KL: {len(prefixes)} newline prefixes of 14 `cooperativeness` statements × {n_samples} "
         f"sentences (cap 24 tokens) from each precision's own P₋ against `{ctx.target}`, seed "
-        f"{ctx.seed}; ± is the stderr over prefixes. bf16 − float32 = {d_kl:+.3f} nats, "
-        f"combined stderr {se_kl:.3f} (|Δ|/se = {abs(d_kl) / se_kl:.2f}).",
+        f"{ctx.seed}; ± is the stderr over prefixes. bf16 − float32, paired by prefix = "
+        f"{d_kl:+.3f} ± {se_dkl:.3f} nats against float32's stderr {se_kl:.3f} "
+        f"(|Δ|/se = {abs(d_kl) / se_kl:.2f}).",
         f"log-ratio: {n_lr_prompts} prompts × {n_lr_sentences} sentences sampled once from the "
         f"float32 P₋, scored by both; r(n = {n_lr_sentences}) bf16 − float32 (paired) = "
         f"{d_r:+.4f} ± {se_d:.4f} nats (max |Δ| {float(np.abs(diff).max()):.4f}) against the "
@@ -139,6 +149,19 @@ def run(ctx: BenchContext) -> BenchResult:
             else "a check fails — the bf16 path stays off; the disagreement is the numbers above."
         ),
     ]
+    # A bias that is detectable does not shrink with more samples while the stderr does: say
+    # from how many prompts / prefixes on it would exceed the estimate's stderr.
+    for what, d, se_pair, se, n in (
+        ("KL", d_kl, se_dkl, se_kl, len(prefixes)),
+        ("log-ratio", d_r, se_d, se_r, n_lr_prompts),
+    ):
+        if abs(d) > 2 * se_pair:
+            notes.append(
+                f"{what}: the bf16 bias {d:+.3f} is detectable ({abs(d) / se_pair:.1f} paired "
+                f"stderrs); it stays while the stderr shrinks as 1/√n, so from about "
+                f"{n * (se / abs(d)) ** 2:,.0f} prompts on it would exceed the stderr — "
+                "compare such runs in float32."
+            )
     return BenchResult(
         name="precision",
         title="11. bf16 inference path vs float32 (same seeds)",
@@ -155,9 +178,9 @@ def run(ctx: BenchContext) -> BenchResult:
         notes=notes,
         goals=[
             Goal(
-                "bf16 KL within 2 combined stderr of float32 (|Δ|/se)",
+                "bf16 KL bias within float32's stderr (|Δ|/se)",
                 abs(d_kl) / se_kl,
-                2.0,
+                1.0,
                 higher_is_better=False,
                 unit="",
             ),
@@ -172,6 +195,7 @@ def run(ctx: BenchContext) -> BenchResult:
         data={
             "kl": kl,
             "d_kl": d_kl,
+            "se_d_kl": se_dkl,
             "se_kl": se_kl,
             "d_logratio": d_r,
             "se_d": se_d,

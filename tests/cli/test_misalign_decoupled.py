@@ -67,3 +67,11 @@ def test_decoupled_judge_end_to_end(
     d2 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert "kappa 0.900 [0.850, 0.950], n=50" in d2["judge_validation"]["summary"]
     assert d2["curves"] == d["curves"]  # same seed, reused adapters
+
+    # bf16: the judge's adapters are loaded after the generator's, so the set the run computes
+    # with must be the copy made after both (an earlier copy lacks judge_neg)
+    assert main([*args, "--precision", "bfloat16", "--out", str(tmp_path / "r16")]) == 0
+    d16 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert d16["judge"].endswith("@judge_neg") and d16["neg_model"].endswith("generator_neg")
+    rec16 = json.loads((tmp_path / "r16" / "record.json").read_text())
+    assert rec16["config"]["precision"] == "bfloat16"

@@ -251,6 +251,9 @@ def test_inference_copy_is_a_reduced_precision_twin_that_cannot_be_trained(
     assert half.fingerprint == comps.fingerprint
     assert {p.dtype for p in half.torch_model.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in comps.torch_model.parameters()} == {torch.float32}
+    # float buffers (RoPE frequencies) keep float32, as from_pretrained(dtype=bf16) keeps them
+    floats = [b for b in half.torch_model.buffers() if b.is_floating_point()]
+    assert floats and {b.dtype for b in floats} == {torch.float32}
     for name in ("base", "neg", "pos"):
         full, low = _lp(comps.model(name)), _lp(half.model(name))
         for a, b in zip(full, low, strict=True):

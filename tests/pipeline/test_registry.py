@@ -200,11 +200,12 @@ def test_precision_enters_exactly_the_keys_of_the_stages_that_call_a_model(
     nothing to any key, so float32 runs made before the option keep theirs."""
     _persona(tmp_path)
     _figures(tmp_path)
-    cfg = _config(tmp_path)
+    no_align = {"align": {"enabled": False}}  # align runs in float32 only (tested below)
+    cfg = _config(tmp_path, **no_align)
     keys0, stages = _keys(cfg)
-    same, _ = _keys(_config(tmp_path, precision="float32"))
+    same, _ = _keys(_config(tmp_path, precision="float32", **no_align))
     assert same == keys0
-    half, _ = _keys(_config(tmp_path, precision="bfloat16"))
+    half, _ = _keys(_config(tmp_path, precision="bfloat16", **no_align))
     by_stage = {
         e.stage_name(b): e
         for e in experiments().values()
@@ -219,6 +220,13 @@ def test_precision_enters_exactly_the_keys_of_the_stages_that_call_a_model(
     bad.write_text(yaml.safe_dump({"precision": "float16"}))
     with pytest.raises(InputError, match="precision"):
         load_config(bad)
+    # align with bf16 fails when the config is read, not hours into the run
+    bad.write_text(yaml.safe_dump({"precision": "bfloat16", "pretrained_model": "tiny-base",
+                                   "align": {"enabled": True}}))  # fmt: skip
+    with pytest.raises(InputError, match="align runs in float32 only"):
+        load_config(bad)
+    bad.write_text(yaml.safe_dump({"precision": "bfloat16"}))
+    assert load_config(bad).precision == "bfloat16"
 
 
 def test_persona_data_enters_keys_by_content(tmp_path: Path) -> None:

@@ -237,7 +237,9 @@ def _convergence_stage(run: Path) -> None:
     write_record(run / "record.json", top)
 
 
-def test_report_reference_redraws_convergence_with_the_papers_curves(tmp_path: Path) -> None:
+def test_report_reference_redraws_convergence_with_the_papers_curves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`bebkit report RUN --paper-figures F` redraws from the stored record alone; the report
     shows the redrawn figure instead of the stage's own one."""
     from bebkit.cli import main
@@ -250,13 +252,29 @@ def test_report_reference_redraws_convergence_with_the_papers_curves(tmp_path: P
     (stale / "record.json").write_text("{ not json")
     ref = authors_figures(tmp_path / "ref.json")
     assert main(["report", str(run), "--paper-figures", str(ref), "--json"]) == 0
+    capsys.readouterr()
     redrawn = run / "figures" / "convergence-agreeableness" / "convergence.png"
     assert redrawn.read_bytes()[:4] == b"\x89PNG" and redrawn.with_suffix(".svg").is_file()
     md = (run / "report.md").read_text()
     assert "figures/convergence-agreeableness/convergence.png" in md
     assert "stages/convergence-agreeableness/k1/convergence.png" not in md
     assert "on the authors' fig. 3a / 11 curve" in md  # the paper column from --paper-figures
-    # Without the redrawn figure the stage's own one is shown.
+    # Without a figures file the report still redraws from the record (no paper curve): the
+    # stage's own figure — drawn by whatever code ran the stage, here not even a PNG — is never
+    # shown, so a reused stage cannot show a stale figure.
+    shutil.rmtree(run / "figures")
+    monkeypatch.delenv("BEBKIT_REFERENCE_DIR", raising=False)
+    assert main(["report", str(run), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["redrawn_figures"] == [str(redrawn)]
+    assert redrawn.read_bytes()[:4] == b"\x89PNG"
+    md = (run / "report.md").read_text()
+    assert "figures/convergence-agreeableness/convergence.png" in md
+    assert "stages/convergence-agreeableness/k1/convergence.png" not in md
+    assert not list((run / "figures" / "convergence-agreeableness").glob(".draw-*"))
+    # A record that cannot be drawn keeps the stage's own figure.
+    rec_path = run / "stages" / "convergence-agreeableness" / "k1" / "record.json"
+    rec_path.write_text(json.dumps({"results": {"curves": {"none": {"n": "bad"}}}}))
     shutil.rmtree(run / "figures")
     assert main(["report", str(run)]) == 0
     assert "stages/convergence-agreeableness/k1/convergence.png" in (run / "report.md").read_text()

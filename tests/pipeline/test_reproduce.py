@@ -583,3 +583,5 @@ def test_a_bfloat16_run_reuses_the_float32_adapters_and_records_its_precision(
             assert conf["precision"] == "bfloat16", rec_path
             checked += 1
     assert checked >= 4  # components, β/σ², prompt-dist, convergence, misalign
+    probes = next((tmp_path / "half" / "stages").glob("probes/*/record.json"))
+    assert json.loads(probes.read_text())["config"]["precision"] == "bfloat16"  # base model only

@@ -173,7 +173,8 @@ class ComponentSet:
         loaded and saved in (a reduced-precision master would lose the LoRA updates), so the
         copy refuses :meth:`add_adapter`, :meth:`load_adapter`, :meth:`delete_adapter` and
         training (:class:`RunError`). One deep copy: the PEFT wrapper and the base it wraps
-        stay linked in the copy.
+        stay linked in the copy, tied weights stay tied, and floating-point buffers (RoPE
+        frequencies) stay float32.
         """
         import torch
 
@@ -182,8 +183,15 @@ class ComponentSet:
         dt = getattr(torch, str(dtype), None)
         if not isinstance(dt, torch.dtype) or not dt.is_floating_point:
             raise InputError(f"inference dtype must be a torch float dtype, got {dtype!r}")
-        base, peft = copy.deepcopy((self._base, self._peft))
-        (peft if peft is not None else base).to(dt)
+        # Parameters only, each cast on its own (no float32 duplicate of the whole model at any
+        # time): float buffers such as RoPE's inv_freq stay float32, as from_pretrained keeps
+        # them — a whole-model .to(bf16) would round them and shift every position's phase.
+        module = self._peft if self._peft is not None else self._base
+        memo: dict[int, Any] = {
+            id(p): torch.nn.Parameter(p.detach().to(dt), requires_grad=False)
+            for p in module.parameters()
+        }
+        base, peft = copy.deepcopy((self._base, self._peft), memo)
         out = ComponentSet(base, self.tokenizer, name=self.name, split_on_oom=self._split_on_oom)
         out._peft = peft
         # the weights' identity is the source's (adapter manifests are checked against it)

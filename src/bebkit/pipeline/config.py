@@ -100,6 +100,9 @@ class ReproduceConfig(BaseModel):
                     f"{exps[name].section}.{sorted(bad)[0]} is set for the whole run, "
                     "not per section"
                 )
+        if self.precision != "float32" and "align" in exps and self.enabled(exps["align"]):
+            # align trains models and measures them beside the loaded one: one arithmetic
+            raise ValueError("precision: align runs in float32 only; set precision: float32")
         return self
 
     def enabled(self, exp: Experiment) -> bool:

@@ -937,8 +937,12 @@ def _run(ctx: RunContext, s: MisalignSettings) -> MisalignResult:
     judge_pos = "likelihood" in kinds or ("mixture" in kinds and "pos" in s.judge_hypotheses)
     if s.judge_components == "decoupled":
         gen, judge_role = "generator", "judge"
-        comps = ctx.components(s.behavior, s.fmt, ("neg", "pos") if s.control else ("neg",), gen)
-        ctx.components(s.behavior, s.fmt, ("neg", "pos") if judge_pos else ("neg",), judge_role)
+        ctx.components(s.behavior, s.fmt, ("neg", "pos") if s.control else ("neg",), gen)
+        # the last call's set holds both roles' adapters (a bf16 inference copy is remade
+        # when adapters are added: an earlier call's copy would lack the judge's)
+        comps = ctx.components(
+            s.behavior, s.fmt, ("neg", "pos") if judge_pos else ("neg",), judge_role
+        )
     else:  # one set of adapters samples and judges (the paper's setup)
         gen = judge_role = "shared"
         needs_pos = s.control or judge_pos

@@ -227,6 +227,8 @@ class RunContext:
     def base(self) -> Any:
         if self.model is None:
             raise InputError("this experiment needs --model")
+        # the record says in which arithmetic the model ran (components() adds it too)
+        self.provenance.setdefault("precision", getattr(self.provider, "precision", "float32"))
         return self.provider.inference(self.model)
 
     def input(self, name: str) -> Any:

@@ -68,9 +68,8 @@ FIGURE_CAPTIONS = {
     "prompt_dist": "KL(P₋‖P₊) along the neutral prefix s₀, its undesired sentence and the "
     "sentences of s ~ P₋(·|s₀); β_prompt is the lower envelope from the undesired sentence on.",
     "convergence": "KL(P₋‖P_LLM | s₁…sₙ) vs misaligning sentences n, without and with the "
-    "aligning prompt; the floored Lemma 5 fit that the reported n* comes from (dash-dot; a "
-    "stage figure drawn before that fit existed lacks it, and `bebkit report --paper-figures` "
-    "redraws it from the record), the plain Lemma 5 fit (dashed) and the paper's "
+    "aligning prompt; the floored Lemma 5 fit that the reported n* comes from (dash-dot), "
+    "the plain Lemma 5 fit (dashed) and the paper's "
     "straight line on the first sentences (dotted); the paper's curves where available. "
     "Error bars: 95 % CIs.",
     "pretrained": "KL(P₋‖P_pretrained | s₁…sₙ) vs n on the base model with the floored and "
@@ -1300,7 +1299,10 @@ def stage_sections(run: Run, base: Path | None = None) -> list[dict[str, Any]]:
             )
             cap = FIGURE_CAPTIONS.get(png.stem, png.stem)
             if redrawn:
-                cap += " Redrawn from the stored record with the paper's curves."
+                cap += (
+                    " Redrawn from the stage's stored record when this report was written "
+                    "(with the paper's curves when the authors' figures file is available)."
+                )
             figs.append({"src": _img_data_uri(png), "path": _rel(png, base), "caption": cap,
                          "alt": f"{name}: {png.stem}"})  # fmt: skip
         links = []
@@ -1409,10 +1411,15 @@ def write_report(
     paper_figures: str | Path | None = None,
     record: dict[str, Any] | None = None,
     suffix: str = "",
+    redraw: bool = True,
 ) -> tuple[Path, Path]:
     """Write ``report{suffix}.md`` and ``report{suffix}.html`` into the run directory
-    (atomically); a partial run's report passes its ``record`` and ``suffix="-partial"``."""
+    (atomically); a partial run's report passes its ``record`` and ``suffix="-partial"``.
+    ``redraw``: first redraw the KL figures from the stored records (:func:`redraw_kl_figures`,
+    with the paper's curves when a figures file is found), so no stale stage figure is shown."""
     run = Path(run_dir)
+    if redraw:
+        redraw_run_figures(run, paper_figures, record=record)
     md, page = build_report(run, paper_figures=paper_figures, record=record)
     md_path, html_path = run / f"report{suffix}.md", run / f"report{suffix}.html"
     with atomic_open(md_path) as fh:
@@ -1548,13 +1555,37 @@ def write_comparison(
 # --------------------------------------------------------------------------------------------
 
 
-def redraw_kl_figures(run_dir: str | Path, reference_file: str | Path) -> list[Path]:
-    """Redraw every convergence / pretrained figure of a finished run with the paper's curves.
+def redraw_run_figures(
+    run_dir: str | Path,
+    paper_figures: str | Path | None = None,
+    *,
+    record: Mapping[str, Any] | None = None,
+) -> list[Path]:
+    """:func:`redraw_kl_figures` with the authors' figures file the report uses
+    (:func:`paper_figures_path`: ``paper_figures``, the record's, else the environment's)."""
+    run = Path(run_dir)
+    rec = _read_record(run) if record is None else record
+    return redraw_kl_figures(run, paper_figures_path(rec, paper_figures), record=rec)
 
-    Reads each stage's stored ``record.json`` (no model is loaded) and writes
-    ``RUN/figures/<stage>/<kind>.png`` (+ ``.svg``); the stage folders are left untouched and
-    :func:`build_report` shows a redrawn figure in place of the stage's own one.
+
+def redraw_kl_figures(
+    run_dir: str | Path,
+    reference_file: str | Path | None = None,
+    *,
+    record: Mapping[str, Any] | None = None,
+) -> list[Path]:
+    """Redraw every convergence / pretrained figure of a run from its stages' stored records,
+    with the paper's curves when ``reference_file`` is given.
+
+    No model is loaded. Writes ``RUN/figures/<stage>/<kind>.png`` (+ ``.svg``), each file
+    replaced atomically (a partial report may redraw while the run's own report does); the
+    stage folders are left untouched and :func:`build_report` shows a redrawn figure in place
+    of the stage's own one — so a reused stage whose figure came from older drawing code is
+    never shown stale. ``record``: a partial run's record instead of ``record.json``. A stage
+    whose record cannot be drawn (an older schema) keeps its own figure.
     """
+    import tempfile
+
     from bebkit.reporting.kl_figures import (
         REFERENCE_LABELS,
         condition_reference,
@@ -1565,37 +1596,50 @@ def redraw_kl_figures(run_dir: str | Path, reference_file: str | Path) -> list[P
     from .experiments_common import markers_as_sentences
 
     run = Path(run_dir)
-    stages = _get(_read_record(run), "results", "stages") or {}
+    rec_top = _read_record(run) if record is None else record
+    stages = _get(rec_top, "results", "stages") or {}
     written: list[Path] = []
     for stage, st in stages.items():
-        if not stage.startswith(("convergence", "pretrained")):
+        if not stage.startswith(("convergence", "pretrained")) or not st.get("folder"):
             continue
         kind = "pretrained" if stage.startswith("pretrained") else "convergence"
         # The folder this run used: a stage dir may also hold other keys from older configs.
-        folder = Path(st.get("folder", ""))
+        folder = Path(st["folder"])
         rec = _read_json(
             folder / "record.json" if folder.is_absolute() else run / folder / "record.json"
         )
         res, cfg = rec.get("results") or {}, rec.get("config") or {}
-        # the same x-axis as the stage's own figure and the report's table: in an alternating
-        # layout the authors' '[/INST]' marker k closes sentence 2k − 1
-        ref = markers_as_sentences(
-            condition_reference(load_reference_kl(reference_file, str(res.get("behavior"))), kind),
-            str(res.get("format", "")),
-        )
-        if not ref:
-            continue
+        ref = None
+        if reference_file is not None:
+            # the same x-axis as the stage's own figure and the report's table: in an
+            # alternating layout the authors' '[/INST]' marker k closes sentence 2k − 1
+            ref = (
+                markers_as_sentences(
+                    condition_reference(
+                        load_reference_kl(reference_file, str(res.get("behavior"))), kind
+                    ),
+                    str(res.get("format", "")),
+                )
+                or None
+            )
         family = res.get("family_note")
         out = run / REDRAWN_DIR / stage / f"{kind}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
-        convergence_figure(
-            res,
-            out,
-            n_tokens=int(cfg.get("n_tokens", 0)),
-            note=f"note: {family}" if family else "",
-            reference=ref,
-            reference_label=REFERENCE_LABELS[kind],
-        )
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=".draw-") as tmp:
+            drawn = Path(tmp) / out.name
+            try:
+                convergence_figure(
+                    res,
+                    drawn,
+                    n_tokens=int(cfg.get("n_tokens", 0)),
+                    note=f"note: {family}" if family else "",
+                    reference=ref,
+                    reference_label=REFERENCE_LABELS[kind] if ref else "",
+                )
+            except (KeyError, TypeError, ValueError):
+                continue  # not drawable from this record: the stage's own figure stays
+            for f in sorted(Path(tmp).iterdir()):
+                os.replace(f, out.parent / f.name)
         written.append(out)
     return written
 
@@ -1611,6 +1655,7 @@ __all__ = [
     "load_run",
     "md_text",
     "redraw_kl_figures",
+    "redraw_run_figures",
     "report_context",
     "write_comparison",
     "write_report",

@@ -140,6 +140,7 @@ class ComponentProvider:
         have = self._copies.get(model)
         if have is None or have[0] != tag:
             self._copies.pop(model, None)  # free the old copy before making the new one
+            del have
             self.log(f"{model}: {self.precision} inference copy")
             self._copies[model] = (tag, comps.inference_copy(self.precision))
         return self._copies[model][1]

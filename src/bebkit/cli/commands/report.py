@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bebkit.pipeline.report import redraw_kl_figures, write_comparison, write_report
+    from bebkit.pipeline.report import redraw_run_figures, write_comparison, write_report
 
     if args.paper_figures is not None and not Path(args.paper_figures).is_file():
         from bebkit.errors import InputError
@@ -45,9 +45,10 @@ def run(args: argparse.Namespace) -> int:
     redrawn: list[str] = []
     reports: list[dict[str, str]] = []
     for run_dir in args.run_dirs:
-        if args.paper_figures is not None:
-            redrawn += [str(p) for p in redraw_kl_figures(run_dir, args.paper_figures)]
-        md, page = write_report(run_dir, paper_figures=args.paper_figures)
+        # every KL figure is redrawn from its stage's record (with the paper's curves when a
+        # figures file is given or found), so a reused stage's older figure is never shown
+        redrawn += [str(p) for p in redraw_run_figures(run_dir, args.paper_figures)]
+        md, page = write_report(run_dir, paper_figures=args.paper_figures, redraw=False)
         reports.append({"report_md": str(md), "report_html": str(page)})
     out: dict[str, Any] = {**reports[0], "redrawn_figures": redrawn}
     human = "\n".join(f"wrote {r['report_md']} and {r['report_html']}" for r in reports)
