@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from bebkit.components.adapters import ComponentSet
-from bebkit.estimators.prompts import PromptFormat, SampledPrompt, chat_format, sample_prompts
+from bebkit.estimators.prompts import (
+    NEWLINE,
+    PromptFormat,
+    SampledPrompt,
+    chat_format,
+    sample_prompts,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -349,8 +355,11 @@ def real_context(
     seed: int = 0,
     run_dir: Path | None = None,
     log: Callable[[str], None] = print,
+    model: str = MODEL,
+    sizes: Sizes | None = None,
 ) -> BenchContext:
-    """SmolLM2-135M-Instruct with P₋ / P₊ for ``cooperativeness`` (chat format).
+    """``model`` (default SmolLM2-135M-Instruct) with P₋ / P₊ for ``cooperativeness``, in the
+    chat format when the tokenizer has a chat template, else the newline format (a base model).
 
     Adapters trained with the default ``small`` preset are reused when present (``bebkit
     train --behavior cooperativeness --format chat`` makes them); otherwise ``--quick`` trains
@@ -370,13 +379,14 @@ def real_context(
     from bebkit.models.chat import sentence_stop_token_ids
     from bebkit.paths import cache_dir
 
-    comps = load_components(MODEL)
+    comps = load_components(model)
+    fmt = "chat" if getattr(comps.tokenizer, "chat_template", None) else "newline"
     default = resolve_config(comps, None)
     info: list[str] = []
-    data = prepare_data(BEHAVIOR, "chat", comps.tokenizer, default, seed=seed)
+    data = prepare_data(BEHAVIOR, fmt, comps.tokenizer, default, seed=seed)
     have_default = all(
         find_reusable(
-            component_dir(default_out(comps.name), BEHAVIOR, "chat", side),
+            component_dir(default_out(comps.name), BEHAVIOR, fmt, side),
             manifest_key(component_inputs(comps, data, side, default, seed=seed)),
         )
         is not None
@@ -386,9 +396,9 @@ def real_context(
     out: Path | None = None
     if not have_default and quick:
         config = resolve_config(comps, None, epochs=1, n_train=24, n_heldout=10)
-        data = prepare_data(BEHAVIOR, "chat", comps.tokenizer, config, seed=seed)
+        data = prepare_data(BEHAVIOR, fmt, comps.tokenizer, config, seed=seed)
         # A reduced pair goes to its own folder: never replace the default-preset adapters.
-        out = cache_dir() / "bench" / "adapters" / MODEL
+        out = cache_dir() / "bench" / "adapters" / model
     if not have_default:
         log(f"training {BEHAVIOR} adapters ({config.name}, epochs={config.epochs}) …")
     sides = ensure_components(
@@ -397,21 +407,21 @@ def real_context(
     for side, st in sides.items():
         m = st.manifest.get("metrics", {})
         info.append(
-            f"adapter `{side}` ({BEHAVIOR}/chat, preset `{config.name}`, epochs {config.epochs}, "
+            f"adapter `{side}` ({BEHAVIOR}/{fmt}, preset `{config.name}`, epochs {config.epochs}, "
             f"n_train {len(data.split.train_desired)}): {'reused' if st.reused else 'trained now'}"
             f", held-out loss {fmt_num(m.get('heldout_loss_base') or float('nan'))} → "
             f"{fmt_num(m.get('heldout_loss') or float('nan'))}"
         )
-    sizes = QUICK if quick else FULL
+    sizes = sizes or (QUICK if quick else FULL)
     texts = data.texts["neg"]
     return BenchContext(
         components=comps,
         sizes=sizes,
-        fmt=chat_fmt(comps.tokenizer),
+        fmt=chat_fmt(comps.tokenizer) if fmt == "chat" else NEWLINE,
         stop_ids=sentence_stop_token_ids(comps.tokenizer),
         target="base",
         seed=seed,
-        model_spec=MODEL,
+        model_spec=model,
         adapter_dirs={s: st.path for s, st in sides.items()},
         train_texts=list(texts),
         train_config=config,

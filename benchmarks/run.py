@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from benchmarks import (
     baseline_kl,
@@ -33,7 +34,7 @@ from benchmarks import (
     sweep_workers,
     variance,
 )
-from benchmarks.common import BENCH_DIR, BenchContext, BenchResult, machine_summary
+from benchmarks.common import BENCH_DIR, FULL, QUICK, BenchContext, BenchResult, machine_summary
 
 BENCHMARKS: dict[str, Callable[[BenchContext], BenchResult]] = {
     "baseline": baseline_kl.run,
@@ -102,7 +103,7 @@ def render(
             else ""
         ),
         f"- model `{ctx.components.name}`; "
-        + ("quick sizes (`make bench`)." if quick else "full sizes."),
+        + ("quick sizes (`make bench`)." if ctx.sizes == QUICK else "full sizes."),
         *[f"- {line}" for line in ctx.info],
         "",
         "Training-time study of the LoRA presets: [train_time.md](train_time.md).",
@@ -129,6 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--run-dir", type=Path, default=None, help="finished reproduce run for e2e")
     ap.add_argument("--out", type=Path, default=BENCH_DIR / "RESULTS.md")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default=None, help="bundled model (default smollm2-135m-instruct)")
+    ap.add_argument(
+        "--sizes",
+        choices=("quick", "full"),
+        default=None,
+        help="benchmark sizes apart from --quick's reduced adapters (default: as --quick)",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -140,7 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = args.threads or default_num_threads()
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    ctx = real_context(quick=args.quick, num_threads=threads, seed=args.seed, run_dir=args.run_dir)
+    extra: dict[str, Any] = {"model": args.model} if args.model else {}
+    if args.sizes:
+        extra["sizes"] = FULL if args.sizes == "full" else QUICK
+    ctx = real_context(
+        quick=args.quick, num_threads=threads, seed=args.seed, run_dir=args.run_dir, **extra
+    )
     setup_s = time.perf_counter() - t0
     names = args.only or [n for n in BENCHMARKS if n not in OPT_IN]
     results = run_all(ctx, names)
