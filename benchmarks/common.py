@@ -398,7 +398,7 @@ def real_context(
         config = resolve_config(comps, None, epochs=1, n_train=24, n_heldout=10)
         data = prepare_data(BEHAVIOR, fmt, comps.tokenizer, config, seed=seed)
         # A reduced pair goes to its own folder: never replace the default-preset adapters.
-        out = cache_dir() / "bench" / "adapters" / model
+        out = cache_dir() / "bench" / "adapters" / comps.name
     if not have_default:
         log(f"training {BEHAVIOR} adapters ({config.name}, epochs={config.epochs}) …")
     sides = ensure_components(

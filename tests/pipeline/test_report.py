@@ -253,10 +253,10 @@ def test_report_reference_redraws_convergence_with_the_papers_curves(
     ref = authors_figures(tmp_path / "ref.json")
     assert main(["report", str(run), "--paper-figures", str(ref), "--json"]) == 0
     capsys.readouterr()
-    redrawn = run / "figures" / "convergence-agreeableness" / "convergence.png"
+    redrawn = run / "figures" / "convergence-agreeableness" / "k1" / "convergence.png"
     assert redrawn.read_bytes()[:4] == b"\x89PNG" and redrawn.with_suffix(".svg").is_file()
     md = (run / "report.md").read_text()
-    assert "figures/convergence-agreeableness/convergence.png" in md
+    assert "figures/convergence-agreeableness/k1/convergence.png" in md
     assert "stages/convergence-agreeableness/k1/convergence.png" not in md
     assert "on the authors' fig. 3a / 11 curve" in md  # the paper column from --paper-figures
     # Without a figures file the report still redraws from the record (no paper curve): the
@@ -269,15 +269,25 @@ def test_report_reference_redraws_convergence_with_the_papers_curves(
     assert out["redrawn_figures"] == [str(redrawn)]
     assert redrawn.read_bytes()[:4] == b"\x89PNG"
     md = (run / "report.md").read_text()
-    assert "figures/convergence-agreeableness/convergence.png" in md
+    assert "figures/convergence-agreeableness/k1/convergence.png" in md
     assert "stages/convergence-agreeableness/k1/convergence.png" not in md
-    assert not list((run / "figures" / "convergence-agreeableness").glob(".draw-*"))
+    assert not list((run / "figures" / "convergence-agreeableness" / "k1").glob(".draw-*"))
+    # The same record redrawn gives the same bytes (no date, fixed SVG ids): archives stay clean.
+    svg = redrawn.with_suffix(".svg").read_bytes()
+    assert main(["report", str(run)]) == 0
+    assert redrawn.with_suffix(".svg").read_bytes() == svg
     # A record that cannot be drawn keeps the stage's own figure.
     rec_path = run / "stages" / "convergence-agreeableness" / "k1" / "record.json"
+    # The earlier redraw is removed, not shown for a record it was not drawn from.
     rec_path.write_text(json.dumps({"results": {"curves": {"none": {"n": "bad"}}}}))
-    shutil.rmtree(run / "figures")
     assert main(["report", str(run)]) == 0
     assert "stages/convergence-agreeableness/k1/convergence.png" in (run / "report.md").read_text()
+    assert not redrawn.exists()
+    # An unreadable stage record or figures file never stops the report.
+    rec_path.write_text("{ not json")
+    bad_ref = tmp_path / "bad.json"
+    bad_ref.write_text("[1, 2]")
+    assert main(["report", str(run), "--paper-figures", str(bad_ref)]) == 0
 
 
 @pytest.mark.parametrize(

@@ -188,7 +188,7 @@ class ComponentSet:
         # them — a whole-model .to(bf16) would round them and shift every position's phase.
         module = self._peft if self._peft is not None else self._base
         memo: dict[int, Any] = {
-            id(p): torch.nn.Parameter(p.detach().to(dt), requires_grad=False)
+            id(p): torch.nn.Parameter(p.detach().to(dt, copy=True), requires_grad=False)
             for p in module.parameters()
         }
         base, peft = copy.deepcopy((self._base, self._peft), memo)

@@ -340,7 +340,8 @@ class Run:
         folder = self.folder(stage)
         out: list[Path] = []
         for png in sorted(folder.glob("*.png")) if folder.is_dir() else []:
-            redrawn = self.path / REDRAWN_DIR / stage / png.name
+            # under the stage's key: another config's redraw of the same stage is never used
+            redrawn = self.path / REDRAWN_DIR / stage / folder.name / png.name
             out.append(redrawn if redrawn.is_file() else png)
         return out
 
@@ -1575,15 +1576,18 @@ def redraw_kl_figures(
     record: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Redraw every convergence / pretrained figure of a run from its stages' stored records,
-    with the paper's curves when ``reference_file`` is given.
+    with the paper's curves when ``reference_file`` is given (and readable).
 
-    No model is loaded. Writes ``RUN/figures/<stage>/<kind>.png`` (+ ``.svg``), each file
-    replaced atomically (a partial report may redraw while the run's own report does); the
-    stage folders are left untouched and :func:`build_report` shows a redrawn figure in place
-    of the stage's own one — so a reused stage whose figure came from older drawing code is
-    never shown stale. ``record``: a partial run's record instead of ``record.json``. A stage
-    whose record cannot be drawn (an older schema) keeps its own figure.
+    No model is loaded. Writes ``RUN/figures/<stage>/<key>/<kind>.png`` (+ ``.svg``), each
+    file replaced atomically (a partial report may redraw while the run's own report does);
+    the stage folders are left untouched and :func:`build_report` shows a redrawn figure in
+    place of the stage's own one — so a reused stage whose figure came from older drawing code
+    is never shown stale. ``record``: a partial run's record instead of ``record.json``. A
+    stage whose record cannot be read or drawn keeps its own figure (a warning is logged and
+    any earlier redraw of it removed); an unreadable figures file only drops the paper's
+    curves. Returns the figures drawn.
     """
+    import logging
     import tempfile
 
     from bebkit.reporting.kl_figures import (
@@ -1595,35 +1599,46 @@ def redraw_kl_figures(
 
     from .experiments_common import markers_as_sentences
 
+    log = logging.getLogger(__name__)
     run = Path(run_dir)
     rec_top = _read_record(run) if record is None else record
     stages = _get(rec_top, "results", "stages") or {}
     written: list[Path] = []
     for stage, st in stages.items():
-        if not stage.startswith(("convergence", "pretrained")) or not st.get("folder"):
+        if not stage.startswith(("convergence", "pretrained")) or not isinstance(st, Mapping):
+            continue
+        if not st.get("folder"):
             continue
         kind = "pretrained" if stage.startswith("pretrained") else "convergence"
         # The folder this run used: a stage dir may also hold other keys from older configs.
         folder = Path(st["folder"])
-        rec = _read_json(
-            folder / "record.json" if folder.is_absolute() else run / folder / "record.json"
-        )
-        res, cfg = rec.get("results") or {}, rec.get("config") or {}
+        folder = folder if folder.is_absolute() else run / folder
+        out = run / REDRAWN_DIR / stage / folder.name / f"{kind}.png"
+        try:
+            rec = _read_json(folder / "record.json")
+            res, cfg = rec.get("results"), rec.get("config") or {}
+            if not isinstance(res, Mapping) or not isinstance(cfg, Mapping):
+                raise ValueError("record.json has no results / config mapping")
+        except (InputError, ValueError) as exc:
+            log.warning("%s: figure not redrawn (%s); the stage's own figure is shown", stage, exc)
+            continue
         ref = None
         if reference_file is not None:
-            # the same x-axis as the stage's own figure and the report's table: in an
-            # alternating layout the authors' '[/INST]' marker k closes sentence 2k − 1
-            ref = (
-                markers_as_sentences(
-                    condition_reference(
-                        load_reference_kl(reference_file, str(res.get("behavior"))), kind
-                    ),
-                    str(res.get("format", "")),
+            try:
+                # the same x-axis as the stage's own figure and the report's table: in an
+                # alternating layout the authors' '[/INST]' marker k closes sentence 2k − 1
+                ref = (
+                    markers_as_sentences(
+                        condition_reference(
+                            load_reference_kl(reference_file, str(res.get("behavior"))), kind
+                        ),
+                        str(res.get("format", "")),
+                    )
+                    or None
                 )
-                or None
-            )
+            except (InputError, ValueError, KeyError, TypeError) as exc:
+                log.warning("%s: the paper's curves left out (%s)", stage, exc)
         family = res.get("family_note")
-        out = run / REDRAWN_DIR / stage / f"{kind}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=".draw-") as tmp:
             drawn = Path(tmp) / out.name
@@ -1636,8 +1651,16 @@ def redraw_kl_figures(
                     reference=ref,
                     reference_label=REFERENCE_LABELS[kind] if ref else "",
                 )
-            except (KeyError, TypeError, ValueError):
-                continue  # not drawable from this record: the stage's own figure stays
+            except OSError:
+                raise  # a full disk or an unwritable run folder is the run's problem
+            except Exception as exc:  # any drawing failure keeps the stage's own figure
+                import matplotlib.pyplot as plt
+
+                plt.close("all")
+                for stale in (out, out.with_suffix(".svg")):
+                    stale.unlink(missing_ok=True)  # never show another attempt's redraw
+                log.warning("%s: figure not redrawn (%s: %s)", stage, type(exc).__name__, exc)
+                continue
             for f in sorted(Path(tmp).iterdir()):
                 os.replace(f, out.parent / f.name)
         written.append(out)

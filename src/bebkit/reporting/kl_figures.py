@@ -111,10 +111,15 @@ def save_figure(fig: Any, path: str | Path) -> dict[str, str]:
     """Write ``fig`` as ``<stem>.png`` and ``<stem>.svg`` atomically; return both paths."""
     p = Path(path).with_suffix("")
     out = {}
+    import matplotlib as mpl
+
     for ext in ("png", "svg"):
         target = p.with_suffix(f".{ext}")
-        with atomic_open(target, "wb") as fh:
-            fig.savefig(fh, format=ext, dpi=120)
+        # SVGs without a date and with fixed element ids: redrawing the same record gives the
+        # same bytes (reports redraw on every build; archived runs stay diff-free)
+        meta = {"Date": None} if ext == "svg" else None
+        with atomic_open(target, "wb") as fh, mpl.rc_context({"svg.hashsalt": "bebkit"}):
+            fig.savefig(fh, format=ext, dpi=120, metadata=meta)
         out[ext] = str(target)
     _plt().close(fig)
     return out
