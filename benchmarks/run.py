@@ -28,6 +28,7 @@ from benchmarks import (
     end_to_end,
     memory,
     precision,
+    precision_e2e,
     profile_kl,
     scaling,
     sentence_kl,
@@ -56,9 +57,11 @@ BENCHMARKS: dict[str, Callable[[BenchContext], BenchResult]] = {
     "sentence_kl": sentence_kl.run,
     "sweep": sweep_workers.run,
     "precision": precision.run,
+    "precision_e2e": precision_e2e.run,
 }
-#: run only when named with --only (two whole sweeps from an empty cache: minutes each)
-OPT_IN = {"sweep"}
+#: run only when named with --only (two whole sweeps from an empty cache, or two whole
+#: reproduce runs: minutes each)
+OPT_IN = {"sweep", "precision_e2e"}
 
 
 def run_all(

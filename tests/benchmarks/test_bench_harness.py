@@ -43,9 +43,21 @@ def test_baseline_matches_its_definition(ctx: BenchContext) -> None:
         "paper (generate, top-k 5)",
         "paper (generate, top-k off)",
     ]
-    assert len(res.rows) == 4 and len(res.rows[0]) == 4 + len(ctx.sizes.ns)
+    assert [r[0] for r in res.rows][2:] == [
+        "bebkit kl_curve (mc)",
+        "bebkit kl_curve (rb_cv)",
+        "bebkit kl_curve (mc, bf16)",
+    ]
+    assert len(res.rows[0]) == 4 + len(ctx.sizes.ns)
     _finite_rows(res.rows)
     assert {g.name for g in res.goals} and all(math.isfinite(g.measured) for g in res.goals)
+    # issue #15's goal, for the float32 path and the opt-in bf16 path
+    assert [g.threshold for g in res.goals if g.name.startswith("speed-up")] == [15.0, 15.0]
+    # the bf16 row ran on the bf16 copy: the same seed as the float32 mc row, other numbers
+    runs = {r["label"]: r for r in res.data["runs"]}
+    v32 = runs["bebkit kl_curve (mc)"]["values"]
+    v16 = runs["bebkit kl_curve (mc, bf16)"]["values"]
+    assert v16 != v32 and all(math.isfinite(v) for row in v16 for v in row)
     for run in res.data["runs"]:
         assert run["tokens"] > 0 and run["seconds"] > 0
         assert len(run["values"]) == len(ctx.prompts)
@@ -79,6 +91,15 @@ def test_variance_and_ceiling_and_scaling(ctx: BenchContext) -> None:
         res = mod.run(ctx)
         assert res.rows, mod.__name__
         _finite_rows(res.rows)
+        if mod is ceiling:
+            # both precisions' stages as the pipeline runs them, each against its own ceiling
+            assert {"kl_curve", "logratio", "kl_curve_bf16", "logratio_bf16"} <= set(
+                res.data["stages"]
+            )
+            assert [g.name for g in res.goals][:2] == [
+                "worst of KL curve / log-ratio stage vs fp32 forward ceiling",
+                "worst of KL curve / log-ratio stage (bf16 path) vs bf16 forward ceiling",
+            ]
     assert "bench_scaling" not in ctx.components.adapters  # scratch adapter cleaned up
     assert set(ctx.components.adapters) == {"neg", "pos"}
 
@@ -229,3 +250,51 @@ def test_precision_benchmark_compares_bf16_with_float32_and_leaves_the_source_al
     assert d["logratio_ok"] == (abs(d["d_logratio"]) <= d["se_logratio"])
     assert [g.met for g in res.goals] == [d["kl_ok"], d["logratio_ok"]]
     assert "precision" in BENCHMARKS
+
+
+def _est(v: float, se: float) -> dict[str, float]:
+    return {"value": v, "stderr": se, "ci_low": v - 1.96 * se, "ci_high": v + 1.96 * se}
+
+
+def _rec(stages: dict[str, object]) -> dict[str, object]:
+    return {"results": {"stages": {k: {"seconds": 2.0, "result": r} for k, r in stages.items()}}}
+
+
+def test_precision_e2e_pairs_every_estimate_by_stage_and_path() -> None:
+    from benchmarks import precision_e2e as pe
+
+    a = _rec({"beta-x": {"beta": {"estimate": _est(6.0, 0.2)}, "curve": [_est(1.0, 0.1),
+              _est(2.0, 0.1)], "n": 3}, "only-a": {"e": _est(1.0, 1.0)}})  # fmt: skip
+    b = _rec({"beta-x": {"beta": {"estimate": _est(6.1, 0.2)}, "curve": [_est(1.0, 0.1),
+              _est(9.0, 0.1)]}, "only-b": {"e": _est(1.0, 1.0)}})  # fmt: skip
+    pairs = pe.paired_estimates(a, b)
+    assert [p.path for p in pairs] == ["beta-x.beta.estimate", "beta-x.curve[0]", "beta-x.curve[1]"]
+    s = pe.compare(a, b)
+    # 6.0 vs 6.1: z = 0.1 / √0.08 = 0.35 (agrees); 2.0 vs 9.0: z = 7 / √0.02 = 49.5 (disagrees)
+    assert (s["n_pairs"], s["n_tested"], s["n_disagree"], s["n_inside"]) == (3, 3, 1, 2)
+    assert s["worst"][0]["path"] == "beta-x.curve[1]"
+    assert s["max_abs_z"] == pytest.approx(7.0 / math.sqrt(0.02))
+    same = pe.compare(a, a)  # only-a pairs with itself too
+    assert (same["n_pairs"], same["n_disagree"], same["n_inside"]) == (4, 0, 4)
+
+
+def test_precision_e2e_flags_a_planted_bias_and_not_noise() -> None:
+    """Replicates drawn around the same values disagree at about the chance rate; a bias of
+    3 combined stderrs is flagged in most pairs."""
+    import numpy as np
+
+    from benchmarks import precision_e2e as pe
+
+    rng = np.random.default_rng(0)
+    truth = rng.normal(0, 5, 400)
+    se = 0.3
+
+    def run(shift: float) -> dict[str, object]:
+        vals = truth + shift + rng.normal(0, se, truth.size)
+        return _rec({"s": {"xs": [_est(float(v), se) for v in vals]}})
+
+    base = run(0.0)
+    noise = pe.compare(base, run(0.0))
+    assert noise["n_tested"] == 400 and 0.01 < noise["n_disagree"] / 400 < 0.10
+    biased = pe.compare(base, run(3 * se * math.sqrt(2)))
+    assert biased["n_disagree"] / 400 > 0.7

@@ -448,3 +448,41 @@ def test_dist_budget_env_sets_rows_per_chunk(
         monkeypatch.setenv("BEBKIT_DIST_BUDGET_MB", bad)
         with pytest.raises(InputError, match="BEBKIT_DIST_BUDGET_MB"):
             kl.dist_budget_bytes()
+
+
+class _GroupRecorder(ScoredTinyLM):
+    """Records how many prefixes each batched sampling call decodes together."""
+
+    groups: list[int]
+
+    def sample_scored_many(self, prefixes, n, stop, *, rng, with_dists=False):  # type: ignore[no-untyped-def]
+        self.groups.append(len(prefixes))
+        return [
+            self.sample_scored(pre, n, stop, rng=rng, with_dists=with_dists) for pre in prefixes
+        ]
+
+
+@pytest.mark.parametrize(
+    ("n_samples", "with_rb", "expected"),
+    [
+        (32, False, [4, 1]),  # plain MC: up to 128 rows per group, whatever the budget
+        (64, False, [2, 2, 1]),
+        (200, False, [1] * 5),  # more samples than a group holds: one prefix per group
+        (32, True, [4, 1]),  # RB: the same, the distributions fit the default budget
+    ],
+)
+def test_a_curves_prefixes_are_sampled_in_groups_of_up_to_128_rows(
+    n_samples: int, with_rb: bool, expected: list[int]
+) -> None:
+    """Prefixes share decode steps (groups of ≤ ``_GROUP_ROWS`` rows) for both estimators;
+    before mc revision 2, plain MC decoded one prefix at a time."""
+    from bebkit.estimators.kl import kl_samples_grid
+
+    p = _GroupRecorder(5, seed=1, name="p")
+    p.groups = []
+    q = TinyLM(5, seed=1, perturb_seed=7, perturb=0.8, name="q")
+    pres = [[1, 2, 3][: k + 1] for k in range(3)] + [[4], [4, 1]]
+    out = kl_samples_grid(p, pres, {"q": (q, pres)}, n_samples=n_samples, n_tokens=2,
+                          with_rb=with_rb, rng=0)  # fmt: skip
+    assert p.groups == expected
+    assert [o["q"].mc.shape for o in out] == [(n_samples,)] * 5

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,44 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert (
         capsys.readouterr().err.strip().endswith("--n-strengths: must be <= max_steps (2), got 3")
     )
+    assert not out.exists()
+
+
+def test_reduced_precision_is_refused_by_one_rule_everywhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """align trains models: the command line (before anything is written), a run config (when
+    it is read) and a library call with a bf16 provider all refuse bf16 with the same line."""
+    from dataclasses import replace
+
+    from bebkit.errors import InputError
+    from bebkit.pipeline.align import run_align
+    from bebkit.pipeline.config import ReproduceConfig
+    from bebkit.pipeline.registry import RunContext, experiments, precision_error
+
+    exps = experiments()
+    assert {e.name for e in exps.values() if e.float32_only} == {"align"}
+    line = "align runs in float32 only (precision: float32), not bfloat16"
+    assert precision_error(exps["align"], "bfloat16") == line
+    assert precision_error(exps["align"], "float32") is None
+    assert all(precision_error(e, "bfloat16") is None for e in exps.values() if e.name != "align")
+    out = tmp_path / "never"
+    assert main(["align", "--model", "x", "--behavior", "cooperativeness", "--precision",
+                 "bfloat16", "--out", str(out)]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(f"--precision: {line}") and not out.exists()
+    with pytest.raises(ValueError, match=re.escape(line)):
+        ReproduceConfig(pretrained_model="p", precision="bfloat16", align={"enabled": True})
+    # the rule reads the flag, not the name: any float32-only experiment is refused
+    other = replace(exps["probe"], float32_only=True)
+    assert precision_error(other, "bfloat16") == line.replace("align", "probe")
+
+    class Half:
+        precision = "bfloat16"
+
+    ctx = RunContext(out=out, log=lambda _m: None, provider=Half(), model="x")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=f"^{re.escape(line)}$"):
+        run_align(ctx, exps["align"].settings(behavior="cooperativeness"))
     assert not out.exists()
 
 

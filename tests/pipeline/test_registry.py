@@ -216,6 +216,11 @@ def test_precision_enters_exactly_the_keys_of_the_stages_that_call_a_model(
     assert calls
     changed = {k for k in keys0 if keys0[k] != half[k]}
     assert changed == _downstream(stages, calls)
+    # pinned, not only compared with itself: the entries the keys have always held
+    from bebkit.pipeline.registry import RunOptions
+
+    assert RunOptions().key_material() == {}
+    assert RunOptions(precision="bfloat16").key_material() == {"precision": "bfloat16"}
     bad = tmp_path / "c.yaml"
     bad.write_text(yaml.safe_dump({"precision": "float16"}))
     with pytest.raises(InputError, match="precision"):
@@ -713,3 +718,11 @@ def test_an_estimator_revision_changes_only_the_keys_that_use_that_estimator() -
     assert {k: v for k, v in cv.items() if k != "estimator"} == {
         k: v for k, v in rb.items() if k != "estimator"
     }
+    # mc's draws were laid out anew (a curve's prefixes sampled in groups): its stages too
+    mc = BetaSigmaSettings(behavior="alpha", estimator="mc").key_material()
+    assert mc["estimator"] == "mc@2" == f"mc@{ESTIMATOR_REVISIONS['mc']}"
+    from bebkit.pipeline.theorems import ConversationSettings
+
+    conv = ConversationSettings(behavior="alpha")
+    assert conv.key_material()["kl_estimator"] == "rb"
+    assert conv.model_copy(update={"kl_estimator": "mc"}).key_material()["kl_estimator"] == "mc@2"

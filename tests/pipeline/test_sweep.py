@@ -329,6 +329,12 @@ def test_bad_sweep_config_is_one_line(tmp_path: Path) -> None:
         "beta_sigma: {n_prompt: 3}": "beta_sigma.n_prompt: unknown key",
         "resources: {num_cpus: 0}": "resources.num_cpus",
         "aligned_model: m": "aligned_model",
+        # align trains models: a bf16 sweep that would run it is refused when read, whether
+        # named or in `all`, though its section is not `enabled` (a sweep ignores that flag)
+        "precision: bfloat16\npretrained_model: p\nexperiments: [classify, align]": (
+            "precision: align runs in float32 only (precision: float32), not bfloat16"
+        ),
+        "precision: bfloat16\npretrained_model: p\nexperiments: [all]": "align runs in float32 only",
     }
     for i, (text, needle) in enumerate(cases.items()):
         p = tmp_path / f"bad{i}.yaml"
@@ -336,6 +342,9 @@ def test_bad_sweep_config_is_one_line(tmp_path: Path) -> None:
         with pytest.raises(InputError) as err:
             load_sweep_config(p)
         assert needle in str(err.value) and "\n" not in str(err.value)
+    # without align (or without a pretrained model, so no align unit) bf16 is accepted
+    ok = build_sweep_config({"precision": "bfloat16", "experiments": ["all"]}, "cfg")
+    assert ok.run.precision == "bfloat16" and "align" not in {e.name for e in ok.experiments()}
     cfg = build_sweep_config({"behaviors": ["zzz-*"]}, "cfg")
     with pytest.raises(InputError, match="matches no behavior"):
         cfg.resolve_behaviors()

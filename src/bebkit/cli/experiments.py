@@ -161,12 +161,20 @@ def run_experiment(exp: Any, args: argparse.Namespace) -> int:
     from bebkit.data.behaviors import load_behavior
     from bebkit.paper import figures_file
     from bebkit.pipeline.experiments_common import check_prompts_file
-    from bebkit.pipeline.registry import ComponentOptions, RunContext, build_settings
+    from bebkit.pipeline.registry import (
+        ComponentOptions,
+        RunContext,
+        build_settings,
+        precision_error,
+    )
     from bebkit.pipeline.session import ComponentProvider
 
     values = _values(exp.settings, args)
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
+    bad = precision_error(exp, args.precision)
+    if bad:  # before anything is loaded or written
+        raise InputError(f"--precision: {bad}")
     if args.persona_dir is not None and not Path(args.persona_dir).is_dir():
         raise InputError(f"--persona-dir {args.persona_dir} is not a directory")
     behaviors: list[str | None] = [None]

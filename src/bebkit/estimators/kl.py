@@ -157,7 +157,9 @@ def _unit_suffix(unit: str, max_tokens: int) -> str:
 #: Revisions of an estimator's definition that change its numbers; they enter the cache key of
 #: every stage run with that estimator (``Settings.key_material``), so a stage cached under an
 #: older definition is recomputed. rb_cv 2: leave-one-out coefficient, jackknife stderr.
-ESTIMATOR_REVISIONS: dict[str, str] = {"rb_cv": "2"}
+#: mc 2: a curve's prefixes are sampled in groups of up to ``_GROUP_ROWS`` rows (before, one
+#: prefix per group): the same estimator, but the generator's draws land in other rows.
+ESTIMATOR_REVISIONS: dict[str, str] = {"rb_cv": "2", "mc": "2"}
 
 #: rb_cv needs this many samples: at n = 3 the leave-one-out slope through two points has no
 #: finite mean, at n = 4 no finite variance; below it the estimate is plain ``rb``.
@@ -259,7 +261,10 @@ def _layout(p: LanguageModel, t_max: int, n_samples: int, with_rb: bool) -> tupl
     samples in chunks of ``rows`` (the distributions budget holds fewer than ``n_samples``
     rows) — or ``("groups", k)`` — ``k`` prefixes' samples drawn together. The layout decides
     which random draws land in which row, so it is part of a stored row's key."""
-    dist_rows = _dist_chunk(p, t_max) if with_rb else n_samples
+    # Without Rao-Blackwell terms no distributions are kept, so nothing limits a group but
+    # _GROUP_ROWS (a prefix with more samples is one group of its own). Until revision 2 of
+    # "mc" this was n_samples: one prefix per group, the decode steps never shared.
+    dist_rows = _dist_chunk(p, t_max) if with_rb else max(n_samples, _GROUP_ROWS)
     if n_samples > dist_rows:
         return "chunks", dist_rows
     return "groups", max(1, min(_GROUP_ROWS, dist_rows) // n_samples)

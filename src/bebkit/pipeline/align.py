@@ -76,6 +76,7 @@ from bebkit.pipeline.registry import (
     RunContext,
     Settings,
     key_unless_default,
+    precision_error,
     register,
 )
 
@@ -489,9 +490,9 @@ def run_align(ctx: RunContext, s: AlignSettings) -> dict[str, Any]:
 
     if ctx.model is None:
         raise InputError("this experiment needs --model (the pretrained model to align)")
-    if getattr(ctx.provider, "precision", "float32") != "float32":
-        # it trains models and measures them beside the loaded one: one arithmetic for all
-        raise InputError("align runs in float32 only (precision: float32)")
+    bad = precision_error(EXPERIMENT, getattr(ctx.provider, "precision", "float32"))
+    if bad:  # a library caller's provider (the config and the CLI refuse it earlier)
+        raise InputError(bad)
     out = Path(ctx.out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -629,6 +630,7 @@ EXPERIMENT = register(
         "model; a bare `bebkit align` restarts whole.",
         model_role="pretrained",
         trains_components=True,
+        float32_only=True,
         default_enabled=False,
         sides=("neg", "pos"),
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -23,9 +23,12 @@ from bebkit.pipeline.registry import (
     RUN_FIELDS,
     ComponentOptions,
     Experiment,
+    Precision,
+    RunOptions,
     Settings,
     build_settings,
     experiments,
+    precision_error,
 )
 from bebkit.pipeline.stages import derive_seed
 
@@ -54,7 +57,7 @@ class ReproduceConfig(BaseModel):
     #: float32 either way) — ~3× faster on CPUs with native bf16 (AMX / AVX512-BF16), checked
     #: against float32 by ``benchmarks/precision.py``. Enters the key of every stage that calls
     #: a model; float32 adds nothing, so float32 runs keep their keys.
-    precision: Literal["float32", "bfloat16"] = "float32"
+    precision: Precision = "float32"
     #: experiment sections by experiment name (YAML: their ``section`` names at top level)
     sections: dict[str, dict[str, Any]] = Field(default_factory=dict)
     quick: dict[str, dict[str, Any]] = Field(
@@ -100,10 +103,16 @@ class ReproduceConfig(BaseModel):
                     f"{exps[name].section}.{sorted(bad)[0]} is set for the whole run, "
                     "not per section"
                 )
-        if self.precision != "float32" and "align" in exps and self.enabled(exps["align"]):
-            # align trains models and measures them beside the loaded one: one arithmetic
-            raise ValueError("precision: align runs in float32 only; set precision: float32")
+        for exp in exps.values():  # refused when the config is read, not hours into the run
+            msg = precision_error(exp, self.precision) if self.enabled(exp) else None
+            if msg:
+                raise ValueError(f"precision: {msg}")
         return self
+
+    @property
+    def run_options(self) -> RunOptions:
+        """The options that join the key of every stage that calls a model."""
+        return RunOptions(precision=self.precision)
 
     def enabled(self, exp: Experiment) -> bool:
         """Whether the run includes ``exp`` (its section's ``enabled``; pretrained needs a

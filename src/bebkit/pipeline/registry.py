@@ -135,6 +135,21 @@ class Settings(BaseModel):
         return out
 
 
+#: the arithmetic of a run's model calls (``bfloat16``: an inference copy of the weights)
+Precision = Literal["float32", "bfloat16"]
+
+
+class RunOptions(Settings):
+    """Run-level options that change what every model call of a run computes, whichever the
+    experiment. Their key material joins the key of every stage that calls a model; each
+    field enters only away from its default, so runs cached before the field keep their keys.
+    """
+
+    precision: Precision = key_unless_default(
+        "float32", "weights of the inference copy the experiments compute with"
+    )
+
+
 class Result(BaseModel):
     """A typed experiment result. Typed fields are what other experiments and the report read;
     everything else the experiment records (curves, files, diagnostics) is kept as extra JSON."""
@@ -265,6 +280,9 @@ class Experiment:
     #: LoRA components P₋/P₊ it trains on models it makes itself (beyond ``sides`` of the run's
     #: model): the run's component options then change its result all the same
     trains_components: bool = False
+    #: it trains models and measures them beside the loaded one, so one arithmetic must serve
+    #: all of them: a reduced-precision run refuses it (:func:`precision_error`)
+    float32_only: bool = False
 
     @property
     def uses_components(self) -> bool:
@@ -280,6 +298,14 @@ class Experiment:
     def stage_name(self, behavior: str | None) -> str:
         prefix = self.stage or self.name
         return f"{prefix}-{behavior}" if self.per_behavior and behavior else prefix
+
+
+def precision_error(exp: Experiment, precision: str) -> str | None:
+    """Why ``exp`` cannot run with its model calls in ``precision`` (None: it can). The one
+    rule behind the config check, the command line and the experiment's own run."""
+    if exp.float32_only and precision != "float32":
+        return f"{exp.name} runs in float32 only (precision: float32), not {precision}"
+    return None
 
 
 _REGISTRY: dict[str, Experiment] = {}
@@ -499,8 +525,10 @@ __all__ = [
     "ComponentOptions",
     "EstimateField",
     "Experiment",
+    "Precision",
     "Result",
     "RunContext",
+    "RunOptions",
     "Settings",
     "behavior_fingerprint",
     "build_settings",
@@ -512,6 +540,7 @@ __all__ = [
     "model_identity",
     "not_in_key",
     "option_name",
+    "precision_error",
     "register",
     "stage_key",
     "validation_message",

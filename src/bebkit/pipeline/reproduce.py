@@ -75,8 +75,7 @@ def _data_fingerprint(
     out: dict[str, Any] = {"model": model}
     if model is not None:  # a local folder by content, a name by name
         out["model"] = memo(("model", model), functools.partial(model_identity, model))
-        if cfg.precision != "float32":  # (absent at float32: float32 runs keep their keys)
-            out["precision"] = cfg.precision
+        out.update(cfg.run_options.key_material())  # ({} at the defaults: keys unchanged)
     fmt = getattr(settings, "fmt", None)
     if exp.uses_components and model is not None and behavior is not None and fmt is not None:
         inp = component_inputs(model, behavior, fmt, cfg.components, cfg.persona_dir)

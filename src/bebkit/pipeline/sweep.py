@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bebkit.errors import InputError, RunError
 from bebkit.io import write_json
 from bebkit.pipeline.config import ReproduceConfig
-from bebkit.pipeline.registry import Experiment, experiments
+from bebkit.pipeline.registry import Experiment, experiments, precision_error
 from bebkit.pipeline.stages import RESULT_FILE, Stage, StageOutcome, StageRunner, plan_keys
 
 Log = Callable[[str], None]
@@ -244,7 +244,13 @@ def build_sweep_config(data: Mapping[str, Any], origin: str, *, quick: bool = Fa
     explicit = grid_data.get("experiments") not in (None, "all", ["all"])
     if "pretrained" in grid.experiments and not run.pretrained_model and explicit:
         raise InputError(f"{origin}: experiments: pretrained needs pretrained_model")
-    return SweepConfig(grid=grid, run=run)
+    sweep = SweepConfig(grid=grid, run=run)
+    # a sweep runs its grid's experiments whatever the sections' `enabled` say: check those
+    for exp in sweep.experiments():
+        refused = precision_error(exp, run.precision)
+        if refused:
+            raise InputError(f"{origin}: precision: {refused}")
+    return sweep
 
 
 def load_sweep_config(

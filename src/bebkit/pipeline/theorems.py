@@ -42,6 +42,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bebkit.estimators.kl import ESTIMATOR_REVISIONS
 from bebkit.pipeline.experiments_common import (
     PromptLayout,
     aligning_prompt_field,
@@ -139,7 +140,9 @@ class ConversationSettings(TheoremSettings):
         16, ge=1, description="sentences y ~ P- per conversation and turn for KL(P- || P)"
     )
     kl_estimator: Literal["rb", "mc"] = Field(
-        "rb", description="KL estimator: rb = Rao-Blackwellised, mc = plain Monte Carlo"
+        "rb",
+        description="KL estimator: rb = Rao-Blackwellised, mc = plain Monte Carlo",
+        json_schema_extra={"key_revisions": {"mc": ESTIMATOR_REVISIONS["mc"]}},
     )
     no_single_prompt: bool = Field(
         False,
