@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -298,3 +299,39 @@ def test_precision_e2e_flags_a_planted_bias_and_not_noise() -> None:
     assert noise["n_tested"] == 400 and 0.01 < noise["n_disagree"] / 400 < 0.10
     biased = pe.compare(base, run(3 * se * math.sqrt(2)))
     assert biased["n_disagree"] / 400 > 0.7
+
+
+def test_precision_e2e_runs_the_config_twice_the_second_in_bf16(
+    ctx: BenchContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wiring: the float32 run reads the config as is, the bf16 run the same config with
+    ``precision: bfloat16``; stage rows and the agreement come from the two records."""
+    import json
+
+    import yaml
+
+    from benchmarks import precision_e2e as pe
+
+    cfg = tmp_path / "demo.yaml"
+    cfg.write_text("name: demo\nbehaviors: [cooperativeness]\n")
+    seen: list[dict[str, object]] = []
+
+    def fake(config: Path, out: Path) -> tuple[float, str]:
+        data = yaml.safe_load(config.read_text())
+        seen.append(data)
+        shift = 0.0 if data.get("precision", "float32") == "float32" else 0.05
+        rec = _rec({"beta-sigma-c": {"beta": _est(5.0 + shift, 0.5)}})
+        rec["results"]["stages"]["beta-sigma-c"]["seconds"] = 10.0 if shift == 0 else 4.0  # type: ignore[index]
+        out.mkdir(parents=True)
+        (out / "record.json").write_text(json.dumps(rec))
+        return 1.0, "reproduce"
+
+    monkeypatch.setattr(pe, "_run_reproduce", fake)
+    res = pe.run(replace(ctx, reproduce_config=cfg))
+    assert [d.get("precision") for d in seen] == [None, "bfloat16"]
+    assert seen[1]["name"] == "demo" and seen[1]["behaviors"] == ["cooperativeness"]
+    assert res.rows[0] == ["beta-sigma-c", 10.0, 4.0, 2.5]
+    assert res.data["summary"]["n_disagree"] == 0 and res.goals[0].met
+    cfg.write_text("name: demo\nprecision: bfloat16\n")
+    with pytest.raises(ValueError, match="already sets precision"):
+        pe.run(replace(ctx, reproduce_config=cfg))
