@@ -8,11 +8,16 @@ convergence, misalignment with the judge), run once with ``precision: float32`` 
 the per-stage times of both.
 
 Estimates are paired by stage and JSON path (any object with ``value``, ``stderr``,
-``ci_low``, ``ci_high``). The two runs draw their own samples (bf16 probabilities move the
-sampled tokens), so a pair is two replicates of one quantity: a pair *disagrees* when
-``|Δ| > 1.96·√(se₃₂² + se₁₆²)`` — about 5 % of pairs by chance alone if bf16 changed nothing
-(pairs share seeds and models, so fewer in practice). Also reported: how many bf16 values lie
-inside the float32 run's own CI, the issue's "unchanged within their CIs".
+``ci_low``, ``ci_high``); a pair *disagrees* when ``|Δ| > 1.96·√(se_a² + se_b²)``. Also
+reported: how many bf16 values lie inside the float32 run's own CI, the issue's "unchanged
+within their CIs".
+
+The control: a third run, float32 with the run seed + 1 (the adapters have their own seed and
+are reused), compared with the first the same way. It says how often two float32 runs that
+differ only in their draws disagree — with well-calibrated CIs about 5 %, more where quick
+sizes make fits and intervals fragile. The bf16 run shares the float32 run's seed, so its draws
+diverge only where bf16 rounding flips a sampled token; it passes when it disagrees no more
+often than the reseeded float32 run (and at most 10 %).
 """
 
 from __future__ import annotations
@@ -120,15 +125,21 @@ def run(ctx: BenchContext) -> BenchResult:
             raise ValueError(f"{cfg} already sets precision: {data['precision']}")
         data["precision"] = "bfloat16"  # the same config with bf16 model calls
         half_cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        reseed_cfg = root / "reseed" / cfg.name
+        reseed_cfg.parent.mkdir()
+        reseeded = {**data, "precision": "float32", "seed": int(data.get("seed", 0)) + 1}
+        reseed_cfg.write_text(yaml.safe_dump(reseeded, sort_keys=False))
         recs: dict[str, dict[str, Any]] = {}
         wall: dict[str, float] = {}
         timings: dict[str, list[tuple[str, str, float]]] = {}
-        for name, path in (("float32", cfg), ("bf16", half_cfg)):
+        runs = (("float32", cfg), ("bf16", half_cfg), ("float32_reseeded", reseed_cfg))
+        for name, path in runs:
             out = root / name
             wall[name], _ = _run_reproduce(path, out)
             recs[name] = json.loads((out / "record.json").read_text())
             timings[name] = collect_timings(out)
     summary = compare(recs["float32"], recs["bf16"])
+    control = compare(recs["float32"], recs["float32_reseeded"])
     s32, s16 = stage_seconds(recs["float32"]), stage_seconds(recs["bf16"])
     rows: list[list[Any]] = []
     for stage in s32:
@@ -139,6 +150,8 @@ def run(ctx: BenchContext) -> BenchResult:
     rows.append(["all stages but components", t32, t16, t32 / t16 if t16 > 0 else float("nan")])
     n = summary["n_tested"]
     frac_dis = summary["n_disagree"] / n if n else float("nan")
+    n_c = control["n_tested"]
+    frac_ctl = control["n_disagree"] / n_c if n_c else float("nan")
     notes = [
         f"`bebkit reproduce {cfg.name} --quick` in two fresh run folders (float32, then the "
         f"same config with `precision: bfloat16`); wall {wall['float32']:.0f} s and "
@@ -149,10 +162,20 @@ def run(ctx: BenchContext) -> BenchResult:
         f"{100 * frac_dis:.1f} %; ≈ 5 % expected by chance if bf16 changed nothing), largest "
         f"|z| = {summary['max_abs_z']:.2f}; {summary['n_inside']} of {summary['n_pairs']} bf16 "
         "values lie inside the float32 run's CI.",
+        f"control, float32 with seed + 1 against float32 (wall {wall['float32_reseeded']:.0f} s): "
+        f"{control['n_disagree']} of {n_c} disagree ({100 * frac_ctl:.1f} %), largest |z| = "
+        f"{control['max_abs_z']:.2f}; {control['n_inside']} of {control['n_pairs']} values inside "
+        "the float32 run's CI.",
     ]
     for w in summary["worst"]:
         notes.append(
-            f"disagrees: `{w['path']}` float32 {w['a']:.4g}, bf16 {w['b']:.4g} (z {w['z']:+.2f})"
+            f"bf16 disagrees: `{w['path']}` float32 {w['a']:.4g}, bf16 {w['b']:.4g} "
+            f"(z {w['z']:+.2f})"
+        )
+    for w in control["worst"]:
+        notes.append(
+            f"reseeded float32 disagrees: `{w['path']}` {w['a']:.4g} vs {w['b']:.4g} "
+            f"(z {w['z']:+.2f})"
         )
     return BenchResult(
         name="precision_e2e",
@@ -160,15 +183,20 @@ def run(ctx: BenchContext) -> BenchResult:
         headers=["stage", "float32 s", "bf16 s", "speed-up"],
         rows=rows,
         goals=[
-            # twice the chance rate: more disagreements than noise explains
+            # no more often than a reseeded float32 run, and at most twice the chance rate
             Goal(
-                "bf16 estimates disagreeing with float32 at 95 %",
+                "bf16 estimates disagreeing with float32 at 95 % (≤ reseeded control, ≤ 10 %)",
                 100 * frac_dis,
-                10.0,
+                min(10.0, 100 * frac_ctl) if math.isfinite(frac_ctl) else 10.0,
                 higher_is_better=False,
                 unit="%",
             ),
         ],
         notes=notes,
-        data={"summary": summary, "seconds": {"float32": s32, "bf16": s16}, "wall_s": wall},
+        data={
+            "summary": summary,
+            "control": control,
+            "seconds": {"float32": s32, "bf16": s16},
+            "wall_s": wall,
+        },
     )

@@ -301,11 +301,12 @@ def test_precision_e2e_flags_a_planted_bias_and_not_noise() -> None:
     assert biased["n_disagree"] / 400 > 0.7
 
 
-def test_precision_e2e_runs_the_config_twice_the_second_in_bf16(
+def test_precision_e2e_runs_float32_bf16_and_a_reseeded_float32_control(
     ctx: BenchContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The wiring: the float32 run reads the config as is, the bf16 run the same config with
-    ``precision: bfloat16``; stage rows and the agreement come from the two records."""
+    ``precision: bfloat16``, the control float32 with the seed + 1; the goal compares bf16's
+    disagreement rate with the control's."""
     import json
 
     import yaml
@@ -313,25 +314,40 @@ def test_precision_e2e_runs_the_config_twice_the_second_in_bf16(
     from benchmarks import precision_e2e as pe
 
     cfg = tmp_path / "demo.yaml"
-    cfg.write_text("name: demo\nbehaviors: [cooperativeness]\n")
+    cfg.write_text("name: demo\nseed: 3\nbehaviors: [cooperativeness]\n")
     seen: list[dict[str, object]] = []
+    shifts = {"bf16": 0.05, "reseeded": 0.0}
 
     def fake(config: Path, out: Path) -> tuple[float, str]:
         data = yaml.safe_load(config.read_text())
         seen.append(data)
-        shift = 0.0 if data.get("precision", "float32") == "float32" else 0.05
-        rec = _rec({"beta-sigma-c": {"beta": _est(5.0 + shift, 0.5)}})
-        rec["results"]["stages"]["beta-sigma-c"]["seconds"] = 10.0 if shift == 0 else 4.0  # type: ignore[index]
+        kind = "bf16" if data.get("precision") == "bfloat16" else (
+            "reseeded" if data["seed"] == 4 else "float32")  # fmt: skip
+        shift = shifts.get(kind, 0.0)
+        stages = {"beta-sigma-c": {"beta": _est(5.0 + shift, 0.5)},
+                  "conv-c": {"xs": [_est(float(i) + shift, 0.01) for i in range(9)]}}  # fmt: skip
+        rec = _rec(stages)
+        rec["results"]["stages"]["beta-sigma-c"]["seconds"] = 4.0 if kind == "bf16" else 10.0  # type: ignore[index]
         out.mkdir(parents=True)
         (out / "record.json").write_text(json.dumps(rec))
         return 1.0, "reproduce"
 
     monkeypatch.setattr(pe, "_run_reproduce", fake)
     res = pe.run(replace(ctx, reproduce_config=cfg))
-    assert [d.get("precision") for d in seen] == [None, "bfloat16"]
+    assert [(d.get("precision"), d["seed"]) for d in seen] == [
+        (None, 3),
+        ("bfloat16", 3),
+        ("float32", 4),
+    ]
     assert seen[1]["name"] == "demo" and seen[1]["behaviors"] == ["cooperativeness"]
     assert res.rows[0] == ["beta-sigma-c", 10.0, 4.0, 2.5]
-    assert res.data["summary"]["n_disagree"] == 0 and res.goals[0].met
+    # bf16 moves the 9 tight estimates by 5 stderrs, the reseeded control moves nothing
+    assert res.data["summary"]["n_disagree"] == 9 and res.data["control"]["n_disagree"] == 0
+    assert not res.goals[0].met and res.goals[0].threshold == 0.0
+    shifts.update(bf16=0.0, reseeded=0.05)  # now the control moves and bf16 does not
+    seen.clear()
+    res = pe.run(replace(ctx, reproduce_config=cfg))
+    assert res.goals[0].met and res.goals[0].threshold == 10.0
     cfg.write_text("name: demo\nprecision: bfloat16\n")
     with pytest.raises(ValueError, match="already sets precision"):
         pe.run(replace(ctx, reproduce_config=cfg))
