@@ -180,7 +180,8 @@ def run(ctx: BenchContext) -> BenchResult:
     # its decode ceiling is a decode step at that many rows
     from bebkit.estimators.kl import _GROUP_ROWS
 
-    curve_rows = min(n_pre, max(1, _GROUP_ROWS // sz.n_samples)) * sz.n_samples
+    # (groups never span prompts: kl_curves samples one prompt's prefixes at a time)
+    curve_rows = min(len(sz.ns), max(1, _GROUP_ROWS // sz.n_samples)) * sz.n_samples
     with ctx.components.activated("base"):
         dec_c = decode_throughput(comps.torch_model, curve_rows, 64, dec_steps, vocab)
     rows.append(

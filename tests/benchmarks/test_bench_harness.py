@@ -330,16 +330,23 @@ def test_precision_e2e_runs_float32_bf16_and_a_reseeded_float32_control(
         rec["results"]["stages"]["beta-sigma-c"]["seconds"] = 4.0 if kind == "bf16" else 10.0  # type: ignore[index]
         out.mkdir(parents=True)
         (out / "record.json").write_text(json.dumps(rec))
+        nested = out / "stages" / "beta-sigma-c" / f"key-{kind}"
+        nested.mkdir(parents=True)
+        kl_s = 2.0 if kind == "bf16" else 6.0
+        (nested / "record.json").write_text(json.dumps({"timings_s": {"kl": kl_s}}))
         return 1.0, "reproduce"
 
     monkeypatch.setattr(pe, "_run_reproduce", fake)
     res = pe.run(replace(ctx, reproduce_config=cfg))
+    # the control first (it trains the adapters the timed runs then share)
     assert [(d.get("precision"), d["seed"]) for d in seen] == [
+        ("float32", 4),
         (None, 3),
         ("bfloat16", 3),
-        ("float32", 4),
     ]
-    assert seen[1]["name"] == "demo" and seen[1]["behaviors"] == ["cooperativeness"]
+    assert seen[2]["name"] == "demo" and seen[2]["behaviors"] == ["cooperativeness"]
+    # a stage's own parts line up by stage name, whatever the stage keys
+    assert ["  beta-sigma-c › kl", 6.0, 2.0, 3.0] in res.rows
     assert res.rows[0] == ["beta-sigma-c", 10.0, 4.0, 2.5]
     # bf16 moves the 9 tight estimates by 5 stderrs, the reseeded control moves nothing
     assert res.data["summary"]["n_disagree"] == 9 and res.data["control"]["n_disagree"] == 0

@@ -721,8 +721,20 @@ def test_an_estimator_revision_changes_only_the_keys_that_use_that_estimator() -
     # mc's draws were laid out anew (a curve's prefixes sampled in groups): its stages too
     mc = BetaSigmaSettings(behavior="alpha", estimator="mc").key_material()
     assert mc["estimator"] == "mc@2" == f"mc@{ESTIMATOR_REVISIONS['mc']}"
+    # misalign's and align's Lemma 5 curve is plain MC without an estimator field: the revision
+    # enters their keys exactly when they estimate one (misalign's default 0 keeps its keys)
+    from bebkit.pipeline.align import AlignSettings
+    from bebkit.pipeline.misalign import MisalignSettings
     from bebkit.pipeline.theorems import ConversationSettings
 
+    assert "kl_estimator" not in MisalignSettings(behavior="alpha").key_material()
+    ms = MisalignSettings(behavior="alpha", n_samples=8).key_material()
+    assert ms["kl_estimator"] == "mc@2"
+    assert {k: v for k, v in ms.items() if k != "kl_estimator"} == {
+        **MisalignSettings(behavior="alpha").key_material(),
+        "n_samples": 8,
+    }
+    assert AlignSettings(behavior="alpha").key_material()["kl_estimator"] == "mc@2"
     conv = ConversationSettings(behavior="alpha")
     assert conv.key_material()["kl_estimator"] == "rb"
     assert conv.model_copy(update={"kl_estimator": "mc"}).key_material()["kl_estimator"] == "mc@2"

@@ -66,6 +66,7 @@ from bebkit.pipeline.experiments_common import (
     behavior_field,
     fmt_ci,
     max_response_tokens_field,
+    mc_kl_key,
     report_resume,
     say,
 )
@@ -160,6 +161,11 @@ class AlignSettings(Settings):
         if top is not None and v > top:
             raise ValueError(f"must be <= max_steps ({top}), got {v}")
         return v
+
+    def key_material(self) -> dict[str, Any]:
+        """Settings' key material and the MC estimator's revision (the misalign phase's KL
+        curve is plain MC)."""
+        return {**super().key_material(), **mc_kl_key(self.n_samples)}
 
 
 class AlignOutcome(Result):

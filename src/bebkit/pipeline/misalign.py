@@ -67,6 +67,7 @@ from bebkit.pipeline.experiments_common import (
     judge_name,
     max_response_tokens_field,
     max_sentence_tokens_field,
+    mc_kl_key,
     n_counting,
     prompts_file_field,
     report_resume,
@@ -183,6 +184,10 @@ class MisalignSettings(Settings):
 
     _conditions = field_validator("conditions")(check_conditions)
     _aligning = field_validator("aligning_prompt")(check_nonblank)
+
+    def key_material(self) -> dict[str, Any]:
+        """Settings' key material; with a KL curve (plain MC) also the MC estimator's revision."""
+        return {**super().key_material(), **mc_kl_key(self.n_samples)}
 
     @model_validator(mode="after")
     def _decoupled(self) -> MisalignSettings:
