@@ -133,9 +133,7 @@ def run(ctx: BenchContext) -> BenchResult:
     # the stage as the pipeline runs it: every prefix of every prompt, decoded in groups
     curve_lens = [len(pr2.context(p, n2)) for pr2 in ctx.prompts for n2 in sz.ns]
     curve_tok = kl_tokens(curve_lens, sz.n_samples, sz.n_tokens)
-    half = ctx.components.inference_copy("bfloat16")
-    p16, q16 = half.model("neg"), half.model(ctx.target)
-    for tag, (pp, qq) in {"": (p, q), "_bf16": (p16, q16)}.items():
+    for tag, (pp, qq) in {"": (p, q), "_bf16": ctx.half}.items():
         # warm-up: a bf16 copy's first call pays one-off allocations
         kl_curve(pp, qq, ctx.prompts[:1], ns=sz.ns[:1], n_samples=2, n_tokens=2, rng=ctx.seed)
         _, s = timed(
@@ -148,7 +146,6 @@ def run(ctx: BenchContext) -> BenchResult:
         traj, s = timed(lambda pp=pp, qq=qq: log_ratio_trajectories(pp, qq, ctx.prompts))
         lr_tokens = 2 * sum(pr2.boundaries[traj.n[-1]] for pr2 in ctx.prompts)
         stage[f"logratio{tag}"] = lr_tokens / s
-    del half, p16, q16
     stop = StopCondition(sz.response_tokens, ctx.stop_ids)
     import numpy as np
 
@@ -178,10 +175,11 @@ def run(ctx: BenchContext) -> BenchResult:
     kl_mix = (n_dec + n_fwd) / (n_dec / dec + n_fwd / best32)
     # the curve decodes its prefixes' rows together (up to 128 per group, kl_samples_grid):
     # its decode ceiling is a decode step at that many rows
-    from bebkit.estimators.kl import _GROUP_ROWS
+    from bebkit.estimators.kl import _layout
 
-    # (groups never span prompts: kl_curves samples one prompt's prefixes at a time)
-    curve_rows = min(len(sz.ns), max(1, _GROUP_ROWS // sz.n_samples)) * sz.n_samples
+    # kl_samples_grid's own rule (groups never span prompts: one prompt's prefixes at a time)
+    how, size = _layout(p, sz.n_tokens, sz.n_samples, False)
+    curve_rows = size if how == "chunks" else min(len(sz.ns), size) * sz.n_samples
     with ctx.components.activated("base"):
         dec_c = decode_throughput(comps.torch_model, curve_rows, 64, dec_steps, vocab)
     rows.append(

@@ -169,6 +169,14 @@ class BenchContext:
         return self.components.model(self.target)
 
     @cached_property
+    def half(self) -> tuple[Any, Any]:
+        """``(P₋, target)`` on the bf16 inference copy
+        (:meth:`~bebkit.components.adapters.ComponentSet.inference_copy`), made once and
+        shared by every benchmark that times or checks the bf16 path."""
+        copy = self.components.inference_copy("bfloat16")
+        return copy.model("neg"), copy.model(self.target)
+
+    @cached_property
     def prompts(self) -> list[SampledPrompt]:
         """Misaligning prompts ``s ~ P₋`` (sampled once, shared by every benchmark)."""
         sz = self.sizes

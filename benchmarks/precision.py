@@ -72,10 +72,9 @@ def run(ctx: BenchContext) -> BenchResult:
 
     n_prefixes, n_samples, n_lr_prompts, n_lr_sentences = ctx.sizes.precision
     comps = ctx.components
-    half = comps.inference_copy("bfloat16")
     models = {
         "float32": (comps.model("neg"), comps.model(ctx.target)),
-        "bf16": (half.model("neg"), half.model(ctx.target)),
+        "bf16": ctx.half,
     }
     p32 = models["float32"][0]
     texts = list(load_behavior("cooperativeness").undesired)

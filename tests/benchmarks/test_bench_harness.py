@@ -155,6 +155,11 @@ def test_run_all_reports_failures_and_renders(
     assert results[0].title.endswith("(FAILED)") and "broken on purpose" in results[0].rows[0][0]
     text = render(results, quick=True, ctx=ctx, total_s=1.0)
     assert text.startswith("# bebkit benchmarks") and "## 5. End to end" in text
+    # the header names the command that reproduces the file: threads and the benchmarks run
+    assert (
+        f"`python -m benchmarks.run --quick --model tiny --threads {ctx.num_threads} "
+        "--only variance --only e2e` on" in text
+    )
 
 
 def test_goal_direction() -> None:

@@ -142,7 +142,7 @@ class ConversationSettings(TheoremSettings):
     kl_estimator: Literal["rb", "mc"] = Field(
         "rb",
         description="KL estimator: rb = Rao-Blackwellised, mc = plain Monte Carlo",
-        json_schema_extra={"key_revisions": {"mc": ESTIMATOR_REVISIONS["mc"]}},
+        json_schema_extra={"key_revisions": dict(ESTIMATOR_REVISIONS)},
     )
     no_single_prompt: bool = Field(
         False,
