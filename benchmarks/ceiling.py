@@ -24,6 +24,7 @@ issue #15 asks for each precision's stage against its own ceiling.
 from __future__ import annotations
 
 import copy
+import inspect
 from functools import partial
 from typing import Any
 
@@ -51,16 +52,19 @@ def decode_throughput(model: Any, batch: int, prefix: int, steps: int, vocab: in
 
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, (batch, prefix), generator=gen)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    # the cache's name as HFLanguageModel passes it (``cache`` since transformers 5.x)
+    arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
     with torch.inference_mode():
         out = model(input_ids=ids, use_cache=True)
-        cache = out.past_key_values
+        cache = getattr(out, arg)
         tok = out.logits[:, -1].argmax(-1, keepdim=True)
 
         def loop() -> None:
             nonlocal cache, tok
             for _ in range(steps):
-                o = model(input_ids=tok, past_key_values=cache, use_cache=True)
-                cache = o.past_key_values
+                o = model(input_ids=tok, use_cache=True, **{arg: cache})
+                cache = getattr(o, arg)
                 tok = o.logits[:, -1].argmax(-1, keepdim=True)
 
         _, s = timed(loop)

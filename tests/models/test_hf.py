@@ -505,3 +505,85 @@ def test_roomy_layer_grows_past_its_room_and_selects_rows() -> None:
     torch.testing.assert_close(two.keys, keys.flip(0), rtol=0, atol=0)
     with pytest.raises(NotImplementedError):
         two.offload()
+
+
+def test_roomy_layer_prunes_rows_in_place() -> None:
+    """Pruning finished rows gathers the kept rows into the front of the same buffers
+    (no new allocation, no copy of the empty room) with the same contents as indexing."""
+    from bebkit.models.hf import _roomy_layer
+
+    keys = torch.randn(5, 2, 4, 3)
+    layer = _roomy_layer(keys, 2 * keys, 6)
+    new = torch.randn(5, 2, 1, 3)
+    layer.update(new, 2 * new)
+    want = torch.cat([keys, new], dim=2)
+    kptr, vptr = layer._kbuf.data_ptr(), layer._vbuf.data_ptr()
+    keep = torch.tensor([0, 2, 3])
+    layer.batch_select_indices(keep)
+    assert layer._kbuf.data_ptr() == kptr and layer._vbuf.data_ptr() == vptr
+    assert layer._kbuf.shape[0] == 3 and layer._kbuf.shape[2] == 4 + 6
+    torch.testing.assert_close(layer.keys, want[keep], rtol=0, atol=0)
+    torch.testing.assert_close(layer.values, 2 * want[keep], rtol=0, atol=0)
+    k, _ = layer.update(new[keep], 2 * new[keep])  # writing on after a pruning
+    torch.testing.assert_close(k, torch.cat([want[keep], new[keep]], dim=2), rtol=0, atol=0)
+    kept = layer._kbuf[:1].clone()
+    layer.batch_select_indices(torch.tensor([0, 2]))  # row 0 stays in place, row 2 moves up
+    torch.testing.assert_close(layer._kbuf[:1], kept, rtol=0, atol=0)
+    torch.testing.assert_close(layer.keys[:, :, :5], want[keep][[0, 2]], rtol=0, atol=0)
+    layer.batch_select_indices(torch.tensor([0, 1]))  # nothing moves
+    torch.testing.assert_close(layer.keys[:, :, :5], want[keep][[0, 2]], rtol=0, atol=0)
+    layer.batch_select_indices(torch.tensor([1, 0]))  # a permutation reads before writing
+    two = want[keep][[2, 0]]
+    torch.testing.assert_close(layer.keys[:, :, :5], two, rtol=0, atol=0)
+    layer.batch_select_indices(torch.tensor([0, 0, 1, 1]))  # more rows than held: grows
+    assert layer.keys.shape[0] == 4
+    torch.testing.assert_close(layer.keys[:, :, :5], two[[0, 0, 1, 1]], rtol=0, atol=0)
+
+
+def test_cache_passed_under_the_releases_name(
+    tiny_llama: Any, tiny_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Transformers releases that renamed forward's ``past_key_values`` to ``cache`` get
+    ``cache`` (no deprecation warning); a model that only knows the old name gets that."""
+    import inspect
+    import warnings
+    from types import SimpleNamespace
+
+    lm = HFLanguageModel(tiny_llama, tiny_tokenizer, decode_rows=4)
+    renamed = "cache" in inspect.signature(tiny_llama.forward).parameters
+    assert lm._cache_arg == ("cache" if renamed else "past_key_values")
+    stop = StopCondition(max_new_tokens=4, stop_token_ids=frozenset({28, 29, 30}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # the old name warns after the rename
+        want = lm.sample_scored_many([[2, 4], [2, 5, 6]], 3, stop, rng=np.random.default_rng(3))
+        lm.continuation_logprobs_many([[2, 4], [2, 5, 6]], [[[5, 6], [7]], [[8]]])
+
+    seen: list[str] = []
+
+    class OldRelease(torch.nn.Module):
+        """The same model behind a forward that only knows ``past_key_values``."""
+
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner, self.config = inner, inner.config
+
+        def forward(
+            self,
+            input_ids: Any = None,
+            past_key_values: Any = None,
+            logits_to_keep: int = 0,
+            **kw: Any,
+        ) -> Any:
+            seen.append("old" if past_key_values is not None else "none")
+            kw[lm._cache_arg] = past_key_values
+            out = self.inner(input_ids=input_ids, logits_to_keep=logits_to_keep, **kw)
+            cache = out.get(lm._cache_arg)
+            return SimpleNamespace(logits=out.logits, past_key_values=cache)
+
+    old = HFLanguageModel(OldRelease(tiny_llama), tiny_tokenizer, decode_rows=4)
+    assert old._cache_arg == "past_key_values"
+    got = old.sample_scored_many([[2, 4], [2, 5, 6]], 3, stop, rng=np.random.default_rng(3))
+    assert "old" in seen
+    for (ys_a, sc_a), (ys_b, sc_b) in zip(want, got, strict=True):
+        assert ys_a == ys_b
+        np.testing.assert_array_equal(sc_a.token_logprobs, sc_b.token_logprobs)

@@ -41,6 +41,15 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 
 
+@contextmanager
+def _quiet_wrap() -> Iterator[None]:
+    """Wrapping a model in PEFT reads transformers' deprecated ``is_gradient_checkpointing``
+    (peft ≤ 0.21), whose FutureWarning a user can do nothing about: silenced here only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        yield
+
+
 def model_fingerprint(model: Any) -> str:
     """A short hash of a base model's config and weights (identifies "the same base model").
 
@@ -225,7 +234,8 @@ class ComponentSet:
         self.fingerprint  # noqa: B018 -- fingerprint the pristine base before wrapping
         cfg = lora_config(config)
         if self._peft is None:
-            self._peft = get_peft_model(self._base, cfg, adapter_name=name)
+            with _quiet_wrap():
+                self._peft = get_peft_model(self._base, cfg, adapter_name=name)
             self._peft.eval()
             self._lms.clear()  # wrappers built on the bare base must now call the PeftModel
         else:
@@ -257,7 +267,8 @@ class ComponentSet:
         self.fingerprint  # noqa: B018
         try:
             if self._peft is None:
-                self._peft = PeftModel.from_pretrained(self._base, str(p), adapter_name=name)
+                with _quiet_wrap():
+                    self._peft = PeftModel.from_pretrained(self._base, str(p), adapter_name=name)
                 self._lms.clear()
             else:
                 self._peft.load_adapter(str(p), adapter_name=name)

@@ -124,7 +124,11 @@ class HFLanguageModel:
         # The pad id is never attended to nor scored; it only needs to be a valid embedding row.
         self._pad_id = int(pad) if isinstance(pad, int) and 0 <= pad < self._vocab_size else 0
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self._keep_last = "logits_to_keep" in inspect.signature(base.forward).parameters
+        params = inspect.signature(base.forward).parameters
+        self._keep_last = "logits_to_keep" in params
+        # transformers 5.x renames forward's ``past_key_values`` to ``cache`` (the old name
+        # warns, and goes in 5.40); releases before the rename only know the old one.
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
         model.eval()
 
     # ----------------------------------------------------------------- protocol: metadata
@@ -157,8 +161,17 @@ class HFLanguageModel:
         return str(self.tokenizer.decode([int(t) for t in ids], skip_special_tokens=False))
 
     # ----------------------------------------------------------------- internals
-    def _forward(self, **kwargs: Any) -> Any:
+    def _forward(self, *, cache: Any = None, **kwargs: Any) -> Any:
+        """One forward pass; ``cache`` (a KV cache to continue from) goes under the name this
+        model's transformers release expects."""
+        if cache is not None:
+            kwargs[self._cache_arg] = cache
         return self.model(use_cache=kwargs.pop("use_cache", False), return_dict=True, **kwargs)
+
+    def _out_cache(self, out: Any) -> Any:
+        """The KV cache a forward with ``use_cache=True`` returned (``out.cache`` after the
+        rename, ``out.past_key_values`` before it)."""
+        return out.cache if self._cache_arg == "cache" else out.past_key_values
 
     def _by_rows(self, n: int, width: int, run: Callable[[int, int], Tensors]) -> Tensors:
         """``run(0, n)``, or after an out-of-memory error ``run`` on consecutive row chunks of
@@ -261,7 +274,7 @@ class HFLanguageModel:
         def run(lo: int, hi: int) -> Tensors:
             out = self._forward(
                 input_ids=feed[lo:hi].to(self.device),
-                past_key_values=self._select_cache(pf.cache, src[lo:hi]),
+                cache=self._select_cache(pf.cache, src[lo:hi]),
                 use_cache=True,
                 **{name: t[lo:hi] for name, t in extra.items()},
             )
@@ -325,7 +338,7 @@ class HFLanguageModel:
                 **keep,
                 **{name: t[lo:hi] for name, t in rows.items()},
             )
-            caches.append(out.past_key_values)
+            caches.append(self._out_cache(out))
             return (out.logits[:, -1, :].float().log_softmax(dim=-1),)
 
         first = self._by_rows(len(prefixes), width, run)[0]
@@ -722,10 +735,8 @@ class HFLanguageModel:
                 keep_cpu = keep.cpu()
                 live, pad, start = live[keep_cpu], pad[keep_cpu], start[keep_cpu]
             extra = self._mask_kwargs(pad, start + step, pf.width + step, 1) if pf.masked else {}
-            res = self._forward(
-                input_ids=tok[:, None], past_key_values=cache, use_cache=True, **extra
-            )
-            cache = res.past_key_values
+            res = self._forward(input_ids=tok[:, None], cache=cache, use_cache=True, **extra)
+            cache = self._out_cache(res)
             logp = res.logits[:, -1, :].float().log_softmax(dim=-1)
         return out
 
@@ -897,7 +908,26 @@ def _roomy_layer_class() -> type:
             return self._n
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
-            self._kbuf, self._vbuf = self._kbuf[indices], self._vbuf[indices]
+            k = int(indices.numel())
+            if k > self._kbuf.shape[0]:  # more rows than there are (repeats): a new buffer
+                self._kbuf, self._vbuf = self._kbuf[indices], self._vbuf[indices]
+                self._views()
+                return
+            # Gathered into the front of the same buffers, filled columns only, and only from
+            # the first row that moves (pruning keeps the order, so the rows before the first
+            # finished one are already in place): no allocation, no copy of the empty room
+            # (measured for 128 rows × 130 + 48 columns, 30 layers, every row moving: 87 vs
+            # 141 ms a pruning). Same values, same layout.
+            idx = indices.to(self._kbuf.device)
+            moved = (idx != torch.arange(k, device=idx.device)).nonzero()
+            first = int(moved[0, 0]) if moved.numel() else k
+            n = self._n
+            for name in ("_kbuf", "_vbuf"):
+                buf = getattr(self, name)
+                if first < k:
+                    rows = torch.index_select(buf[:, :, :n], 0, idx[first:])
+                    buf[first:k, :, :n].copy_(rows)
+                setattr(self, name, buf[:k])
             self._views()
 
         def batch_repeat_interleave(self, repeats: int) -> None:
