@@ -218,8 +218,15 @@ class Goal:
     def line(self) -> str:
         op = "≥" if self.higher_is_better else "≤"
         mark = "met" if self.met else "MISSED"
+        shown = fmt_num(self.measured)
+        if shown == fmt_num(self.threshold) and self.measured != self.threshold:
+            # a near miss (or near pass) must not read "15.0× (goal ≥ 15.0×) — MISSED"
+            for digits in range(4, 10):
+                shown = f"{self.measured:.{digits}g}"
+                if float(shown) != self.threshold:
+                    break
         return (
-            f"{self.name}: {fmt_num(self.measured)}{self.unit} "
+            f"{self.name}: {shown}{self.unit} "
             f"(goal {op} {fmt_num(self.threshold)}{self.unit}) — {mark}"
         )
 

@@ -166,6 +166,10 @@ def test_goal_direction() -> None:
     assert Goal("a", 12.0, 10.0).met and not Goal("a", 9.0, 10.0).met
     assert Goal("m", 1.2, 1.5, higher_is_better=False).met
     assert not Goal("m", float("nan"), 1.5).met
+    # a near miss shows the digits that make it one
+    assert Goal("s", 14.980710636607828, 15.0).line() == "s: 14.98× (goal ≥ 15.0×) — MISSED"
+    assert Goal("s", 15.0004, 15.0).line() == "s: 15.0004× (goal ≥ 15.0×) — met"
+    assert Goal("s", 15.0, 15.0).line() == "s: 15.0× (goal ≥ 15.0×) — met"
 
 
 def test_blank_skip_benchmark_compares_both_samplers(ctx: BenchContext) -> None:
