@@ -13,6 +13,7 @@ from bebkit.components.manifest import (
     MANIFEST,
     component_dir,
     find_reusable,
+    kept_dir,
     manifest_key,
     publish,
     read_manifest,
@@ -127,6 +128,54 @@ def test_reuse_when_inputs_match_and_retrain_when_not(
     assert st["neg"].reused and again.adapters == ("neg", "pos")
 
 
+def test_other_recipes_are_kept_and_swapped_back(
+    tokenizer: Any, fast_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training another recipe keeps the one in place; asking for it again swaps it back
+    (same files, no training); the least recently used beyond MAX_KEPT go; a damaged kept
+    copy is not used."""
+    import bebkit.components.manifest as manifest
+    from bebkit.integrity import IntegrityError
+
+    base = fast_config.model_copy(update={"n_train": 9, "n_heldout": 3, "epochs": 1})
+    recipes = [base.model_copy(update={"lr": base.lr * f}) for f in (1.0, 0.5, 0.25)]
+    comps = ComponentSet(make_llama(), tokenizer, name="tiny")
+    folder = component_dir(tmp_path, "toy", "newline", "neg")
+
+    def ensure(cfg: Any, **kw: Any) -> Any:
+        data = prepare_data(TOY, "newline", tokenizer, cfg)
+        return ensure_components(
+            comps, data, cfg, out=tmp_path, progress=False, sides=("neg",), **kw
+        )["neg"]
+
+    assert not ensure(recipes[0]).reused
+    first, key0 = _weights(folder), read_manifest(folder)["key"]  # type: ignore[index]
+    assert not ensure(recipes[1]).reused
+    key1 = read_manifest(folder)["key"]  # type: ignore[index]
+    assert sorted(p.name for p in kept_dir(folder).iterdir()) == [key0]
+    again = ensure(recipes[0], train_missing=False)  # swapped back, not trained
+    assert again.reused and again.path == folder
+    assert read_manifest(folder)["key"] == key0  # type: ignore[index]
+    _assert_same_weights(_weights(folder), first)
+    assert sorted(p.name for p in kept_dir(folder).iterdir()) == [key1]
+    assert ensure(recipes[1], train_missing=False).reused
+    assert "neg" in comps.adapters
+
+    monkeypatch.setattr(manifest, "MAX_KEPT", 1)  # a third recipe: only the latest is kept
+    assert not ensure(recipes[2]).reused
+    assert sorted(p.name for p in kept_dir(folder).iterdir()) == [key1]
+    with pytest.raises(InputError, match="no trained neg adapter"):
+        ensure(recipes[0], train_missing=False)  # evicted
+
+    weights = kept_dir(folder) / key1 / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64])  # a damaged kept copy
+    with pytest.raises(IntegrityError, match="adapter_model"):
+        ensure(recipes[1], recompute=False)
+    logs: list[str] = []
+    assert not ensure(recipes[1], log=logs.append).reused  # trained again, not loaded
+    assert any("training it again" in line for line in logs)
+
+
 def test_ensure_only_the_requested_side(tokenizer: Any, fast_config: Any, tmp_path: Path) -> None:
     cfg = fast_config.model_copy(update={"n_train": 9, "n_heldout": 3, "epochs": 1})
     comps = ComponentSet(make_llama(), tokenizer, name="tiny")
@@ -180,6 +229,7 @@ def test_damaged_adapter_is_retrained_or_refused(
     assert not st["neg"].reused
     assert any("(truncated or replaced); training it again" in line for line in logs)
     _assert_same_weights(_weights(folder), good)  # retrained to the identical adapter
+    assert not kept_dir(folder).exists()  # the damaged copy was replaced, not kept
 
     # A hand-edited manifest (same key, other metrics) is caught too.
     m = json.loads((folder / MANIFEST).read_text())

@@ -15,23 +15,35 @@ Integrity: on reuse every file is hashed again (``deep``: an adapter is a few MB
 milliseconds) and compared with the record; a truncated or edited weights file, config or
 manifest makes the folder not reusable (retrained), or raises
 :class:`~bebkit.integrity.IntegrityError` with ``recompute=False``.
+
+Several recipes: the side's folder holds the adapter used last. When another recipe (other
+inputs: a ``--quick`` size, another preset or seed) is trained or restored, the one in place
+is moved to ``<out>/<behavior>/<format>/.kept/<side>/<key>/`` rather than deleted, and a
+later run asking for it again swaps it back instead of training it again (the
+``MAX_KEPT`` recipes used last are kept per side; older ones are deleted). All of it happens
+under the side's artifact lock.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bebkit.integrity import IntegrityError, publish_folder, verify
+from bebkit.integrity import IntegrityError, fsync_dir, publish_folder, remove_invalid, verify
 from bebkit.io import to_jsonable, write_json
 
 MANIFEST = "manifest.json"
 #: Bump when the training code changes what a given set of inputs produces.
 TRAINING_VERSION = 1
 _REQUIRED = ("adapter_config.json", "adapter_model.safetensors", MANIFEST)
+#: Folder (beside the sides) of the recipes not in use; at most ``MAX_KEPT`` per side.
+KEPT = ".kept"
+MAX_KEPT = 4
 
 
 def manifest_key(inputs: dict[str, Any]) -> str:
@@ -113,3 +125,61 @@ def publish(
         write(tmp)
         write_json(tmp / MANIFEST, to_jsonable(manifest))
     return target
+
+
+def kept_dir(folder: str | Path) -> Path:
+    """``<behavior>/<format>/.kept/<side>``: the recipes of ``folder`` not in use."""
+    p = Path(folder)
+    return p.parent / KEPT / p.name
+
+
+def keep_aside(folder: str | Path, *, unless: str | None = None) -> Path | None:
+    """Move the adapter in ``folder`` to ``kept_dir(folder)/<its key>`` (replacing a kept
+    copy of the same key) and delete the least recently used kept recipes beyond
+    ``MAX_KEPT``. Nothing happens when ``folder`` holds no complete adapter with a key, or
+    one whose key is ``unless`` (a damaged copy of the recipe about to be published there).
+    Returns where it went. Hold ``folder``'s artifact lock."""
+    src = Path(folder)
+    m = read_manifest(src)
+    key = m.get("key") if m is not None else None
+    if not isinstance(key, str) or not key or "/" in key or key.startswith(".") or key == unless:
+        return None
+    dest = kept_dir(src) / key
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_invalid(dest)  # an older copy of the same recipe: moved aside, then deleted
+    os.replace(src, dest)
+    os.utime(dest)  # the recency the eviction below goes by
+    fsync_dir(dest.parent)
+    kept = sorted(
+        (p for p in dest.parent.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in kept[MAX_KEPT:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def restore_kept(
+    folder: str | Path,
+    key: str,
+    *,
+    recompute: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any] | None:
+    """Swap the kept recipe ``key`` of ``folder`` back into place and return its manifest;
+    None when no intact copy is kept (then nothing moves). The adapter in place goes to the
+    kept ones (:func:`keep_aside`), or is deleted when it is a damaged copy of ``key``
+    itself. Hold ``folder``'s artifact lock."""
+    dest = Path(folder)
+    cand = kept_dir(dest) / key
+    if find_reusable(cand, key, recompute=recompute, log=log) is None:
+        return None
+    current = read_manifest(dest)
+    if current is not None and current.get("key") == key:
+        remove_invalid(dest)  # same recipe but failed its check: the kept copy replaces it
+    elif dest.exists() and keep_aside(dest) is None:
+        remove_invalid(dest)  # not an adapter with a key (an incomplete folder)
+    os.replace(cand, dest)
+    fsync_dir(dest.parent)
+    return find_reusable(dest, key, recompute=recompute, log=log)

@@ -28,8 +28,10 @@ from bebkit.components.manifest import (
     TRAINING_VERSION,
     component_dir,
     find_reusable,
+    keep_aside,
     manifest_key,
     publish,
+    restore_kept,
     texts_hash,
 )
 from bebkit.components.presets import TrainConfig, default_preset_name, get_preset
@@ -389,6 +391,8 @@ def _ensure_side(
     name = adapter_name(side, data.role)
     remove_stale(folder)  # temp folders of killed publishes (safe: we hold the lock)
     found = find_reusable(folder, key, recompute=recompute, log=say)
+    if found is None:  # trained earlier for these inputs, then set aside for another recipe
+        found = restore_kept(folder, key, recompute=recompute, log=say)
     if found is not None:
         components.load_adapter(name, folder)
         say(f"reusing {name} adapter for {data.behavior}/{data.fmt} from {folder}")
@@ -431,6 +435,8 @@ def _ensure_side(
             "bf16": result.bf16,
         },
     }
+    # the recipe in place (other inputs) stays available for the runs that ask for it
+    keep_aside(folder, unless=key)
     publish(
         folder,
         functools.partial(_save_into, components, name),
