@@ -225,6 +225,8 @@ class Goal:
                 shown = f"{self.measured:.{digits}g}"
                 if float(shown) != self.threshold:
                     break
+            else:
+                shown = repr(float(self.measured))
         return (
             f"{self.name}: {shown}{self.unit} "
             f"(goal {op} {fmt_num(self.threshold)}{self.unit}) — {mark}"

@@ -132,48 +132,61 @@ def test_other_recipes_are_kept_and_swapped_back(
     tokenizer: Any, fast_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Training another recipe keeps the one in place; asking for it again swaps it back
-    (same files, no training); the least recently used beyond MAX_KEPT go; a damaged kept
-    copy is not used."""
+    (same files, no training), also when the kept ones are full; the recipe set aside
+    longest ago goes first beyond MAX_KEPT; a damaged kept copy is not used."""
     import bebkit.components.manifest as manifest
     from bebkit.integrity import IntegrityError
 
+    monkeypatch.setattr(manifest, "MAX_KEPT", 2)
     base = fast_config.model_copy(update={"n_train": 9, "n_heldout": 3, "epochs": 1})
-    recipes = [base.model_copy(update={"lr": base.lr * f}) for f in (1.0, 0.5, 0.25)]
+    recipes = [base.model_copy(update={"lr": base.lr * f}) for f in (1.0, 0.5, 0.25, 0.125)]
     comps = ComponentSet(make_llama(), tokenizer, name="tiny")
     folder = component_dir(tmp_path, "toy", "newline", "neg")
 
-    def ensure(cfg: Any, **kw: Any) -> Any:
-        data = prepare_data(TOY, "newline", tokenizer, cfg)
+    def ensure(i: int, **kw: Any) -> Any:
+        data = prepare_data(TOY, "newline", tokenizer, recipes[i])
         return ensure_components(
-            comps, data, cfg, out=tmp_path, progress=False, sides=("neg",), **kw
+            comps, data, recipes[i], out=tmp_path, progress=False, sides=("neg",), **kw
         )["neg"]
 
-    assert not ensure(recipes[0]).reused
-    first, key0 = _weights(folder), read_manifest(folder)["key"]  # type: ignore[index]
-    assert not ensure(recipes[1]).reused
-    key1 = read_manifest(folder)["key"]  # type: ignore[index]
-    assert sorted(p.name for p in kept_dir(folder).iterdir()) == [key0]
-    again = ensure(recipes[0], train_missing=False)  # swapped back, not trained
-    assert again.reused and again.path == folder
-    assert read_manifest(folder)["key"] == key0  # type: ignore[index]
-    _assert_same_weights(_weights(folder), first)
-    assert sorted(p.name for p in kept_dir(folder).iterdir()) == [key1]
-    assert ensure(recipes[1], train_missing=False).reused
+    def in_place() -> str:
+        m = read_manifest(folder)
+        assert m is not None
+        return str(m["key"])
+
+    def kept() -> list[str]:
+        return sorted(p.name for p in kept_dir(folder).iterdir())
+
+    keys, weights = [], []
+    for i in range(3):  # r0, r1, r2: the kept ones are then full (r0, r1)
+        assert not ensure(i).reused
+        keys.append(in_place())
+        weights.append(_weights(folder))
+    assert kept() == sorted(keys[:2])
+    again = ensure(0, train_missing=False)  # the oldest, swapped back while full
+    assert again.reused and again.path == folder and in_place() == keys[0]
+    _assert_same_weights(_weights(folder), weights[0])
+    assert kept() == sorted(keys[1:3])
     assert "neg" in comps.adapters
 
-    monkeypatch.setattr(manifest, "MAX_KEPT", 1)  # a third recipe: only the latest is kept
-    assert not ensure(recipes[2]).reused
-    assert sorted(p.name for p in kept_dir(folder).iterdir()) == [key1]
+    assert not ensure(3).reused  # r0 set aside: r1, set aside longest ago, goes
+    keys.append(in_place())
+    assert kept() == sorted([keys[0], keys[2]])
     with pytest.raises(InputError, match="no trained neg adapter"):
-        ensure(recipes[0], train_missing=False)  # evicted
+        ensure(1, train_missing=False)
+    assert ensure(2, train_missing=False).reused  # r3 set aside in r2's place
+    _assert_same_weights(_weights(folder), weights[2])
+    assert kept() == sorted([keys[0], keys[3]])
 
-    weights = kept_dir(folder) / key1 / "adapter_model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-64])  # a damaged kept copy
+    wfile = kept_dir(folder) / keys[0] / "adapter_model.safetensors"
+    wfile.write_bytes(wfile.read_bytes()[:-64])  # a damaged kept copy
     with pytest.raises(IntegrityError, match="adapter_model"):
-        ensure(recipes[1], recompute=False)
+        ensure(0, recompute=False)
     logs: list[str] = []
-    assert not ensure(recipes[1], log=logs.append).reused  # trained again, not loaded
+    assert not ensure(0, log=logs.append).reused  # trained again, not loaded
     assert any("training it again" in line for line in logs)
+    _assert_same_weights(_weights(folder), weights[0])  # the same recipe, retrained
+    assert kept() == sorted([keys[2], keys[3]])  # (the damaged copy was the oldest)
 
 
 def test_ensure_only_the_requested_side(tokenizer: Any, fast_config: Any, tmp_path: Path) -> None:

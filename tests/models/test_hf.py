@@ -526,11 +526,22 @@ def test_roomy_layer_prunes_rows_in_place() -> None:
     torch.testing.assert_close(layer.values, 2 * want[keep], rtol=0, atol=0)
     k, _ = layer.update(new[keep], 2 * new[keep])  # writing on after a pruning
     torch.testing.assert_close(k, torch.cat([want[keep], new[keep]], dim=2), rtol=0, atol=0)
-    kept = layer._kbuf[:1].clone()
-    layer.batch_select_indices(torch.tensor([0, 2]))  # row 0 stays in place, row 2 moves up
-    torch.testing.assert_close(layer._kbuf[:1], kept, rtol=0, atol=0)
-    torch.testing.assert_close(layer.keys[:, :, :5], want[keep][[0, 2]], rtol=0, atol=0)
-    layer.batch_select_indices(torch.tensor([0, 1]))  # nothing moves
+    gathered: list[int] = []  # rows copied per buffer
+    real_select = torch.index_select
+
+    def spy(src: Any, dim: int, index: Any) -> Any:
+        gathered.append(int(index.numel()))
+        return real_select(src, dim, index)
+
+    n = layer.get_seq_length()
+    kept = layer._kbuf[:1, :, :n].clone()  # (filled columns only: the room is uninitialised)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch, "index_select", spy)
+        layer.batch_select_indices(torch.tensor([0, 2]))  # row 0 stays in place, row 2 moves
+        assert gathered == [1, 1]  # one row copied in K and in V, not two
+        layer.batch_select_indices(torch.tensor([0, 1]))  # nothing moves: nothing copied
+        assert gathered == [1, 1]
+    torch.testing.assert_close(layer._kbuf[:1, :, :n], kept, rtol=0, atol=0)
     torch.testing.assert_close(layer.keys[:, :, :5], want[keep][[0, 2]], rtol=0, atol=0)
     layer.batch_select_indices(torch.tensor([1, 0]))  # a permutation reads before writing
     two = want[keep][[2, 0]]
@@ -579,6 +590,18 @@ def test_cache_passed_under_the_releases_name(
             out = self.inner(input_ids=input_ids, logits_to_keep=logits_to_keep, **kw)
             cache = out.get(lm._cache_arg)
             return SimpleNamespace(logits=out.logits, past_key_values=cache)
+
+    peft = pytest.importorskip("peft")
+    cfg = peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    wrapped = HFLanguageModel(peft.get_peft_model(make_llama(seed=5), cfg).eval(), tiny_tokenizer)
+    assert wrapped._cache_arg == lm._cache_arg  # the name comes from the wrapped model
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        wrapped.sample_scored_many([[2, 4]], 3, stop, rng=np.random.default_rng(3))
+    # the returned cache is read under the same name (the old field only as a fallback)
+    if renamed:
+        assert lm._out_cache(SimpleNamespace(cache="new", past_key_values="old")) == "new"
+        assert lm._out_cache(SimpleNamespace(cache=None, past_key_values="old")) == "old"
 
     old = HFLanguageModel(OldRelease(tiny_llama), tiny_tokenizer, decode_rows=4)
     assert old._cache_arg == "past_key_values"

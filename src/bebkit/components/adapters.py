@@ -42,7 +42,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 
 
 @contextmanager
-def _quiet_wrap() -> Iterator[None]:
+def quiet_peft_wrap() -> Iterator[None]:
     """Wrapping a model in PEFT reads transformers' deprecated ``is_gradient_checkpointing``
     (peft ≤ 0.21), whose FutureWarning a user can do nothing about: silenced here only."""
     with warnings.catch_warnings():
@@ -234,7 +234,7 @@ class ComponentSet:
         self.fingerprint  # noqa: B018 -- fingerprint the pristine base before wrapping
         cfg = lora_config(config)
         if self._peft is None:
-            with _quiet_wrap():
+            with quiet_peft_wrap():
                 self._peft = get_peft_model(self._base, cfg, adapter_name=name)
             self._peft.eval()
             self._lms.clear()  # wrappers built on the bare base must now call the PeftModel
@@ -267,7 +267,7 @@ class ComponentSet:
         self.fingerprint  # noqa: B018
         try:
             if self._peft is None:
-                with _quiet_wrap():
+                with quiet_peft_wrap():
                     self._peft = PeftModel.from_pretrained(self._base, str(p), adapter_name=name)
                 self._lms.clear()
             else:

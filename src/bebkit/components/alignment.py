@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bebkit.components.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from bebkit.components.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, quiet_peft_wrap
 from bebkit.components.presets import _ALL_LINEAR
 from bebkit.components.training import torch_threads
 from bebkit.data.formats import has_chat_template, terminate
@@ -400,7 +400,8 @@ def train_alignment(
             target_modules=list(config.target_modules),
             bias="none",
         )
-        peft_model = get_peft_model(model, lora, adapter_name=_TRAIN_ADAPTER)
+        with quiet_peft_wrap():
+            peft_model = get_peft_model(model, lora, adapter_name=_TRAIN_ADAPTER)
         try:
             result = _train(peft_model, tokenizer, data, config, seed, chat)
         except BaseException:

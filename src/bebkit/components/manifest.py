@@ -136,10 +136,17 @@ def kept_dir(folder: str | Path) -> Path:
 def keep_aside(folder: str | Path, *, unless: str | None = None) -> Path | None:
     """Move the adapter in ``folder`` to ``kept_dir(folder)/<its key>`` (replacing a kept
     copy of the same key) and delete the least recently used kept recipes beyond
-    ``MAX_KEPT``. Nothing happens when ``folder`` holds no complete adapter with a key, or
-    one whose key is ``unless`` (a damaged copy of the recipe about to be published there).
-    Returns where it went. Hold ``folder``'s artifact lock."""
-    src = Path(folder)
+    ``MAX_KEPT`` (never the one just kept). Nothing happens when ``folder`` holds no
+    complete adapter with a key, or one whose key is ``unless`` (a damaged copy of the
+    recipe about to be published there). Returns where it went. Hold ``folder``'s artifact
+    lock."""
+    dest = _set_aside(Path(folder), unless)
+    if dest is not None:
+        _evict(dest)
+    return dest
+
+
+def _set_aside(src: Path, unless: str | None) -> Path | None:
     m = read_manifest(src)
     key = m.get("key") if m is not None else None
     if not isinstance(key, str) or not key or "/" in key or key.startswith(".") or key == unless:
@@ -148,16 +155,42 @@ def keep_aside(folder: str | Path, *, unless: str | None = None) -> Path | None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_invalid(dest)  # an older copy of the same recipe: moved aside, then deleted
     os.replace(src, dest)
-    os.utime(dest)  # the recency the eviction below goes by
+    os.utime(dest)  # its recency, which the eviction goes by
     fsync_dir(dest.parent)
-    kept = sorted(
-        (p for p in dest.parent.iterdir() if p.is_dir() and not p.name.startswith(".")),
-        key=lambda p: p.stat().st_mtime,
-        reverse=True,
-    )
-    for old in kept[MAX_KEPT:]:
-        shutil.rmtree(old, ignore_errors=True)
     return dest
+
+
+def _evict(newest: Path) -> None:
+    """Delete the kept recipes beside ``newest`` beyond ``MAX_KEPT``, least recently set
+    aside first (ties by name, so the choice never depends on directory order); ``newest``
+    itself always stays. Each goes through :func:`remove_invalid`, so a kill mid-delete
+    leaves a hidden folder (cleaned by :func:`clean_kept`), never a half recipe under its
+    key."""
+    kept = [p for p in newest.parent.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    kept.sort(key=lambda p: (p == newest, p.stat().st_mtime_ns, p.name), reverse=True)
+    for old in kept[MAX_KEPT:]:
+        remove_invalid(old)
+
+
+def locate_recipe(folder: str | Path, key: str) -> Path | None:
+    """Where the adapter of recipe ``key`` of ``folder`` is now: ``folder`` itself, or its
+    kept copy after another recipe took its place; None when neither holds it. Hold
+    ``folder``'s artifact lock while reading what it returns."""
+    for p in (Path(folder), kept_dir(folder) / key):
+        m = read_manifest(p)
+        if m is not None and m.get("key") == key:
+            return p
+    return None
+
+
+def clean_kept(folder: str | Path) -> None:
+    """Delete what a killed deletion left among ``folder``'s kept recipes (hidden folders).
+    Hold ``folder``'s artifact lock."""
+    kept = kept_dir(folder)
+    if kept.is_dir():
+        for p in kept.iterdir():
+            if p.name.startswith(".") and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def restore_kept(
@@ -169,17 +202,23 @@ def restore_kept(
 ) -> dict[str, Any] | None:
     """Swap the kept recipe ``key`` of ``folder`` back into place and return its manifest;
     None when no intact copy is kept (then nothing moves). The adapter in place goes to the
-    kept ones (:func:`keep_aside`), or is deleted when it is a damaged copy of ``key``
-    itself. Hold ``folder``'s artifact lock."""
+    kept ones (:func:`keep_aside`; the eviction runs after the swap, so it can never take
+    the recipe being restored), or is deleted when it is a damaged copy of ``key`` itself.
+    Hold ``folder``'s artifact lock."""
     dest = Path(folder)
     cand = kept_dir(dest) / key
     if find_reusable(cand, key, recompute=recompute, log=log) is None:
         return None
     current = read_manifest(dest)
+    aside: Path | None = None
     if current is not None and current.get("key") == key:
         remove_invalid(dest)  # same recipe but failed its check: the kept copy replaces it
-    elif dest.exists() and keep_aside(dest) is None:
-        remove_invalid(dest)  # not an adapter with a key (an incomplete folder)
+    elif dest.exists():
+        aside = _set_aside(dest, None)
+        if aside is None:
+            remove_invalid(dest)  # not an adapter with a key (an incomplete folder)
     os.replace(cand, dest)
     fsync_dir(dest.parent)
+    if aside is not None:
+        _evict(aside)
     return find_reusable(dest, key, recompute=recompute, log=log)

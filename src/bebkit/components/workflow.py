@@ -26,6 +26,7 @@ from bebkit.components.adapters import ComponentSet
 from bebkit.components.classify import ClassificationResult, classify_statements
 from bebkit.components.manifest import (
     TRAINING_VERSION,
+    clean_kept,
     component_dir,
     find_reusable,
     keep_aside,
@@ -390,6 +391,7 @@ def _ensure_side(
     """Reuse or train one side; the caller holds the folder's artifact lock."""
     name = adapter_name(side, data.role)
     remove_stale(folder)  # temp folders of killed publishes (safe: we hold the lock)
+    clean_kept(folder)  # and of killed deletions of kept recipes
     found = find_reusable(folder, key, recompute=recompute, log=say)
     if found is None:  # trained earlier for these inputs, then set aside for another recipe
         found = restore_kept(folder, key, recompute=recompute, log=say)

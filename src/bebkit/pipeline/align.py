@@ -437,7 +437,7 @@ def _variant(
     bare: Any,
     data: Any,
     data0: Any,
-    before_adapters: Mapping[str, str],
+    before_adapters: Mapping[str, dict[str, Any]],
     judge: Any,
     threads: int | None,
     split_on_oom: bool,
@@ -473,8 +473,8 @@ def _variant(
         provider.components(name, s.behavior, s.fmt, ("neg", "pos"))
         vdata = provider.data(name, s.behavior, s.fmt)
     else:  # the before model's LoRA deltas on the aligned weights
-        for side, path in before_adapters.items():
-            vcomps.load_adapter(side, path)
+        for side, info in before_adapters.items():
+            _load_recipe(vcomps, side, info)
         vdata = data0
     say(ctx.log, f"measuring {name} ({s.variant_components} P-/P+)")
     m = _measure(ctx, vcomps, vdata, s, judge, vdir, threads)
@@ -483,6 +483,25 @@ def _variant(
         k: d[k] for k in ("sft_nll_before", "sft_nll_after", "margin_before", "margin_after",
                           "sft_losses", "dpo_losses", "dpo_reward_margins", "chat")},
         "adapter_dir": d["adapter_dir"]}  # fmt: skip
+
+
+def _load_recipe(comps: Any, side: str, info: dict[str, Any]) -> None:
+    """Load the before model's ``side`` adapter of this run by path *and* key, under its
+    folder's lock: another run may have trained or restored another recipe into the folder
+    since (the one this run used is then among the kept ones)."""
+    from bebkit.components.manifest import locate_recipe
+    from bebkit.errors import RunError
+    from bebkit.locks import artifact_lock
+
+    path = Path(info["path"])
+    with artifact_lock(path, what=f"{side} adapter {path}"):
+        found = locate_recipe(path, str(info["key"]))
+        if found is None:
+            raise RunError(
+                f"the {side} adapter this run trained (key {info['key']}) is no longer in "
+                f"{path} nor among its kept recipes; run the stage again"
+            )
+        comps.load_adapter(side, found)
 
 
 def run_align(ctx: RunContext, s: AlignSettings) -> dict[str, Any]:
@@ -516,9 +535,9 @@ def run_align(ctx: RunContext, s: AlignSettings) -> dict[str, Any]:
                                  name=f"likelihood-ratio ({ctx.model} before: P+ vs P-)")  # fmt: skip
     data0 = ctx.provider.data(ctx.model, s.behavior, s.fmt)
     status = ctx.provider.provenance(ctx.model, s.behavior, s.fmt)["components"]
-    before_adapters = {side: status[side]["path"] for side in ("neg", "pos")}
     checkpoint = ctx.checkpoint("units")
-    # the adapters by path and manifest key (not "reused": a rerun reuses what it trained)
+    # the adapters by path and manifest key (not "reused": a rerun reuses what it trained);
+    # variants load them by both, since the folder may hold another recipe by then
     adapters = {side: {k: status[side].get(k) for k in ("path", "key")} for side in ("neg", "pos")}
     # a model's unit holds whole KL curves: the budget that batched their draws is a read
     model_unit = _model_unit(checkpoint, out, s, ctx.model, reads={
@@ -542,7 +561,7 @@ def run_align(ctx: RunContext, s: AlignSettings) -> dict[str, Any]:
     for v in variant_plan(s):
         t0 = time.perf_counter()
         variants.append(model_unit(v["name"], functools.partial(
-            _variant, ctx, s, v, bare, data, data0, before_adapters, judge, threads, on_oom)))  # fmt: skip
+            _variant, ctx, s, v, bare, data, data0, adapters, judge, threads, on_oom)))  # fmt: skip
         timings[v["name"]] = time.perf_counter() - t0
     report_resume(ctx.log, checkpoint)
 
