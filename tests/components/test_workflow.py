@@ -172,6 +172,10 @@ def test_other_recipes_are_kept_and_swapped_back(
     assert not ensure(3).reused  # r0 set aside: r1, set aside longest ago, goes
     keys.append(in_place())
     assert kept() == sorted([keys[0], keys[2]])
+    # where a run that used a recipe finds it now (align's variants load by path and key)
+    assert manifest.locate_recipe(folder, keys[3]) == folder
+    assert manifest.locate_recipe(folder, keys[0]) == kept_dir(folder) / keys[0]
+    assert manifest.locate_recipe(folder, keys[1]) is None  # evicted
     with pytest.raises(InputError, match="no trained neg adapter"):
         ensure(1, train_missing=False)
     assert ensure(2, train_missing=False).reused  # r3 set aside in r2's place
