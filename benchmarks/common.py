@@ -383,7 +383,7 @@ def real_context(
     a reduced pair (1 epoch on 24 statements per side — enough for timing, marked in
     RESULTS.md) and the full run trains the default preset.
     """
-    from bebkit.components.manifest import component_dir, find_reusable, manifest_key
+    from bebkit.components.manifest import component_dir, find_reusable, kept_dir, manifest_key
     from bebkit.components.workflow import (
         SIDES,
         component_inputs,
@@ -401,14 +401,13 @@ def real_context(
     default = resolve_config(comps, None)
     info: list[str] = []
     data = prepare_data(BEHAVIOR, fmt, comps.tokenizer, default, seed=seed)
-    have_default = all(
-        find_reusable(
-            component_dir(default_out(comps.name), BEHAVIOR, fmt, side),
-            manifest_key(component_inputs(comps, data, side, default, seed=seed)),
-        )
-        is not None
-        for side in SIDES
-    )
+
+    def have(side: str) -> bool:  # in place, or kept aside for another recipe (swapped back)
+        folder = component_dir(default_out(comps.name), BEHAVIOR, fmt, side)
+        key = manifest_key(component_inputs(comps, data, side, default, seed=seed))
+        return any(find_reusable(f, key) is not None for f in (folder, kept_dir(folder) / key))
+
+    have_default = all(have(side) for side in SIDES)
     config = default
     out: Path | None = None
     if not have_default and quick:
