@@ -378,8 +378,9 @@ def real_context(
     """``model`` (default SmolLM2-135M-Instruct) with P₋ / P₊ for ``cooperativeness``, in the
     chat format when the tokenizer has a chat template, else the newline format (a base model).
 
-    Adapters trained with the default ``small`` preset are reused when present (``bebkit
-    train --behavior cooperativeness --format chat`` makes them); otherwise ``--quick`` trains
+    Adapters trained with the default ``small`` preset are reused when present, in place or
+    kept aside for another recipe (then swapped back into place; ``bebkit train --behavior
+    cooperativeness --format chat`` makes them); otherwise ``--quick`` trains
     a reduced pair (1 epoch on 24 statements per side — enough for timing, marked in
     RESULTS.md) and the full run trains the default preset.
     """
