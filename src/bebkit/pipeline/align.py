@@ -66,7 +66,6 @@ from bebkit.pipeline.experiments_common import (
     behavior_field,
     fmt_ci,
     max_response_tokens_field,
-    mc_kl_key,
     report_resume,
     say,
 )
@@ -98,6 +97,8 @@ class AlignSettings(Settings):
     """Variants ``methods`` × ``n_strengths`` × ``n_seeds`` of the pretrained model, each
     measured (with the model before) at the misalign/convergence sizes below."""
 
+    #: the Lemma 5 KL curve (plain MC) is estimated while n_samples > 0
+    MC_KL_SAMPLES: ClassVar[str | None] = "n_samples"
     QUICK: ClassVar[Mapping[str, Any]] = {
         "methods": "dpo", "max_steps": 8, "n_seeds": 1, "n_sft": 32, "n_pairs": 32,
         "n_prompts": 3, "n_sentences": 5, "n_responses": 4, "n_samples": 8, "n_boot": 50,
@@ -161,11 +162,6 @@ class AlignSettings(Settings):
         if top is not None and v > top:
             raise ValueError(f"must be <= max_steps ({top}), got {v}")
         return v
-
-    def key_material(self) -> dict[str, Any]:
-        """Settings' key material and the MC estimator's revision (the misalign phase's KL
-        curve is plain MC)."""
-        return {**super().key_material(), **mc_kl_key(self.n_samples)}
 
 
 class AlignOutcome(Result):

@@ -490,14 +490,6 @@ def fmt_ci(e: Mapping[str, Any] | Estimate | None, digits: int = 3) -> str:
     return f"{v:.{digits}g} [{lo_s}, {hi_s}]"
 
 
-def mc_kl_key(n_samples: int) -> dict[str, str]:
-    """Key material of a stage that estimates a KL curve with plain Monte Carlo (misalign's
-    and align's Lemma 5 curve, ``n_samples > 0``) although its settings have no estimator
-    field: the MC estimator's revision, so that a stage cached under an older layout of the
-    draws is recomputed; nothing when it estimates none (its key stays as it was)."""
-    return {"kl_estimator": f"mc@{ESTIMATOR_REVISIONS['mc']}"} if n_samples > 0 else {}
-
-
 __all__ = [
     "EnvelopeSummary",
     "Estimator",
@@ -519,7 +511,6 @@ __all__ = [
     "markers_as_sentences",
     "max_response_tokens_field",
     "max_sentence_tokens_field",
-    "mc_kl_key",
     "misaligning_prompts",
     "n_counting",
     "p_plus_field",

@@ -67,7 +67,6 @@ from bebkit.pipeline.experiments_common import (
     judge_name,
     max_response_tokens_field,
     max_sentence_tokens_field,
-    mc_kl_key,
     n_counting,
     prompts_file_field,
     report_resume,
@@ -97,6 +96,8 @@ Hypothesis = Literal["neg", "pos", "base", "aligned"]
 class MisalignSettings(Settings):
     """Everything that determines a ``bebkit misalign`` run (stored in its record)."""
 
+    #: the Lemma 5 KL curve (plain MC) is estimated while n_samples > 0
+    MC_KL_SAMPLES: ClassVar[str | None] = "n_samples"
     QUICK: ClassVar[Mapping[str, Any]] = {
         "n_prompts": 3, "n_sentences": 5, "n_responses": 8, "n_boot": 100,
     }  # fmt: skip
@@ -184,10 +185,6 @@ class MisalignSettings(Settings):
 
     _conditions = field_validator("conditions")(check_conditions)
     _aligning = field_validator("aligning_prompt")(check_nonblank)
-
-    def key_material(self) -> dict[str, Any]:
-        """Settings' key material; with a KL curve (plain MC) also the MC estimator's revision."""
-        return {**super().key_material(), **mc_kl_key(self.n_samples)}
 
     @model_validator(mode="after")
     def _decoupled(self) -> MisalignSettings:

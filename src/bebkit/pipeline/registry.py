@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidat
 from bebkit.checkpoint import Checkpoint
 from bebkit.errors import InputError
 from bebkit.estimate import Estimate
+from bebkit.estimators.kl import ESTIMATOR_REVISIONS
 from bebkit.io import to_jsonable
 from bebkit.pipeline.stages import stable_hash
 
@@ -92,6 +93,10 @@ class Settings(BaseModel):
 
     #: Overrides applied by :meth:`quick` (the only place quick sizes are written).
     QUICK: ClassVar[Mapping[str, Any]] = {}
+    #: The sample-count field of a plain Monte Carlo KL curve these settings estimate without
+    #: an estimator field (misalign's and align's Lemma 5 curve); while it is > 0 the MC
+    #: estimator's revision joins the key as ``kl_estimator`` (see :meth:`key_material`).
+    MC_KL_SAMPLES: ClassVar[str | None] = None
 
     @classmethod
     def quick(cls, **overrides: Any) -> Any:
@@ -118,7 +123,8 @@ class Settings(BaseModel):
         """The key fields' values; a value with a revision in its field's ``key_revisions``
         (e.g. an estimator whose definition changed) enters as ``"value@revision"``, so that a
         stage cached under the old definition is recomputed while other values keep their
-        keys."""
+        keys. An estimator implied rather than chosen (``MC_KL_SAMPLES``) enters the same
+        way, as ``kl_estimator: "mc@<revision>"``."""
         dumped: dict[str, Any] = self.model_dump(mode="json")
         fields = type(self).model_fields
         out: dict[str, Any] = {}
@@ -132,6 +138,8 @@ class Settings(BaseModel):
             if isinstance(revs, dict) and isinstance(v, str) and v in revs:
                 v = f"{v}@{revs[v]}"
             out[k] = v
+        if self.MC_KL_SAMPLES is not None and getattr(self, self.MC_KL_SAMPLES) > 0:
+            out["kl_estimator"] = f"mc@{ESTIMATOR_REVISIONS['mc']}"
         return out
 
 
