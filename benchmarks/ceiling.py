@@ -24,7 +24,6 @@ issue #15 asks for each precision's stage against its own ceiling.
 from __future__ import annotations
 
 import copy
-import inspect
 from functools import partial
 from typing import Any
 
@@ -52,9 +51,9 @@ def decode_throughput(model: Any, batch: int, prefix: int, steps: int, vocab: in
 
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, (batch, prefix), generator=gen)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    # the cache's name as HFLanguageModel passes it (``cache`` since transformers 5.x)
-    arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    from bebkit.models.hf import cache_arg_name
+
+    arg = cache_arg_name(model)  # as HFLanguageModel passes it (``cache`` since transformers 5.x)
     with torch.inference_mode():
         out = model(input_ids=ids, use_cache=True)
         cache = getattr(out, arg)

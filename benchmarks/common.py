@@ -384,7 +384,12 @@ def real_context(
     a reduced pair (1 epoch on 24 statements per side — enough for timing, marked in
     RESULTS.md) and the full run trains the default preset.
     """
-    from bebkit.components.manifest import component_dir, find_reusable, kept_dir, manifest_key
+    from bebkit.components.manifest import (
+        component_dir,
+        find_reusable,
+        locate_recipe,
+        manifest_key,
+    )
     from bebkit.components.workflow import (
         SIDES,
         component_inputs,
@@ -406,7 +411,8 @@ def real_context(
     def have(side: str) -> bool:  # in place, or kept aside for another recipe (swapped back)
         folder = component_dir(default_out(comps.name), BEHAVIOR, fmt, side)
         key = manifest_key(component_inputs(comps, data, side, default, seed=seed))
-        return any(find_reusable(f, key) is not None for f in (folder, kept_dir(folder) / key))
+        found = locate_recipe(folder, key)
+        return found is not None and find_reusable(found, key) is not None
 
     have_default = all(have(side) for side in SIDES)
     config = default

@@ -62,6 +62,11 @@ def test_baseline_matches_its_definition(ctx: BenchContext) -> None:
     for run in res.data["runs"]:
         assert run["tokens"] > 0 and run["seconds"] > 0
         assert len(run["values"]) == len(ctx.prompts)
+    # the note's decode share is the sizes' N·(T−1) per cell over bebkit's counted tokens
+    sz = ctx.sizes
+    decode = len(ctx.prompts) * len(sz.ns) * sz.n_samples * (sz.n_tokens - 1)
+    share = 100 * decode / runs["bebkit kl_curve (mc)"]["tokens"]
+    assert any(f"{share:.0f} % of its tokens are KV-cached decode steps" in n for n in res.notes)
 
 
 def test_baseline_full_pass_scoring_equals_bebkit_scoring(ctx: BenchContext) -> None:

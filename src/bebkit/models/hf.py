@@ -58,6 +58,14 @@ def oom_retries() -> dict[str, int]:
     return dict(_OOM_RETRIES)
 
 
+def cache_arg_name(model: Any) -> str:
+    """The name under which ``model``'s forward (through a PEFT wrapper) takes and returns a
+    KV cache: transformers 5.x renames ``past_key_values`` to ``cache`` (the old name warns,
+    and goes in 5.40); releases before the rename only know the old one."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 class HFLanguageModel:
     """:class:`~bebkit.models.protocol.LanguageModel` backed by a transformers causal LM.
 
@@ -124,11 +132,8 @@ class HFLanguageModel:
         # The pad id is never attended to nor scored; it only needs to be a valid embedding row.
         self._pad_id = int(pad) if isinstance(pad, int) and 0 <= pad < self._vocab_size else 0
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        params = inspect.signature(base.forward).parameters
-        self._keep_last = "logits_to_keep" in params
-        # transformers 5.x renames forward's ``past_key_values`` to ``cache`` (the old name
-        # warns, and goes in 5.40); releases before the rename only know the old one.
-        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._keep_last = "logits_to_keep" in inspect.signature(base.forward).parameters
+        self._cache_arg = cache_arg_name(model)
         model.eval()
 
     # ----------------------------------------------------------------- protocol: metadata
