@@ -6,11 +6,14 @@ its key changing is silently stale. Keys are meant to move only deliberately (an
 experiment's ``version``, an estimator revision, new settings or data), so they are pinned
 here: when a change is intended, update the literals below in the same commit and say why.
 Planning keys loads no model (bundled models enter by name, the embedded behavior by the
-content hash of its statements), so this runs anywhere.
+content hash of its statements), so this runs anywhere. The pins are the keys of a fresh
+machine, where no shared data is configured: the ``BEBKIT_*`` data variables are cleared
+here (CI sets them when ``../shared`` exists, and the authors' figures are a stage input).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,6 +45,17 @@ FULL = {
     "convergence-cooperativeness": "53eae0647fce2191",
     "misalign-cooperativeness": "5558d32495bcfdf4",
 }
+
+
+#: the shared-data variables a stage key may read (``bebkit.paths``)
+DATA_VARIABLES = ("BEBKIT_PERSONA_DIR", "BEBKIT_HUMAN_LABELS_DIR", "BEBKIT_REFERENCE_DIR")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in DATA_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    yield
 
 
 def _keys(quick: bool, **update: object) -> dict[str, str]:
@@ -77,3 +91,28 @@ def test_the_pins_can_fail() -> None:
     assert {k: v for k, v in wider.items() if k != "probes"} == {
         k: v for k, v in FULL.items() if k != "probes"
     }
+
+
+def test_the_authors_figures_move_exactly_the_stages_that_read_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a reference folder configured, the stages comparing with the paper's numbers
+    change key (the figures file enters by content hash) and the others keep theirs; a
+    different file content moves them again."""
+    ref = tmp_path / "reference"
+    ref.mkdir()
+    figures = ref / "authors-figures.json"
+    figures.write_text('{"figures": {}}', encoding="utf-8")
+    monkeypatch.setenv("BEBKIT_REFERENCE_DIR", str(ref))
+    with_ref = _keys(True)
+    readers = {k for k in QUICK if with_ref[k] != QUICK[k]}
+    assert readers == {
+        "beta-sigma-cooperativeness",
+        "prompt-dist-cooperativeness",
+        "convergence-cooperativeness",
+        "misalign-cooperativeness",
+    }
+    figures.write_text('{"figures": {"x": 1}}', encoding="utf-8")
+    edited = _keys(True)
+    assert all(edited[k] != with_ref[k] for k in readers)
+    assert all(edited[k] == QUICK[k] for k in QUICK if k not in readers)
