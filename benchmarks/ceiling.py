@@ -51,19 +51,19 @@ def decode_throughput(model: Any, batch: int, prefix: int, steps: int, vocab: in
 
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, (batch, prefix), generator=gen)
-    from bebkit.models.hf import cache_arg_name
+    from bebkit.models.hf import cache_arg_name, returned_cache
 
     arg = cache_arg_name(model)  # as HFLanguageModel passes it (``cache`` since transformers 5.x)
     with torch.inference_mode():
         out = model(input_ids=ids, use_cache=True)
-        cache = getattr(out, arg)
+        cache = returned_cache(out, arg)
         tok = out.logits[:, -1].argmax(-1, keepdim=True)
 
         def loop() -> None:
             nonlocal cache, tok
             for _ in range(steps):
                 o = model(input_ids=tok, use_cache=True, **{arg: cache})
-                cache = getattr(o, arg)
+                cache = returned_cache(o, arg)
                 tok = o.logits[:, -1].argmax(-1, keepdim=True)
 
         _, s = timed(loop)

@@ -560,6 +560,8 @@ def test_cache_passed_under_the_releases_name(
     import warnings
     from types import SimpleNamespace
 
+    from bebkit.models.hf import returned_cache
+
     lm = HFLanguageModel(tiny_llama, tiny_tokenizer, decode_rows=4)
     renamed = "cache" in inspect.signature(tiny_llama.forward).parameters
     assert lm._cache_arg == ("cache" if renamed else "past_key_values")
@@ -602,6 +604,10 @@ def test_cache_passed_under_the_releases_name(
     if renamed:
         assert lm._out_cache(SimpleNamespace(cache="new", past_key_values="old")) == "new"
         assert lm._out_cache(SimpleNamespace(cache=None, past_key_values="old")) == "old"
+    # the same rule for any caller (benchmark 3's decode ceiling uses it too)
+    assert returned_cache(SimpleNamespace(cache="new", past_key_values="old"), "cache") == "new"
+    assert returned_cache(SimpleNamespace(cache=None, past_key_values="old"), "cache") == "old"
+    assert returned_cache(SimpleNamespace(past_key_values="old"), "past_key_values") == "old"
 
     old = HFLanguageModel(OldRelease(tiny_llama), tiny_tokenizer, decode_rows=4)
     assert old._cache_arg == "past_key_values"

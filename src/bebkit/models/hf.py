@@ -35,7 +35,7 @@ import functools
 import inspect
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,12 +58,28 @@ def oom_retries() -> dict[str, int]:
     return dict(_OOM_RETRIES)
 
 
+def _forward_parameters(model: Any) -> Mapping[str, inspect.Parameter]:
+    """The parameters of ``model``'s own forward (under a PEFT wrapper, the base model's)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inspect.signature(base.forward).parameters
+
+
 def cache_arg_name(model: Any) -> str:
     """The name under which ``model``'s forward (through a PEFT wrapper) takes and returns a
     KV cache: transformers 5.x renames ``past_key_values`` to ``cache`` (the old name warns,
     and goes in 5.40); releases before the rename only know the old one."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return "cache" if "cache" in _forward_parameters(model) else "past_key_values"
+
+
+def returned_cache(out: Any, arg: str) -> Any:
+    """The KV cache a forward with ``use_cache=True`` returned, for the cache argument name
+    ``arg`` (:func:`cache_arg_name`): ``out.cache`` after the rename, ``out.past_key_values``
+    before it (and where an output class after the rename still fills only the old field)."""
+    if arg == "cache":
+        cache = getattr(out, "cache", None)
+        if cache is not None:
+            return cache
+    return out.past_key_values
 
 
 class HFLanguageModel:
@@ -131,8 +147,7 @@ class HFLanguageModel:
             pad = getattr(tokenizer, "eos_token_id", None)
         # The pad id is never attended to nor scored; it only needs to be a valid embedding row.
         self._pad_id = int(pad) if isinstance(pad, int) and 0 <= pad < self._vocab_size else 0
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self._keep_last = "logits_to_keep" in inspect.signature(base.forward).parameters
+        self._keep_last = "logits_to_keep" in _forward_parameters(model)
         self._cache_arg = cache_arg_name(model)
         model.eval()
 
@@ -174,13 +189,8 @@ class HFLanguageModel:
         return self.model(use_cache=kwargs.pop("use_cache", False), return_dict=True, **kwargs)
 
     def _out_cache(self, out: Any) -> Any:
-        """The KV cache a forward with ``use_cache=True`` returned (``out.cache`` after the
-        rename, ``out.past_key_values`` before it)."""
-        if self._cache_arg == "cache":
-            cache = getattr(out, "cache", None)  # (an output class may keep the old field)
-            if cache is not None:
-                return cache
-        return out.past_key_values
+        """The KV cache a forward with ``use_cache=True`` returned (:func:`returned_cache`)."""
+        return returned_cache(out, self._cache_arg)
 
     def _by_rows(self, n: int, width: int, run: Callable[[int, int], Tensors]) -> Tensors:
         """``run(0, n)``, or after an out-of-memory error ``run`` on consecutive row chunks of
