@@ -102,7 +102,8 @@ def _parts(entries: list[tuple[str, str, float]]) -> dict[str, float]:
     for rel, part, secs in entries:
         bits = rel.split("/")
         if len(bits) >= 4 and bits[0] == "stages" and not part.startswith("wall"):
-            out[f"{bits[1]} › {part}"] = out.get(f"{bits[1]} › {part}", 0.0) + secs
+            name = f"{bits[1]} › {part}"
+            out[name] = out.get(name, 0.0) + secs
     return out
 
 

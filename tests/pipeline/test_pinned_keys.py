@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bebkit.paths import DATA_VARIABLES
 from bebkit.pipeline.config import ReproduceConfig
 from bebkit.pipeline.reproduce import build_stages
 from bebkit.pipeline.session import ComponentProvider
@@ -45,10 +46,6 @@ FULL = {
     "convergence-cooperativeness": "53eae0647fce2191",
     "misalign-cooperativeness": "5558d32495bcfdf4",
 }
-
-
-#: the shared-data variables a stage key may read (``bebkit.paths``)
-DATA_VARIABLES = ("BEBKIT_PERSONA_DIR", "BEBKIT_HUMAN_LABELS_DIR", "BEBKIT_REFERENCE_DIR")
 
 
 @pytest.fixture(autouse=True)

@@ -207,7 +207,8 @@ def restore_kept(
     Hold ``folder``'s artifact lock."""
     dest = Path(folder)
     cand = kept_dir(dest) / key
-    if find_reusable(cand, key, recompute=recompute, log=log) is None:
+    manifest = find_reusable(cand, key, recompute=recompute, log=log)
+    if manifest is None:
         return None
     current = read_manifest(dest)
     aside: Path | None = None
@@ -221,4 +222,4 @@ def restore_kept(
     fsync_dir(dest.parent)
     if aside is not None:
         _evict(aside)
-    return find_reusable(dest, key, recompute=recompute, log=log)
+    return manifest  # verified above; the rename moved the same files under the lock
